@@ -1,0 +1,1 @@
+//! Benchmark support: shared fixtures for the criterion benches.

@@ -1,0 +1,11 @@
+//! wirespeed data plane: everything that touches every packet.
+//!
+//! Transport message layout and sealing, the replay window, the AllowedIPs
+//! table. No I/O lives in the protocol modules; the backends feed them bytes.
+
+pub mod allowedips;
+pub mod consts;
+pub mod ip;
+pub mod messages;
+pub mod replay;
+pub mod transport;

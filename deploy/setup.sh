@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything wirespeed's build, demo, tests and benchmarks need on a
+# fresh Debian 12 machine. Idempotent: re-running only fills in what is missing.
+set -euo pipefail
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup.sh: must run as root (it installs packages)" >&2
+        exit 1
+    fi
+}
+need_root
+
+APT_PACKAGES=(
+    clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4
+    iproute2 iptables iputils-ping tcpdump iperf3 netcat-openbsd procps kmod
+    wireguard-tools wireguard-go openssl bpftool
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# boringtun is one of the interop peers; its CLI comes from crates.io.
+if ! command -v boringtun-cli >/dev/null 2>&1; then
+    echo "setup.sh: installing boringtun-cli 0.7.1 from crates.io"
+    cargo install boringtun-cli --version 0.7.1 --locked --quiet
+fi
+
+echo "setup.sh: all prerequisites present"
