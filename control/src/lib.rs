@@ -2,5 +2,15 @@
 //! besides sealing transport data. The protocol is sans-IO: state, bytes and
 //! the current time in; state, bytes and events out.
 
+pub mod config;
+pub mod cookie;
 pub mod crypto;
+pub mod device;
+pub mod handshake;
+pub mod index;
 pub mod keys;
+pub mod noise;
+pub mod peer;
+pub mod ratelimit;
+pub mod session;
+pub mod timers;

@@ -1,0 +1,293 @@
+//! The sans-IO WireGuard device: peers, their sessions and timers, the index
+//! table, cookies and rate limiting under load, and cryptokey routing.
+//!
+//! Inputs are datagrams from the network, packets from the TUN device, and
+//! the passing of time; outputs are datagrams to send, packets to deliver
+//! and events. Nothing here touches a socket or a clock, so the whole
+//! protocol runs in tests with a simulated clock.
+
+mod load;
+mod receive;
+mod send;
+mod tick;
+
+use core::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use dataplane::allowedips::AllowedIps;
+use dataplane::consts::REKEY_TIMEOUT_JITTER_MAX;
+use rand_core::RngCore;
+
+use crate::cookie::CookieChecker;
+use crate::crypto::x25519;
+use crate::index::IndexTable;
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::peer::Peer;
+use crate::ratelimit::RateLimiter;
+
+pub use load::LoadTracker;
+
+/// A peer's handle inside one device.
+pub type PeerId = u32;
+
+/// Tunables that are not part of the `wg` configuration.
+#[derive(Debug, Clone)]
+pub struct DeviceSettings {
+    /// Inner MTU: the upper bound for padding.
+    pub mtu: usize,
+    /// Handshake messages per second above which the device is under load
+    /// and demands cookies (mac2) and applies per-source rate limits.
+    pub under_load_threshold: u32,
+    /// Bound on the rate limiter's table, so a spoofed flood cannot grow it.
+    pub ratelimit_max_sources: usize,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings {
+            mtu: dataplane::consts::DEFAULT_MTU as usize,
+            under_load_threshold: 512,
+            ratelimit_max_sources: 1 << 16,
+        }
+    }
+}
+
+/// Something the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send this datagram to `to`.
+    Send { to: SocketAddr, datagram: Vec<u8> },
+    /// Write this decrypted IP packet to the TUN device.
+    Deliver { peer: PeerId, packet: Vec<u8> },
+    /// Something an operator or the data plane wants to know.
+    Event(Event),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A session was confirmed: as initiator on the response, as responder on
+    /// the first message under the new keys.
+    HandshakeCompleted { peer: PeerId },
+    /// An authenticated message came from a new address.
+    EndpointChanged { peer: PeerId, endpoint: SocketAddr },
+    /// REKEY_ATTEMPT_TIME passed without a response: staged packets dropped.
+    HandshakeGaveUp { peer: PeerId },
+    /// All of a peer's session keys were erased.
+    KeysErased { peer: PeerId },
+}
+
+/// Why an input was dropped. Drops are silent on the wire; this is for
+/// counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    Malformed,
+    NoPrivateKey,
+    InvalidMac,
+    RateLimited,
+    HandshakeFailed,
+    UnknownPeer,
+    ReplayedInitiation,
+    InitiationFlood,
+    UnknownIndex,
+    KeyExpired,
+    Replay,
+    DecryptFailed,
+    InvalidInnerPacket,
+    SourceNotAllowed,
+    NoRoute,
+    UnsolicitedCookie,
+}
+
+/// Configuration of one peer as `wg set` gives it.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    pub public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
+    pub endpoint: Option<SocketAddr>,
+    pub persistent_keepalive: Option<Duration>,
+    pub allowed_ips: Vec<(IpAddr, u8)>,
+}
+
+impl PeerSettings {
+    pub fn new(public_key: PublicKey) -> Self {
+        PeerSettings { public_key, preshared_key: None, endpoint: None, persistent_keepalive: None, allowed_ips: Vec::new() }
+    }
+}
+
+pub struct Device {
+    private_key: Option<PrivateKey>,
+    public_key: Option<PublicKey>,
+    peers: HashMap<PeerId, Peer>,
+    by_key: HashMap<PublicKey, PeerId>,
+    next_peer_id: PeerId,
+    allowed_ips: AllowedIps<PeerId>,
+    indices: IndexTable,
+    checker: Option<CookieChecker>,
+    limiter: RateLimiter,
+    load: LoadTracker,
+    rng: Box<dyn RngCore + Send>,
+    /// Unix time at monotonic zero: turns the monotonic `now` into TAI64N.
+    unix_at_zero: Duration,
+    settings: DeviceSettings,
+}
+
+impl Device {
+    /// `unix_at_zero` is the wall-clock time (since the Unix epoch) that the
+    /// caller's monotonic `now = 0` corresponds to.
+    pub fn new(unix_at_zero: Duration, rng: Box<dyn RngCore + Send>, settings: DeviceSettings) -> Self {
+        Device {
+            private_key: None,
+            public_key: None,
+            peers: HashMap::new(),
+            by_key: HashMap::new(),
+            next_peer_id: 0,
+            allowed_ips: AllowedIps::new(),
+            indices: IndexTable::default(),
+            checker: None,
+            limiter: RateLimiter::new(settings.ratelimit_max_sources),
+            load: LoadTracker::new(settings.under_load_threshold),
+            rng,
+            unix_at_zero,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &DeviceSettings {
+        &self.settings
+    }
+
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.public_key
+    }
+
+    pub fn private_key(&self) -> Option<&PrivateKey> {
+        self.private_key.as_ref()
+    }
+
+    /// Sets (or clears) the static private key. Sessions made under the old
+    /// key are dropped, and a peer whose key equals our new public key is
+    /// removed, as the kernel does.
+    pub fn set_private_key(&mut self, key: Option<PrivateKey>) {
+        let public = key.as_ref().map(PrivateKey::public_key);
+        if public == self.public_key && key.as_ref() == self.private_key.as_ref() {
+            return;
+        }
+        self.private_key = key;
+        self.public_key = public;
+        self.checker = public.map(|p| CookieChecker::new(p.as_bytes()));
+        if let Some(p) = public {
+            if let Some(id) = self.by_key.get(&p).copied() {
+                self.remove_peer(id);
+            }
+        }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.clear_sessions(id);
+            self.precompute_static_static(id);
+        }
+    }
+
+    fn precompute_static_static(&mut self, id: PeerId) {
+        let ss = match (&self.private_key, self.peers.get(&id)) {
+            (Some(sk), Some(p)) => x25519::dh(sk.as_bytes(), p.public_key.as_bytes()).ok(),
+            _ => None,
+        };
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.static_static = ss;
+        }
+    }
+
+    /// Adds a peer, or updates the one with that public key. Returns its id,
+    /// or `None` if the key is our own.
+    pub fn upsert_peer(&mut self, s: PeerSettings) -> Option<PeerId> {
+        if Some(s.public_key) == self.public_key {
+            return None;
+        }
+        let id = match self.by_key.get(&s.public_key) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_peer_id;
+                self.next_peer_id = self.next_peer_id.wrapping_add(1);
+                self.peers.insert(id, Peer::new(s.public_key));
+                self.by_key.insert(s.public_key, id);
+                self.precompute_static_static(id);
+                id
+            }
+        };
+        let peer = self.peers.get_mut(&id).expect("inserted above");
+        if let Some(psk) = s.preshared_key {
+            peer.preshared_key = psk;
+        }
+        if s.endpoint.is_some() {
+            peer.endpoint = s.endpoint;
+        }
+        if s.persistent_keepalive.is_some() {
+            peer.persistent_keepalive = s.persistent_keepalive.filter(|d| !d.is_zero());
+        }
+        for (addr, cidr) in s.allowed_ips {
+            // Validated by the config layers; an invalid prefix is ignored here.
+            let _ = self.allowed_ips.insert(addr, cidr, id);
+        }
+        Some(id)
+    }
+
+    pub fn remove_peer(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.remove(&id) {
+            self.by_key.remove(&p.public_key);
+            self.indices.remove_peer(id);
+            self.allowed_ips.remove_value(id);
+        }
+    }
+
+    pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(&id)
+    }
+
+    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    pub fn allowed_ips(&self) -> &AllowedIps<PeerId> {
+        &self.allowed_ips
+    }
+
+    pub fn allowed_ips_mut(&mut self) -> &mut AllowedIps<PeerId> {
+        &mut self.allowed_ips
+    }
+
+    /// Erases a peer's handshake state and keypairs.
+    fn clear_sessions(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            for i in p.indices() {
+                self.indices.remove(i);
+            }
+            p.pending = None;
+            p.keypairs = Default::default();
+        }
+    }
+
+    fn unix_now(&self, now: Duration) -> Duration {
+        self.unix_at_zero + now
+    }
+
+    fn jitter(&mut self) -> Duration {
+        let max = REKEY_TIMEOUT_JITTER_MAX.as_millis() as u32 + 1;
+        Duration::from_millis((self.rng.next_u32() % max) as u64)
+    }
+
+    fn random32(&mut self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        self.rng.fill_bytes(&mut b);
+        b
+    }
+
+    /// Whether handshakes are arriving faster than the configured threshold.
+    pub fn under_load(&self, now: Duration) -> bool {
+        self.load.is_under_load(now)
+    }
+}

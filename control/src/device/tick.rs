@@ -1,0 +1,55 @@
+//! The passing of time: fires each peer's due timers.
+
+use core::time::Duration;
+
+use dataplane::consts::MAX_TIMER_HANDSHAKES;
+
+use super::{Device, Event, Output, PeerId};
+use crate::timers::TimerAction;
+
+impl Device {
+    /// Runs every timer due at `now`. Call it at least as often as
+    /// [`Device::next_deadline`] says.
+    pub fn update_timers(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
+        let mut actions = Vec::new();
+        for id in ids {
+            actions.clear();
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.timers.expire(now, MAX_TIMER_HANDSHAKES, &mut actions);
+            }
+            for &a in &actions {
+                self.run_timer_action(id, a, now, out);
+            }
+        }
+    }
+
+    fn run_timer_action(&mut self, id: PeerId, action: TimerAction, now: Duration, out: &mut Vec<Output>) {
+        match action {
+            TimerAction::RetransmitHandshake => self.send_initiation(id, now, true, out),
+            TimerAction::NewHandshake => self.send_initiation(id, now, false, out),
+            TimerAction::GiveUpHandshake => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.staged.clear();
+                }
+                out.push(Output::Event(Event::HandshakeGaveUp { peer: id }));
+            }
+            TimerAction::SendKeepalive => self.send_keepalive(id, now, out),
+            TimerAction::SendPersistentKeepalive => {
+                if self.peers.get(&id).is_some_and(|p| p.persistent_keepalive.is_some()) {
+                    self.send_keepalive(id, now, out);
+                }
+            }
+            TimerAction::ZeroKeyMaterial => {
+                self.clear_sessions(id);
+                out.push(Output::Event(Event::KeysErased { peer: id }));
+            }
+        }
+    }
+
+    /// The earliest time any timer is due.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.peers.values().filter_map(|p| p.timers.next_deadline()).min()
+    }
+}
