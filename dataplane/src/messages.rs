@@ -317,6 +317,38 @@ mod tests {
         assert!(Message::parse(&long).is_err());
     }
 
+    use proptest::prelude::{Just, Strategy};
+
+    proptest::proptest! {
+        #[test]
+        fn parse_is_total_and_reencodes(
+            data in proptest::prop_oneof![Just(148usize), Just(92), Just(64), 0..200usize]
+                .prop_flat_map(|n| proptest::collection::vec(proptest::num::u8::ANY, n)),
+            ty in 0u8..6,
+        ) {
+            let mut data = data;
+            if !data.is_empty() {
+                data[0] = ty;
+            }
+            if data.len() >= 4 && ty % 2 == 0 {
+                data[1..4].fill(0);
+            }
+            if let Ok(m) = Message::parse(&data) {
+                let again = match m {
+                    Message::Initiation(i) => i.to_bytes().to_vec(),
+                    Message::Response(r) => r.to_bytes().to_vec(),
+                    Message::CookieReply(c) => c.to_bytes().to_vec(),
+                    Message::Transport(t) => {
+                        let mut h = [0u8; TRANSPORT_HEADER_LEN];
+                        write_transport_header(&mut h, t.receiver, t.counter);
+                        [&h[..], t.sealed].concat()
+                    }
+                };
+                proptest::prop_assert_eq!(again, data);
+            }
+        }
+    }
+
     #[test]
     fn padding() {
         assert_eq!(padded_len(0, 1420), 0);
