@@ -24,13 +24,18 @@ fn initiations(init: &PrivateKey, resp: &PrivateKey, n: usize) -> Vec<[u8; 148]>
     let r_pub = resp.public_key();
     let ss = x25519::dh(init.as_bytes(), r_pub.as_bytes()).unwrap();
     let mut jar = CookieJar::new(r_pub.as_bytes());
-    let local = LocalStatic { private: init.as_bytes(), public: i_pub.as_bytes() };
+    let local = LocalStatic {
+        private: init.as_bytes(),
+        public: i_pub.as_bytes(),
+    };
     (0..n)
         .map(|k| {
             let ts = tai64n::tai64n(UNIX + Duration::from_millis(50 * k as u64));
             let mut eph = [0u8; 32];
             eph[..8].copy_from_slice(&(k as u64 + 1).to_le_bytes());
-            let (msg, _) = handshake::create_initiation(&local, r_pub.as_bytes(), &ss, eph, k as u32, &ts).unwrap();
+            let (msg, _) =
+                handshake::create_initiation(&local, r_pub.as_bytes(), &ss, eph, k as u32, &ts)
+                    .unwrap();
             let mut b = msg.to_bytes();
             jar.stamp(&mut b, Duration::ZERO);
             b
@@ -53,7 +58,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| x25519::dh(resp.as_bytes(), e.as_bytes()).unwrap())
     });
     g.bench_function("consume_initiation", |b| {
-        let local = LocalStatic { private: resp.as_bytes(), public: r_pub.as_bytes() };
+        let local = LocalStatic {
+            private: resp.as_bytes(),
+            public: r_pub.as_bytes(),
+        };
         let mut k = 0;
         b.iter(|| {
             let m = &msgs[k % msgs.len()];
@@ -72,7 +80,11 @@ fn bench(c: &mut Criterion) {
             let mut done = 0u64;
             while done < iters {
                 // A fresh device per round: each initiation is consumed once.
-                let mut dev = Device::new(UNIX, Box::new(ChaCha20Rng::seed_from_u64(done)), DeviceSettings::default());
+                let mut dev = Device::new(
+                    UNIX,
+                    Box::new(ChaCha20Rng::seed_from_u64(done)),
+                    DeviceSettings::default(),
+                );
                 dev.set_private_key(Some(resp.clone()));
                 dev.upsert_peer(PeerSettings::new(init.public_key()));
                 let src: SocketAddr = "192.0.2.1:51820".parse().unwrap();

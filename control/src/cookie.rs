@@ -88,12 +88,21 @@ impl Drop for CookieChecker {
 
 impl CookieChecker {
     pub fn new(own_public: &[u8; 32]) -> Self {
-        CookieChecker { keys: MacKeys::new(own_public), secret: [0; 32], secret_born: None }
+        CookieChecker {
+            keys: MacKeys::new(own_public),
+            secret: [0; 32],
+            secret_born: None,
+        }
     }
 
     /// The cookie for `src` under the current secret, rotating it first if it
     /// is older than two minutes (or was never made).
-    fn cookie_for(&mut self, src: SocketAddr, now: Duration, fill_random: &mut dyn FnMut(&mut [u8])) -> [u8; COOKIE_LEN] {
+    fn cookie_for(
+        &mut self,
+        src: SocketAddr,
+        now: Duration,
+        fill_random: &mut dyn FnMut(&mut [u8]),
+    ) -> [u8; COOKIE_LEN] {
         let stale = match self.secret_born {
             None => true,
             Some(born) => now.saturating_sub(born) >= COOKIE_SECRET_MAX_AGE,
@@ -131,7 +140,8 @@ impl CookieChecker {
         }
         // A secret that expired makes every outstanding cookie invalid; do not
         // rotate it just to check (that would be a free rotation for attackers).
-        let fresh = matches!(self.secret_born, Some(b) if now.saturating_sub(b) < COOKIE_SECRET_MAX_AGE);
+        let fresh =
+            matches!(self.secret_born, Some(b) if now.saturating_sub(b) < COOKIE_SECRET_MAX_AGE);
         if !fresh {
             return MacVerdict::Mac1Only;
         }
@@ -158,8 +168,18 @@ impl CookieChecker {
         fill_random(&mut nonce);
         let aad = &msg[mac1_offset(msg.len())..mac2_offset(msg.len())];
         let mut encrypted_cookie = [0u8; ENCRYPTED_COOKIE_LEN];
-        xseal(&self.keys.cookie_key, &nonce, &cookie, aad, &mut encrypted_cookie);
-        CookieReply { receiver: sender_index, nonce, encrypted_cookie }
+        xseal(
+            &self.keys.cookie_key,
+            &nonce,
+            &cookie,
+            aad,
+            &mut encrypted_cookie,
+        );
+        CookieReply {
+            receiver: sender_index,
+            nonce,
+            encrypted_cookie,
+        }
     }
 }
 
@@ -181,7 +201,11 @@ impl Drop for CookieJar {
 
 impl CookieJar {
     pub fn new(peer_public: &[u8; 32]) -> Self {
-        CookieJar { keys: MacKeys::new(peer_public), cookie: None, last_mac1: None }
+        CookieJar {
+            keys: MacKeys::new(peer_public),
+            cookie: None,
+            last_mac1: None,
+        }
     }
 
     /// Fills mac1 and (if we hold a cookie younger than its lifetime) mac2.
@@ -201,8 +225,14 @@ impl CookieJar {
     pub fn consume_reply(&mut self, reply: &CookieReply, now: Duration) -> Result<(), CookieError> {
         let aad = self.last_mac1.ok_or(CookieError::Unsolicited)?;
         let mut cookie = [0u8; COOKIE_LEN];
-        xopen(&self.keys.cookie_key, &reply.nonce, &reply.encrypted_cookie, &aad, &mut cookie)
-            .map_err(|_| CookieError::Decrypt)?;
+        xopen(
+            &self.keys.cookie_key,
+            &reply.nonce,
+            &reply.encrypted_cookie,
+            &aad,
+            &mut cookie,
+        )
+        .map_err(|_| CookieError::Decrypt)?;
         self.cookie = Some((cookie, now));
         // One reply per message sent: a second copy of the reply is refused.
         self.last_mac1 = None;
@@ -240,25 +270,46 @@ mod tests {
 
         let mut msg = [0x55u8; INITIATION_LEN];
         jar.stamp(&mut msg, now);
-        assert_eq!(checker.verify(&msg, src, false, now, &mut rng), MacVerdict::Mac1Only);
-        assert_eq!(checker.verify(&msg, src, true, now, &mut rng), MacVerdict::Mac1Only);
+        assert_eq!(
+            checker.verify(&msg, src, false, now, &mut rng),
+            MacVerdict::Mac1Only
+        );
+        assert_eq!(
+            checker.verify(&msg, src, true, now, &mut rng),
+            MacVerdict::Mac1Only
+        );
         let mut bad = msg;
         bad[10] ^= 1;
-        assert_eq!(checker.verify(&bad, src, false, now, &mut rng), MacVerdict::Invalid);
+        assert_eq!(
+            checker.verify(&bad, src, false, now, &mut rng),
+            MacVerdict::Invalid
+        );
 
         let reply = checker.make_reply(&msg, 42, src, now, &mut rng);
         assert_eq!(reply.receiver, 42);
         jar.consume_reply(&reply, now).unwrap();
-        assert_eq!(jar.consume_reply(&reply, now), Err(CookieError::Unsolicited));
+        assert_eq!(
+            jar.consume_reply(&reply, now),
+            Err(CookieError::Unsolicited)
+        );
 
         jar.stamp(&mut msg, now + Duration::from_secs(1));
-        assert_eq!(checker.verify(&msg, src, true, now, &mut rng), MacVerdict::Mac1AndMac2);
+        assert_eq!(
+            checker.verify(&msg, src, true, now, &mut rng),
+            MacVerdict::Mac1AndMac2
+        );
         // The cookie is bound to the source address and port.
         let other: SocketAddr = "192.0.2.2:51820".parse().unwrap();
-        assert_eq!(checker.verify(&msg, other, true, now, &mut rng), MacVerdict::Mac1Only);
+        assert_eq!(
+            checker.verify(&msg, other, true, now, &mut rng),
+            MacVerdict::Mac1Only
+        );
         // After the secret's two minutes the cookie no longer counts.
         let later = now + COOKIE_SECRET_MAX_AGE;
-        assert_eq!(checker.verify(&msg, src, true, later, &mut rng), MacVerdict::Mac1Only);
+        assert_eq!(
+            checker.verify(&msg, src, true, later, &mut rng),
+            MacVerdict::Mac1Only
+        );
     }
 
     #[test]
@@ -268,8 +319,17 @@ mod tests {
         jar.stamp(&mut msg, Duration::ZERO);
         let mut checker = CookieChecker::new(&[2; 32]); // wrong responder key
         let mut rng = counter_rng();
-        let reply = checker.make_reply(&msg, 1, "[::1]:1".parse().unwrap(), Duration::ZERO, &mut rng);
-        assert_eq!(jar.consume_reply(&reply, Duration::ZERO), Err(CookieError::Decrypt));
+        let reply = checker.make_reply(
+            &msg,
+            1,
+            "[::1]:1".parse().unwrap(),
+            Duration::ZERO,
+            &mut rng,
+        );
+        assert_eq!(
+            jar.consume_reply(&reply, Duration::ZERO),
+            Err(CookieError::Decrypt)
+        );
         assert!(!jar.has_fresh_cookie(Duration::ZERO));
     }
 }

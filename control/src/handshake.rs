@@ -7,12 +7,17 @@ use dataplane::messages::{Initiation, Response, ENCRYPTED_TIMESTAMP_LEN, MAC_LEN
 use zeroize::Zeroizing;
 
 use crate::crypto::tai64n::TIMESTAMP_LEN;
-use crate::noise::{self, InitiatorKeys, InitiatorState, NoiseError, Protocol, ResponderState, TransportKeys};
+use crate::noise::{
+    self, InitiatorKeys, InitiatorState, NoiseError, Protocol, ResponderState, TransportKeys,
+};
 
 pub const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 pub const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
 
-const WIREGUARD: Protocol<'static> = Protocol { name: CONSTRUCTION, prologue: IDENTIFIER };
+const WIREGUARD: Protocol<'static> = Protocol {
+    name: CONSTRUCTION,
+    prologue: IDENTIFIER,
+};
 
 /// The static keys the local side brings to every handshake.
 pub struct LocalStatic<'a> {
@@ -71,7 +76,14 @@ pub fn consume_initiation(
     body[32..80].copy_from_slice(&msg.encrypted_static);
     body[80..].copy_from_slice(&msg.encrypted_timestamp);
     let mut timestamp = [0u8; TIMESTAMP_LEN];
-    let state = noise::read_message1(&WIREGUARD, local.private, local.public, &body, &mut timestamp, static_static_for)?;
+    let state = noise::read_message1(
+        &WIREGUARD,
+        local.private,
+        local.public,
+        &body,
+        &mut timestamp,
+        static_static_for,
+    )?;
     Ok(ConsumedInitiation {
         peer_public: state.remote_static,
         timestamp,
@@ -130,9 +142,16 @@ mod tests {
         let (i_pub, r_pub) = (x25519::public_key(&i_priv), x25519::public_key(&r_priv));
         let ss = x25519::dh(&i_priv, &r_pub).unwrap();
         let ts = crate::crypto::tai64n::tai64n(core::time::Duration::from_secs(1_700_000_000));
-        let local_i = LocalStatic { private: &i_priv, public: &i_pub };
-        let (init, ist) = create_initiation(&local_i, &r_pub, &ss, [33; 32], 0xaabbccdd, &ts).unwrap();
-        let local_r = LocalStatic { private: &r_priv, public: &r_pub };
+        let local_i = LocalStatic {
+            private: &i_priv,
+            public: &i_pub,
+        };
+        let (init, ist) =
+            create_initiation(&local_i, &r_pub, &ss, [33; 32], 0xaabbccdd, &ts).unwrap();
+        let local_r = LocalStatic {
+            private: &r_priv,
+            public: &r_pub,
+        };
         let consumed = consume_initiation(&local_r, &init, |k| {
             assert_eq!(k, &i_pub);
             Some(x25519::dh(&r_priv, k).unwrap())
@@ -146,6 +165,9 @@ mod tests {
         let ikeys = consume_response(ist.clone(), &i_priv, &psk, &resp).unwrap();
         assert_eq!(ikeys.initiator_to_responder, rkeys.initiator_to_responder);
         assert_eq!(ikeys.responder_to_initiator, rkeys.responder_to_initiator);
-        assert!(consume_response(ist, &i_priv, &[0; 32], &resp).is_err(), "PSK mismatch");
+        assert!(
+            consume_response(ist, &i_priv, &[0; 32], &resp).is_err(),
+            "PSK mismatch"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub enum KeyError {
 
 impl core::fmt::Display for KeyError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "key is not 32 bytes of base64 (44 characters ending in '=')")
+        write!(
+            f,
+            "key is not 32 bytes of base64 (44 characters ending in '=')"
+        )
     }
 }
 
@@ -220,7 +223,10 @@ mod tests {
     fn public_key_matches_wg_pubkey() {
         // `echo yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk= | wg pubkey`
         let sk = PrivateKey::from_base64("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap();
-        assert_eq!(sk.public_key().to_base64(), "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=");
+        assert_eq!(
+            sk.public_key().to_base64(),
+            "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+        );
     }
 
     #[test]

@@ -92,7 +92,12 @@ impl SymmetricState {
         self.mix_hash(out);
     }
 
-    fn decrypt_and_hash(&mut self, key: &[u8; 32], sealed: &[u8], out: &mut [u8]) -> Result<(), NoiseError> {
+    fn decrypt_and_hash(
+        &mut self,
+        key: &[u8; 32],
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), NoiseError> {
         aead::open(key, 0, sealed, &self.h, out)?;
         self.mix_hash(sealed);
         Ok(())
@@ -101,7 +106,10 @@ impl SymmetricState {
     /// Split(): the two transport keys, initiator-to-responder first.
     pub fn split(&self) -> TransportKeys {
         let [k1, k2] = kdf::<2>(&self.ck, &[]);
-        TransportKeys { initiator_to_responder: *k1, responder_to_initiator: *k2 }
+        TransportKeys {
+            initiator_to_responder: *k1,
+            responder_to_initiator: *k2,
+        }
     }
 }
 
@@ -176,7 +184,10 @@ pub fn write_message1(
     };
     let k = sym.mix_key(&ss[..]);
     sym.encrypt_and_hash(&k, payload, enc_payload);
-    Ok(InitiatorState { sym, ephemeral_private })
+    Ok(InitiatorState {
+        sym,
+        ephemeral_private,
+    })
 }
 
 /// Reads message 1 as the responder. `static_static_for` is given the
@@ -205,7 +216,11 @@ pub fn read_message1(
     let ss = static_static_for(&remote_static).ok_or(NoiseError::UnknownPeer)?;
     let k = sym.mix_key(&ss[..]);
     sym.decrypt_and_hash(&k, enc_payload, payload_out)?;
-    Ok(ResponderState { sym: sym.clone(), remote_ephemeral: e_pub, remote_static: *remote_static })
+    Ok(ResponderState {
+        sym: sym.clone(),
+        remote_ephemeral: e_pub,
+        remote_static: *remote_static,
+    })
 }
 
 /// <- e, ee, se, psk, payload. Writes message 2 into `out` and returns the
@@ -274,12 +289,16 @@ mod tests {
     /// so the test does not depend on the checkout's neighbours).
     #[test]
     fn cacophony_ikpsk2_vector() {
-        let v: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/data/cacophony-Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s.json"))
-                .unwrap();
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../tests/data/cacophony-Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s.json"
+        ))
+        .unwrap();
         let v = &v["vectors"][0];
         let s = |k: &str| v[k].as_str().unwrap();
-        let proto = Protocol { name: s("protocol_name").as_bytes(), prologue: &h(s("init_prologue")) };
+        let proto = Protocol {
+            name: s("protocol_name").as_bytes(),
+            prologue: &h(s("init_prologue")),
+        };
         let psk = h32(v["init_psks"][0].as_str().unwrap());
         let i_static = h32(s("init_static"));
         let i_pub = x25519::public_key(&i_static);
@@ -310,7 +329,8 @@ mod tests {
 
         let p1 = m(1, "payload");
         let mut msg2 = vec![0u8; msg2_len(p1.len())];
-        let (rkeys, rh) = write_message2(rst, h32(s("resp_ephemeral")), &psk, &p1, &mut msg2).unwrap();
+        let (rkeys, rh) =
+            write_message2(rst, h32(s("resp_ephemeral")), &psk, &p1, &mut msg2).unwrap();
         assert_eq!(msg2, m(1, "ciphertext"));
         let mut got1 = vec![0u8; p1.len()];
         let (ikeys, ih) = read_message2(ist, &i_static, &psk, &msg2, &mut got1).unwrap();
@@ -328,7 +348,11 @@ mod tests {
             };
             let mut out = vec![0u8; payload.len() + 16];
             aead::seal(key, counter, &payload, &[], &mut out);
-            assert_eq!(hex::encode(&out), msg["ciphertext"].as_str().unwrap(), "message {i}");
+            assert_eq!(
+                hex::encode(&out),
+                msg["ciphertext"].as_str().unwrap(),
+                "message {i}"
+            );
         }
         assert_eq!(ikeys.initiator_to_responder, rkeys.initiator_to_responder);
         assert_eq!(ikeys.responder_to_initiator, rkeys.responder_to_initiator);
@@ -336,27 +360,47 @@ mod tests {
 
     #[test]
     fn wrong_psk_or_tampering_is_refused() {
-        let proto = Protocol { name: b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s", prologue: b"p" };
+        let proto = Protocol {
+            name: b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s",
+            prologue: b"p",
+        };
         let i_s = [1u8; 32];
         let r_s = [2u8; 32];
         let (i_p, r_p) = (x25519::public_key(&i_s), x25519::public_key(&r_s));
-        let keys = InitiatorKeys { static_private: &i_s, static_public: &i_p, remote_static: &r_p, static_static: None };
+        let keys = InitiatorKeys {
+            static_private: &i_s,
+            static_public: &i_p,
+            remote_static: &r_p,
+            static_static: None,
+        };
         let mut msg1 = vec![0u8; msg1_len(0)];
         let ist = write_message1(&proto, &keys, [3; 32], &[], &mut msg1).unwrap();
         let mut bad = msg1.clone();
         bad[40] ^= 1;
         let ss = |rs: &[u8; 32]| Some(x25519::dh(&r_s, rs).unwrap());
-        assert!(matches!(read_message1(&proto, &r_s, &r_p, &bad, &mut [], ss), Err(NoiseError::Decrypt)));
-        assert!(matches!(read_message1(&proto, &r_s, &r_p, &msg1, &mut [], |_| None), Err(NoiseError::UnknownPeer)));
+        assert!(matches!(
+            read_message1(&proto, &r_s, &r_p, &bad, &mut [], ss),
+            Err(NoiseError::Decrypt)
+        ));
+        assert!(matches!(
+            read_message1(&proto, &r_s, &r_p, &msg1, &mut [], |_| None),
+            Err(NoiseError::UnknownPeer)
+        ));
         let rst = read_message1(&proto, &r_s, &r_p, &msg1, &mut [], ss).unwrap();
         let mut msg2 = vec![0u8; msg2_len(0)];
         write_message2(rst, [4; 32], &[9; 32], &[], &mut msg2).unwrap();
-        assert!(matches!(read_message2(ist, &i_s, &[8; 32], &msg2, &mut []), Err(NoiseError::Decrypt)));
+        assert!(matches!(
+            read_message2(ist, &i_s, &[8; 32], &msg2, &mut []),
+            Err(NoiseError::Decrypt)
+        ));
     }
 
     #[test]
     fn low_order_ephemeral_is_refused() {
-        let proto = Protocol { name: b"x", prologue: b"" };
+        let proto = Protocol {
+            name: b"x",
+            prologue: b"",
+        };
         let r_s = [2u8; 32];
         let r_p = x25519::public_key(&r_s);
         let msg1 = vec![0u8; msg1_len(0)];

@@ -33,17 +33,31 @@ pub struct Keypairs {
 
 impl Keypairs {
     pub fn iter(&self) -> impl Iterator<Item = &Keypair> {
-        [&self.current, &self.previous, &self.next].into_iter().flatten()
+        [&self.current, &self.previous, &self.next]
+            .into_iter()
+            .flatten()
     }
 
     pub fn find_mut(&mut self, local_index: u32) -> Option<(&mut Keypair, Slot)> {
-        if self.current.as_ref().is_some_and(|k| k.local_index == local_index) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|k| k.local_index == local_index)
+        {
             return self.current.as_mut().map(|k| (k, Slot::Current));
         }
-        if self.previous.as_ref().is_some_and(|k| k.local_index == local_index) {
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|k| k.local_index == local_index)
+        {
             return self.previous.as_mut().map(|k| (k, Slot::Previous));
         }
-        if self.next.as_ref().is_some_and(|k| k.local_index == local_index) {
+        if self
+            .next
+            .as_ref()
+            .is_some_and(|k| k.local_index == local_index)
+        {
             return self.next.as_mut().map(|k| (k, Slot::Next));
         }
         None

@@ -47,18 +47,26 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(max_entries: usize) -> Self {
-        RateLimiter { buckets: HashMap::new(), max_entries, last_gc: Duration::ZERO }
+        RateLimiter {
+            buckets: HashMap::new(),
+            max_entries,
+            last_gc: Duration::ZERO,
+        }
     }
 
     /// True if a handshake from `ip` may be processed now.
     pub fn allow(&mut self, ip: IpAddr, now: Duration) -> bool {
         if now.saturating_sub(self.last_gc) >= IDLE_EXPIRY {
-            self.buckets.retain(|_, b| now.saturating_sub(b.last) < IDLE_EXPIRY);
+            self.buckets
+                .retain(|_, b| now.saturating_sub(b.last) < IDLE_EXPIRY);
             self.last_gc = now;
         }
         let key = key_of(ip);
         if let Some(b) = self.buckets.get_mut(&key) {
-            let elapsed = now.saturating_sub(b.last).as_nanos().min(TOKEN_MAX_NS as u128) as u64;
+            let elapsed = now
+                .saturating_sub(b.last)
+                .as_nanos()
+                .min(TOKEN_MAX_NS as u128) as u64;
             b.tokens_ns = (b.tokens_ns + elapsed).min(TOKEN_MAX_NS);
             b.last = now;
             if b.tokens_ns >= PACKET_COST_NS {
@@ -70,7 +78,13 @@ impl RateLimiter {
         if self.buckets.len() >= self.max_entries {
             return false;
         }
-        self.buckets.insert(key, Bucket { tokens_ns: TOKEN_MAX_NS - PACKET_COST_NS, last: now });
+        self.buckets.insert(
+            key,
+            Bucket {
+                tokens_ns: TOKEN_MAX_NS - PACKET_COST_NS,
+                last: now,
+            },
+        );
         true
     }
 
@@ -119,7 +133,10 @@ mod tests {
         assert!(!rl.allow("2001:db8::99".parse().unwrap(), t));
         assert!(rl.allow("10.0.0.1".parse().unwrap(), t));
         assert!(rl.allow("10.0.0.2".parse().unwrap(), t));
-        assert!(!rl.allow("10.0.0.3".parse().unwrap(), t), "table full: new sources refused");
+        assert!(
+            !rl.allow("10.0.0.3".parse().unwrap(), t),
+            "table full: new sources refused"
+        );
         // Idle entries expire, freeing room.
         assert!(rl.allow("10.0.0.3".parse().unwrap(), t + Duration::from_secs(2)));
     }

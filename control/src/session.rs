@@ -24,7 +24,13 @@ pub struct Keypair {
 }
 
 impl Keypair {
-    pub fn new(keys: &TransportKeys, is_initiator: bool, local_index: u32, remote_index: u32, now: Duration) -> Self {
+    pub fn new(
+        keys: &TransportKeys,
+        is_initiator: bool,
+        local_index: u32,
+        remote_index: u32,
+        now: Duration,
+    ) -> Self {
         let (send, recv) = if is_initiator {
             (keys.initiator_to_responder, keys.responder_to_initiator)
         } else {

@@ -70,7 +70,11 @@ impl Timers {
     }
 
     /// Before any authenticated packet is sent or after one is received.
-    pub fn any_authenticated_packet_traversal(&mut self, now: Duration, persistent_keepalive: Option<Duration>) {
+    pub fn any_authenticated_packet_traversal(
+        &mut self,
+        now: Duration,
+        persistent_keepalive: Option<Duration>,
+    ) {
         self.persistent_keepalive = persistent_keepalive.map(|i| now + i);
     }
 
@@ -190,16 +194,25 @@ mod tests {
         t.data_received(Duration::from_secs(1));
         t.data_received(Duration::from_secs(2));
         assert_eq!(fire(&mut t, Duration::from_secs(10)), []);
-        assert_eq!(fire(&mut t, Duration::from_secs(11)), [TimerAction::SendKeepalive]);
+        assert_eq!(
+            fire(&mut t, Duration::from_secs(11)),
+            [TimerAction::SendKeepalive]
+        );
         // The second data packet asked for another one.
-        assert_eq!(fire(&mut t, Duration::from_secs(21)), [TimerAction::SendKeepalive]);
+        assert_eq!(
+            fire(&mut t, Duration::from_secs(21)),
+            [TimerAction::SendKeepalive]
+        );
         assert_eq!(fire(&mut t, Duration::from_secs(100)), []);
 
         t.data_sent(Duration::from_secs(100), Duration::ZERO);
         t.any_authenticated_packet_received();
         assert_eq!(fire(&mut t, Duration::from_secs(200)), []);
         t.data_sent(Duration::from_secs(200), Duration::ZERO);
-        assert_eq!(fire(&mut t, Duration::from_secs(215)), [TimerAction::NewHandshake]);
+        assert_eq!(
+            fire(&mut t, Duration::from_secs(215)),
+            [TimerAction::NewHandshake]
+        );
     }
 
     #[test]

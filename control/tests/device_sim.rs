@@ -11,7 +11,9 @@ use control::keys::{PresharedKey, PrivateKey, PublicKey};
 use dataplane::consts::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
 };
-use dataplane::messages::{message_type, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT};
+use dataplane::messages::{
+    message_type, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, MSG_TRANSPORT,
+};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -20,7 +22,20 @@ const UNIX_START: Duration = Duration::from_secs(1_750_000_000);
 /// An IPv4 packet from `src` to `dst` carrying `payload` (protocol 253, experimental).
 fn ipv4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let total = 20 + payload.len();
-    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, 253, 0, 0];
+    let mut p = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0,
+        0,
+        64,
+        253,
+        0,
+        0,
+    ];
     p.extend_from_slice(&src);
     p.extend_from_slice(&dst);
     let mut sum = 0u32;
@@ -65,13 +80,25 @@ struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { psk: None, threshold: 10_000, wrong_key_at_1: false, keepalive_0: None }
+        Opts {
+            psk: None,
+            threshold: 10_000,
+            wrong_key_at_1: false,
+            keepalive_0: None,
+        }
     }
 }
 
 fn device(seed: u64, key: &PrivateKey, threshold: u32) -> Device {
-    let settings = DeviceSettings { under_load_threshold: threshold, ..Default::default() };
-    let mut d = Device::new(UNIX_START, Box::new(ChaCha20Rng::seed_from_u64(seed)), settings);
+    let settings = DeviceSettings {
+        under_load_threshold: threshold,
+        ..Default::default()
+    };
+    let mut d = Device::new(
+        UNIX_START,
+        Box::new(ChaCha20Rng::seed_from_u64(seed)),
+        settings,
+    );
     d.set_private_key(Some(key.clone()));
     d
 }
@@ -90,14 +117,31 @@ impl Sim {
         s0.preshared_key = psk.clone();
         s0.allowed_ips = vec![("10.0.0.2".parse().unwrap(), 32)];
         s0.persistent_keepalive = o.keepalive_0.map(Duration::from_secs);
-        let mut s1 = PeerSettings::new(if o.wrong_key_at_1 { PublicKey([0x77; 32]) } else { k0.public_key() });
+        let mut s1 = PeerSettings::new(if o.wrong_key_at_1 {
+            PublicKey([0x77; 32])
+        } else {
+            k0.public_key()
+        });
         s1.endpoint = Some(a0);
         s1.preshared_key = psk;
         s1.allowed_ips = vec![("10.0.0.1".parse().unwrap(), 32)];
         let p0 = d0.upsert_peer(s0).unwrap();
         let p1 = d1.upsert_peer(s1).unwrap();
-        let node = |dev, addr, peer| Node { dev, addr, peer, delivered: vec![], events: vec![], drops: vec![], sent: vec![] };
-        Sim { nodes: [node(d0, a0, p0), node(d1, a1, p1)], now: Duration::ZERO, wire: VecDeque::new(), mute: [false; 2] }
+        let node = |dev, addr, peer| Node {
+            dev,
+            addr,
+            peer,
+            delivered: vec![],
+            events: vec![],
+            drops: vec![],
+            sent: vec![],
+        };
+        Sim {
+            nodes: [node(d0, a0, p0), node(d1, a1, p1)],
+            now: Duration::ZERO,
+            wire: VecDeque::new(),
+            mute: [false; 2],
+        }
     }
 
     fn absorb(&mut self, i: usize, outs: Vec<Output>) {
@@ -124,7 +168,10 @@ impl Sim {
                 continue; // addressed to an old endpoint: lost
             }
             let mut out = Vec::new();
-            if let Err(d) = self.nodes[dst].dev.handle_datagram(self.now, from, &dg, &mut out) {
+            if let Err(d) = self.nodes[dst]
+                .dev
+                .handle_datagram(self.now, from, &dg, &mut out)
+            {
                 self.nodes[dst].drops.push(d);
             }
             self.absorb(dst, out);
@@ -133,9 +180,15 @@ impl Sim {
 
     /// Node `i` sends an inner packet with `payload` to the other node.
     fn send(&mut self, i: usize, payload: &[u8]) -> Result<(), Drop> {
-        let (src, dst) = if i == 0 { ([10, 0, 0, 1], [10, 0, 0, 2]) } else { ([10, 0, 0, 2], [10, 0, 0, 1]) };
+        let (src, dst) = if i == 0 {
+            ([10, 0, 0, 1], [10, 0, 0, 2])
+        } else {
+            ([10, 0, 0, 2], [10, 0, 0, 1])
+        };
         let mut out = Vec::new();
-        let r = self.nodes[i].dev.handle_packet(self.now, &ipv4(src, dst, payload), &mut out);
+        let r = self.nodes[i]
+            .dev
+            .handle_packet(self.now, &ipv4(src, dst, payload), &mut out);
         self.absorb(i, out);
         self.flush();
         r.map(|_| ())
@@ -156,16 +209,30 @@ impl Sim {
     }
 
     fn count_sent(&self, i: usize, ty: u8) -> usize {
-        self.nodes[i].sent.iter().filter(|d| message_type(d) == Ok(ty)).count()
+        self.nodes[i]
+            .sent
+            .iter()
+            .filter(|d| message_type(d) == Ok(ty))
+            .count()
     }
 
     fn handshakes_completed(&self, i: usize) -> usize {
-        self.nodes[i].events.iter().filter(|e| matches!(e, Event::HandshakeCompleted { .. })).count()
+        self.nodes[i]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::HandshakeCompleted { .. }))
+            .count()
     }
 
     fn current_index(&self, i: usize) -> Option<u32> {
         let n = &self.nodes[i];
-        n.dev.peer(n.peer).unwrap().keypairs.current.as_ref().map(|k| k.local_index)
+        n.dev
+            .peer(n.peer)
+            .unwrap()
+            .keypairs
+            .current
+            .as_ref()
+            .map(|k| k.local_index)
     }
 }
 
@@ -179,17 +246,29 @@ fn handshake_then_transport_both_ways() {
     s.send(0, b"ping").unwrap();
     assert_eq!(s.count_sent(0, MSG_INITIATION), 1);
     assert_eq!(s.count_sent(1, MSG_RESPONSE), 1);
-    assert_eq!(s.nodes[1].delivered.len(), 1, "staged packet delivered after the handshake");
+    assert_eq!(
+        s.nodes[1].delivered.len(),
+        1,
+        "staged packet delivered after the handshake"
+    );
     assert_eq!(payload_of(&s.nodes[1].delivered[0]), b"ping");
     assert_eq!(s.handshakes_completed(0), 1);
-    assert_eq!(s.handshakes_completed(1), 1, "responder confirmed by the first data message");
+    assert_eq!(
+        s.handshakes_completed(1),
+        1,
+        "responder confirmed by the first data message"
+    );
     s.send(1, b"pong").unwrap();
     assert_eq!(payload_of(&s.nodes[0].delivered[0]), b"pong");
     for n in 0..50u8 {
         s.send(n as usize % 2, &[n; 100]).unwrap();
     }
     assert_eq!(s.nodes[0].delivered.len() + s.nodes[1].delivered.len(), 52);
-    assert!(s.nodes.iter().all(|n| n.drops.is_empty()), "{:?}", s.nodes[1].drops);
+    assert!(
+        s.nodes.iter().all(|n| n.drops.is_empty()),
+        "{:?}",
+        s.nodes[1].drops
+    );
     // Counters: what one side sent is what the other received.
     let p0 = s.nodes[0].dev.peer(s.nodes[0].peer).unwrap();
     let p1 = s.nodes[1].dev.peer(s.nodes[1].peer).unwrap();
@@ -197,17 +276,27 @@ fn handshake_then_transport_both_ways() {
     assert_eq!(p1.tx_bytes, p0.rx_bytes);
     assert_eq!(p0.last_handshake, Some(UNIX_START));
     // Transport messages are padded to 16: 20 + 4 bytes of "ping" -> 32.
-    let first_data = s.nodes[0].sent.iter().find(|d| d[0] == MSG_TRANSPORT).unwrap();
+    let first_data = s.nodes[0]
+        .sent
+        .iter()
+        .find(|d| d[0] == MSG_TRANSPORT)
+        .unwrap();
     assert_eq!(first_data.len(), 16 + 32 + 16);
 }
 
 #[test]
 fn with_preshared_key_and_mismatch() {
-    let mut s = Sim::new(Opts { psk: Some([9; 32]), ..Default::default() });
+    let mut s = Sim::new(Opts {
+        psk: Some([9; 32]),
+        ..Default::default()
+    });
     s.send(0, b"x").unwrap();
     assert_eq!(s.nodes[1].delivered.len(), 1);
 
-    let mut s = Sim::new(Opts { psk: Some([9; 32]), ..Default::default() });
+    let mut s = Sim::new(Opts {
+        psk: Some([9; 32]),
+        ..Default::default()
+    });
     // Same peer, but node 1's PSK for it now differs.
     let k = s.nodes[1].dev.peer(s.nodes[1].peer).unwrap().public_key;
     let mut ps = PeerSettings::new(k);
@@ -229,8 +318,14 @@ fn initiation_from_either_side_and_crossing_initiations() {
     let mut s = Sim::new(Opts::default());
     let mut o0 = Vec::new();
     let mut o1 = Vec::new();
-    s.nodes[0].dev.handle_packet(s.now, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"a"), &mut o0).unwrap();
-    s.nodes[1].dev.handle_packet(s.now, &ipv4([10, 0, 0, 2], [10, 0, 0, 1], b"b"), &mut o1).unwrap();
+    s.nodes[0]
+        .dev
+        .handle_packet(s.now, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"a"), &mut o0)
+        .unwrap();
+    s.nodes[1]
+        .dev
+        .handle_packet(s.now, &ipv4([10, 0, 0, 2], [10, 0, 0, 1], b"b"), &mut o1)
+        .unwrap();
     s.absorb(0, o0);
     s.absorb(1, o1);
     s.flush();
@@ -294,7 +389,10 @@ fn silent_peer_new_handshake_retries_and_give_up() {
     s.advance(REKEY_ATTEMPT_TIME + REKEY_TIMEOUT * 2);
     let retries = s.count_sent(0, MSG_INITIATION) - base - 1;
     assert_eq!(retries as u32, dataplane::consts::MAX_TIMER_HANDSHAKES);
-    assert!(s.nodes[0].events.iter().any(|e| matches!(e, Event::HandshakeGaveUp { .. })));
+    assert!(s.nodes[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::HandshakeGaveUp { .. })));
     // Silence after giving up.
     let n = s.count_sent(0, MSG_INITIATION);
     s.advance(Duration::from_secs(60));
@@ -309,27 +407,53 @@ fn silent_peer_new_handshake_retries_and_give_up() {
 fn passive_keepalive_after_receiving_data() {
     let mut s = Sim::new(Opts::default());
     s.send(0, b"q").unwrap();
-    let n = s.nodes[1].sent.iter().filter(|d| d[0] == MSG_TRANSPORT).count();
+    let n = s.nodes[1]
+        .sent
+        .iter()
+        .filter(|d| d[0] == MSG_TRANSPORT)
+        .count();
     s.advance(KEEPALIVE_TIMEOUT + Duration::from_millis(200));
-    let keepalives: Vec<_> = s.nodes[1].sent.iter().filter(|d| d[0] == MSG_TRANSPORT).skip(n).collect();
+    let keepalives: Vec<_> = s.nodes[1]
+        .sent
+        .iter()
+        .filter(|d| d[0] == MSG_TRANSPORT)
+        .skip(n)
+        .collect();
     assert_eq!(keepalives.len(), 1);
     assert_eq!(keepalives[0].len(), 32, "keepalive = header + tag");
     s.advance(Duration::from_secs(60));
-    assert_eq!(s.nodes[1].sent.iter().filter(|d| d[0] == MSG_TRANSPORT).count(), n + 1, "only one");
+    assert_eq!(
+        s.nodes[1]
+            .sent
+            .iter()
+            .filter(|d| d[0] == MSG_TRANSPORT)
+            .count(),
+        n + 1,
+        "only one"
+    );
 }
 
 #[test]
 fn persistent_keepalive_at_configured_interval() {
-    let mut s = Sim::new(Opts { keepalive_0: Some(25), ..Default::default() });
+    let mut s = Sim::new(Opts {
+        keepalive_0: Some(25),
+        ..Default::default()
+    });
     s.send(0, b"x").unwrap();
     let start = s.nodes[0].sent.len();
     // Node 1's passive keepalive arrives at 10 s and restarts the interval
     // (any authenticated packet does): node 0 then sends at 35, 60, 85, 110.
     s.advance(Duration::from_secs(110));
-    let ka = s.nodes[0].sent[start..].iter().filter(|d| d[0] == MSG_TRANSPORT && d.len() == 32).count();
+    let ka = s.nodes[0].sent[start..]
+        .iter()
+        .filter(|d| d[0] == MSG_TRANSPORT && d.len() == 32)
+        .count();
     assert_eq!(ka, 4, "one every 25 s");
     s.advance(Duration::from_secs(24));
-    let ka2 = s.nodes[0].sent[start..].iter().filter(|d| d[0] == MSG_TRANSPORT && d.len() == 32).count();
+    let ka2 = s.nodes[0].sent[start..]
+        .iter()
+        .filter(|d| d[0] == MSG_TRANSPORT && d.len() == 32)
+        .count();
     assert_eq!(ka2, 4, "not sooner than the interval");
 }
 
@@ -338,7 +462,13 @@ fn keys_expire_after_reject_after_time_and_are_erased() {
     let mut s = Sim::new(Opts::default());
     s.send(0, b"a").unwrap();
     // Capture a transport message to replay much later.
-    let old = s.nodes[0].sent.iter().rev().find(|d| d[0] == MSG_TRANSPORT).unwrap().clone();
+    let old = s.nodes[0]
+        .sent
+        .iter()
+        .rev()
+        .find(|d| d[0] == MSG_TRANSPORT)
+        .unwrap()
+        .clone();
     // Both sides muted: no rekey can happen.
     s.mute = [true, true];
     s.advance(REJECT_AFTER_TIME + Duration::from_secs(1));
@@ -347,16 +477,24 @@ fn keys_expire_after_reject_after_time_and_are_erased() {
     let mut old2 = old.clone();
     old2[8] = old2[8].wrapping_add(100); // a fresh counter, so replay is not the reason
     let r = s.nodes[1].dev.handle_datagram(s.now, from, &old2, &mut out);
-    assert!(matches!(r, Err(Drop::KeyExpired) | Err(Drop::UnknownIndex)), "{r:?}");
+    assert!(
+        matches!(r, Err(Drop::KeyExpired) | Err(Drop::UnknownIndex)),
+        "{r:?}"
+    );
     // The expired key is never used to send: sending stages and initiates.
     let before = s.count_sent(0, MSG_TRANSPORT);
     let _ = s.send(0, b"late");
     assert_eq!(s.count_sent(0, MSG_TRANSPORT), before);
     // After 3 x REJECT_AFTER_TIME everything is erased.
     s.advance(REJECT_AFTER_TIME * 2);
-    assert!(s.nodes[1].events.iter().any(|e| matches!(e, Event::KeysErased { .. })));
+    assert!(s.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::KeysErased { .. })));
     let p = s.nodes[1].dev.peer(s.nodes[1].peer).unwrap();
-    assert!(p.keypairs.current.is_none() && p.keypairs.previous.is_none() && p.keypairs.next.is_none());
+    assert!(
+        p.keypairs.current.is_none() && p.keypairs.previous.is_none() && p.keypairs.next.is_none()
+    );
     let r = s.nodes[1].dev.handle_datagram(s.now, from, &old, &mut out);
     assert_eq!(r, Err(Drop::UnknownIndex));
 }
@@ -365,23 +503,46 @@ fn keys_expire_after_reject_after_time_and_are_erased() {
 fn replayed_transport_and_initiation_refused() {
     let mut s = Sim::new(Opts::default());
     s.send(0, b"once").unwrap();
-    let init = s.nodes[0].sent.iter().find(|d| d[0] == MSG_INITIATION).unwrap().clone();
-    let data = s.nodes[0].sent.iter().find(|d| d[0] == MSG_TRANSPORT).unwrap().clone();
+    let init = s.nodes[0]
+        .sent
+        .iter()
+        .find(|d| d[0] == MSG_INITIATION)
+        .unwrap()
+        .clone();
+    let data = s.nodes[0]
+        .sent
+        .iter()
+        .find(|d| d[0] == MSG_TRANSPORT)
+        .unwrap()
+        .clone();
     let from = s.nodes[0].addr;
     let mut out = Vec::new();
-    assert_eq!(s.nodes[1].dev.handle_datagram(s.now, from, &data, &mut out), Err(Drop::Replay));
+    assert_eq!(
+        s.nodes[1].dev.handle_datagram(s.now, from, &data, &mut out),
+        Err(Drop::Replay)
+    );
     s.now += Duration::from_secs(10);
-    assert_eq!(s.nodes[1].dev.handle_datagram(s.now, from, &init, &mut out), Err(Drop::ReplayedInitiation));
+    assert_eq!(
+        s.nodes[1].dev.handle_datagram(s.now, from, &init, &mut out),
+        Err(Drop::ReplayedInitiation)
+    );
     assert!(out.is_empty(), "no response to a replayed initiation");
     assert_eq!(s.nodes[1].delivered.len(), 1);
 }
 
 #[test]
 fn wrong_static_key_never_gets_a_session() {
-    let mut s = Sim::new(Opts { wrong_key_at_1: true, ..Default::default() });
+    let mut s = Sim::new(Opts {
+        wrong_key_at_1: true,
+        ..Default::default()
+    });
     let _ = s.send(0, b"let me in");
     s.advance(Duration::from_secs(30));
-    assert!(s.nodes[1].drops.contains(&Drop::UnknownPeer), "{:?}", s.nodes[1].drops);
+    assert!(
+        s.nodes[1].drops.contains(&Drop::UnknownPeer),
+        "{:?}",
+        s.nodes[1].drops
+    );
     assert_eq!(s.count_sent(1, MSG_RESPONSE), 0);
     assert!(s.nodes[1].delivered.is_empty());
     assert_eq!(s.handshakes_completed(0), 0);
@@ -390,9 +551,16 @@ fn wrong_static_key_never_gets_a_session() {
 #[test]
 fn cookie_exchange_under_load() {
     // Threshold 0: every handshake message puts the responder under load.
-    let mut s = Sim::new(Opts { threshold: 0, ..Default::default() });
+    let mut s = Sim::new(Opts {
+        threshold: 0,
+        ..Default::default()
+    });
     s.send(0, b"busy?").unwrap();
-    assert_eq!(s.count_sent(1, MSG_COOKIE_REPLY), 1, "first initiation answered with a cookie");
+    assert_eq!(
+        s.count_sent(1, MSG_COOKIE_REPLY),
+        1,
+        "first initiation answered with a cookie"
+    );
     assert_eq!(s.count_sent(1, MSG_RESPONSE), 0);
     // The retransmission carries mac2 and is answered. Node 0 is also under load
     // when the response arrives, so the responder's mac2 matters too: node 1 gets
@@ -400,17 +568,32 @@ fn cookie_exchange_under_load() {
     s.advance(Duration::from_secs(20));
     assert!(s.count_sent(1, MSG_RESPONSE) >= 1);
     assert_eq!(payload_of(&s.nodes[1].delivered[0]), b"busy?");
-    let init2 = s.nodes[0].sent.iter().filter(|d| d[0] == MSG_INITIATION).nth(1).unwrap();
-    assert_ne!(&init2[132..148], &[0u8; 16], "mac2 present after the cookie");
+    let init2 = s.nodes[0]
+        .sent
+        .iter()
+        .filter(|d| d[0] == MSG_INITIATION)
+        .nth(1)
+        .unwrap();
+    assert_ne!(
+        &init2[132..148],
+        &[0u8; 16],
+        "mac2 present after the cookie"
+    );
 }
 
 #[test]
 fn handshake_flood_from_spoofed_sources_does_not_block_honest_peer() {
-    let mut s = Sim::new(Opts { threshold: 5, ..Default::default() });
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
     // Establish the honest peer's session first so it holds a cookie path.
     let init = {
         let mut out = Vec::new();
-        s.nodes[0].dev.handle_packet(s.now, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"x"), &mut out).unwrap();
+        s.nodes[0]
+            .dev
+            .handle_packet(s.now, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"x"), &mut out)
+            .unwrap();
         match &out[0] {
             Output::Send { datagram, .. } => datagram.clone(),
             o => panic!("{o:?}"),
@@ -425,13 +608,18 @@ fn handshake_flood_from_spoofed_sources_does_not_block_honest_peer() {
         if i < 6 {
             continue;
         }
-        assert!(out.iter().all(|o| matches!(o, Output::Send { datagram, .. } if datagram[0] == MSG_COOKIE_REPLY)));
+        assert!(out.iter().all(
+            |o| matches!(o, Output::Send { datagram, .. } if datagram[0] == MSG_COOKIE_REPLY)
+        ));
     }
     assert!(s.nodes[1].dev.under_load(s.now));
     // The honest peer still gets through: cookie, then mac2, then response.
     s.advance(Duration::from_secs(12));
     s.send(0, b"honest").unwrap();
-    assert!(s.nodes[1].delivered.iter().any(|p| payload_of(p) == b"honest"));
+    assert!(s.nodes[1]
+        .delivered
+        .iter()
+        .any(|p| payload_of(p) == b"honest"));
 }
 
 #[test]
@@ -440,14 +628,23 @@ fn source_outside_allowed_ips_is_dropped() {
     s.send(0, b"ok").unwrap();
     // Node 0 claims 10.9.9.9 as source: node 1 only allows 10.0.0.1 from it.
     let mut out = Vec::new();
-    let _ = s.nodes[0].dev.handle_packet(s.now, &ipv4([10, 9, 9, 9], [10, 0, 0, 2], b"spoof"), &mut out);
+    let _ = s.nodes[0].dev.handle_packet(
+        s.now,
+        &ipv4([10, 9, 9, 9], [10, 0, 0, 2], b"spoof"),
+        &mut out,
+    );
     s.absorb(0, out);
     s.flush();
     assert!(s.nodes[1].drops.contains(&Drop::SourceNotAllowed));
     assert_eq!(s.nodes[1].delivered.len(), 1);
     // No route: a destination outside every peer's AllowedIPs.
     let mut out = Vec::new();
-    assert_eq!(s.nodes[0].dev.handle_packet(s.now, &ipv4([10, 0, 0, 1], [8, 8, 8, 8], b"x"), &mut out), Err(Drop::NoRoute));
+    assert_eq!(
+        s.nodes[0]
+            .dev
+            .handle_packet(s.now, &ipv4([10, 0, 0, 1], [8, 8, 8, 8], b"x"), &mut out),
+        Err(Drop::NoRoute)
+    );
 }
 
 #[test]
@@ -458,9 +655,15 @@ fn roaming_updates_endpoint() {
     s.send(0, b"after").unwrap();
     let ep = s.nodes[1].dev.peer(s.nodes[1].peer).unwrap().endpoint;
     assert_eq!(ep, Some(s.nodes[0].addr));
-    assert!(s.nodes[1].events.iter().any(|e| matches!(e, Event::EndpointChanged { .. })));
+    assert!(s.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::EndpointChanged { .. })));
     s.send(1, b"reply reaches new address").unwrap();
-    assert_eq!(payload_of(s.nodes[0].delivered.last().unwrap()), b"reply reaches new address");
+    assert_eq!(
+        payload_of(s.nodes[0].delivered.last().unwrap()),
+        b"reply reaches new address"
+    );
 }
 
 #[test]
@@ -468,18 +671,33 @@ fn responder_does_not_send_on_unconfirmed_keys() {
     let mut s = Sim::new(Opts::default());
     // Deliver only the initiation to node 1; hold node 1's response.
     let mut out = Vec::new();
-    s.nodes[0].dev.handle_packet(s.now, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"x"), &mut out).unwrap();
+    s.nodes[0]
+        .dev
+        .handle_packet(s.now, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], b"x"), &mut out)
+        .unwrap();
     let init = match &out[0] {
         Output::Send { datagram, .. } => datagram.clone(),
         o => panic!("{o:?}"),
     };
     let mut out = Vec::new();
-    s.nodes[1].dev.handle_datagram(s.now, s.nodes[0].addr, &init, &mut out).unwrap();
+    s.nodes[1]
+        .dev
+        .handle_datagram(s.now, s.nodes[0].addr, &init, &mut out)
+        .unwrap();
     assert_eq!(out.len(), 1);
     // Node 1 has data for node 0 but only a `next` keypair: it must not use it.
     let mut out = Vec::new();
-    s.nodes[1].dev.handle_packet(s.now, &ipv4([10, 0, 0, 2], [10, 0, 0, 1], b"early"), &mut out).unwrap();
-    assert!(out.iter().all(|o| !matches!(o, Output::Send { datagram, .. } if datagram[0] == MSG_TRANSPORT)));
+    s.nodes[1]
+        .dev
+        .handle_packet(
+            s.now,
+            &ipv4([10, 0, 0, 2], [10, 0, 0, 1], b"early"),
+            &mut out,
+        )
+        .unwrap();
+    assert!(out
+        .iter()
+        .all(|o| !matches!(o, Output::Send { datagram, .. } if datagram[0] == MSG_TRANSPORT)));
 }
 
 #[test]
@@ -498,7 +716,10 @@ fn garbage_datagrams_are_dropped_without_effect() {
             b[1..4].fill(0);
         }
         let mut out = Vec::new();
-        assert!(s.nodes[1].dev.handle_datagram(s.now, from, &b, &mut out).is_err());
+        assert!(s.nodes[1]
+            .dev
+            .handle_datagram(s.now, from, &b, &mut out)
+            .is_err());
         assert!(out.is_empty());
     }
     s.send(0, b"still fine").unwrap();

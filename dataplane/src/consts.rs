@@ -23,7 +23,8 @@ pub const REKEY_TIMEOUT_JITTER_MAX: Duration = Duration::from_millis(333);
 /// Passive keepalive: sent when data was received but nothing sent for this long.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Number of initiation retransmissions before giving up (REKEY_ATTEMPT_TIME / REKEY_TIMEOUT).
-pub const MAX_TIMER_HANDSHAKES: u32 = (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
+pub const MAX_TIMER_HANDSHAKES: u32 =
+    (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
 /// Packets held per peer while a handshake is pending.
 pub const MAX_STAGED_PACKETS: usize = 128;
 /// A responder refuses a second initiation from a peer sooner than this

@@ -137,7 +137,10 @@ pub fn message_type(b: &[u8]) -> Result<u8, ParseError> {
         return Err(ParseError::UnknownType(t));
     }
     if b.len() < 4 {
-        return Err(ParseError::BadLength { msg_type: t, len: b.len() });
+        return Err(ParseError::BadLength {
+            msg_type: t,
+            len: b.len(),
+        });
     }
     if b[1..4] != [0, 0, 0] {
         return Err(ParseError::ReservedNotZero);
@@ -149,7 +152,10 @@ impl<'a> Message<'a> {
     /// Parses one datagram. Total: any byte string yields a message or an error.
     pub fn parse(b: &'a [u8]) -> Result<Self, ParseError> {
         let t = message_type(b)?;
-        let bad = ParseError::BadLength { msg_type: t, len: b.len() };
+        let bad = ParseError::BadLength {
+            msg_type: t,
+            len: b.len(),
+        };
         match t {
             MSG_INITIATION if b.len() == INITIATION_LEN => Ok(Message::Initiation(Initiation {
                 sender: u32_at(b, 4),
@@ -265,7 +271,10 @@ mod tests {
         assert_eq!(b[88], 9);
         assert_eq!(b[mac1_offset(INITIATION_LEN)], 10);
         assert_eq!(b[mac2_offset(INITIATION_LEN)], 11);
-        assert_eq!(Message::parse(&b), Ok(Message::Initiation(sample_initiation())));
+        assert_eq!(
+            Message::parse(&b),
+            Ok(Message::Initiation(sample_initiation()))
+        );
     }
 
     #[test]
@@ -281,7 +290,11 @@ mod tests {
         let b = r.to_bytes();
         assert_eq!(b[60], 5);
         assert_eq!(Message::parse(&b), Ok(Message::Response(r)));
-        let c = CookieReply { receiver: 9, nonce: [1; 24], encrypted_cookie: [2; 32] };
+        let c = CookieReply {
+            receiver: 9,
+            nonce: [1; 24],
+            encrypted_cookie: [2; 32],
+        };
         assert_eq!(Message::parse(&c.to_bytes()), Ok(Message::CookieReply(c)));
     }
 
@@ -304,9 +317,15 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(Message::parse(&[]), Err(ParseError::Empty));
-        assert_eq!(Message::parse(&[5, 0, 0, 0]), Err(ParseError::UnknownType(5)));
+        assert_eq!(
+            Message::parse(&[5, 0, 0, 0]),
+            Err(ParseError::UnknownType(5))
+        );
         assert_eq!(Message::parse(&[0]), Err(ParseError::UnknownType(0)));
-        assert!(matches!(Message::parse(&[1, 0]), Err(ParseError::BadLength { .. })));
+        assert!(matches!(
+            Message::parse(&[1, 0]),
+            Err(ParseError::BadLength { .. })
+        ));
         let mut b = sample_initiation().to_bytes();
         b[2] = 1;
         assert_eq!(Message::parse(&b), Err(ParseError::ReservedNotZero));

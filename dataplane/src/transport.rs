@@ -67,7 +67,8 @@ pub fn seal(
     out.clear();
     out.resize(TRANSPORT_HEADER_LEN + padded + TAG_LEN, 0);
     let (header, body) = out.split_at_mut(TRANSPORT_HEADER_LEN);
-    let header: &mut [u8; TRANSPORT_HEADER_LEN] = header.try_into().expect("split at header length");
+    let header: &mut [u8; TRANSPORT_HEADER_LEN] =
+        header.try_into().expect("split at header length");
     write_transport_header(header, receiver, counter);
     let (text, tag_out) = body.split_at_mut(padded);
     text[..packet.len()].copy_from_slice(packet);
@@ -150,7 +151,10 @@ mod tests {
         let mut bad = wire.clone();
         bad[20] ^= 1;
         assert_eq!(open(&k, &parse(&bad), &mut plain), Err(OpenError));
-        assert_eq!(open(&SessionKey::new([8; 32]), &parse(&wire), &mut plain), Err(OpenError));
+        assert_eq!(
+            open(&SessionKey::new([8; 32]), &parse(&wire), &mut plain),
+            Err(OpenError)
+        );
         let mut t = parse(&wire);
         t.counter = 4;
         assert_eq!(open(&k, &t, &mut plain), Err(OpenError));

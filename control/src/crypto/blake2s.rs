@@ -122,7 +122,7 @@ mod tests {
                 v.finalize_variable(&mut md).unwrap();
                 Digest::update(&mut result, &md);
                 let key = selftest_seq(outlen, outlen as u32);
-                Digest::update(&mut result, &keyed(&key, &input, outlen));
+                Digest::update(&mut result, keyed(&key, &input, outlen));
             }
         }
         assert_eq!(
@@ -138,7 +138,10 @@ mod tests {
         let key = [7u8; 32];
         let mut m = Blake2sMac::<blake2::digest::consts::U16>::new_from_slice(&key).unwrap();
         Update::update(&mut m, b"hello world");
-        assert_eq!(mac(&key, &[b"hello ", b"world"]).to_vec(), m.finalize_fixed().to_vec());
+        assert_eq!(
+            mac(&key, &[b"hello ", b"world"]).to_vec(),
+            m.finalize_fixed().to_vec()
+        );
     }
 
     #[test]

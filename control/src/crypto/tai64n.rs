@@ -32,11 +32,17 @@ mod tests {
     fn layout_and_order() {
         let t = tai64n(Duration::new(1, 999_999_999));
         assert_eq!(&t[..8], &0x4000_0000_0000_000bu64.to_be_bytes());
-        assert_eq!(u32::from_be_bytes(t[8..].try_into().unwrap()) % NANOS_GRANULARITY, 0);
+        assert_eq!(
+            u32::from_be_bytes(t[8..].try_into().unwrap()) % NANOS_GRANULARITY,
+            0
+        );
         let later = tai64n(Duration::new(2, 0));
         assert!(is_after(&later, &t));
         assert!(!is_after(&t, &t));
         // Within one granule the timestamps are equal, so the second is refused.
-        assert!(!is_after(&tai64n(Duration::new(5, 1000)), &tai64n(Duration::new(5, 2000))));
+        assert!(!is_after(
+            &tai64n(Duration::new(5, 1000)),
+            &tai64n(Duration::new(5, 2000))
+        ));
     }
 }

@@ -15,7 +15,12 @@ pub struct LoadTracker {
 
 impl LoadTracker {
     pub fn new(threshold: u32) -> Self {
-        LoadTracker { threshold, window_start: Duration::ZERO, count: 0, last_under_load: None }
+        LoadTracker {
+            threshold,
+            window_start: Duration::ZERO,
+            count: 0,
+            last_under_load: None,
+        }
     }
 
     /// Counts one handshake message; returns whether the device is under load.

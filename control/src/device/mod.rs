@@ -111,7 +111,13 @@ pub struct PeerSettings {
 
 impl PeerSettings {
     pub fn new(public_key: PublicKey) -> Self {
-        PeerSettings { public_key, preshared_key: None, endpoint: None, persistent_keepalive: None, allowed_ips: Vec::new() }
+        PeerSettings {
+            public_key,
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: None,
+            allowed_ips: Vec::new(),
+        }
     }
 }
 
@@ -135,7 +141,11 @@ pub struct Device {
 impl Device {
     /// `unix_at_zero` is the wall-clock time (since the Unix epoch) that the
     /// caller's monotonic `now = 0` corresponds to.
-    pub fn new(unix_at_zero: Duration, rng: Box<dyn RngCore + Send>, settings: DeviceSettings) -> Self {
+    pub fn new(
+        unix_at_zero: Duration,
+        rng: Box<dyn RngCore + Send>,
+        settings: DeviceSettings,
+    ) -> Self {
         Device {
             private_key: None,
             public_key: None,

@@ -4,7 +4,9 @@
 use core::time::Duration;
 use std::net::SocketAddr;
 
-use dataplane::consts::{KEEPALIVE_TIMEOUT, MIN_INITIATION_INTERVAL, REJECT_AFTER_TIME, REKEY_TIMEOUT};
+use dataplane::consts::{
+    KEEPALIVE_TIMEOUT, MIN_INITIATION_INTERVAL, REJECT_AFTER_TIME, REKEY_TIMEOUT,
+};
 use dataplane::messages::{CookieReply, Initiation, Message, Response, Transport};
 use dataplane::{ip, transport};
 
@@ -51,7 +53,10 @@ impl Device {
             MacVerdict::Invalid => Err(Drop::InvalidMac),
             MacVerdict::Mac1Only if under_load => {
                 let reply = checker.make_reply(datagram, sender_index, src, now, &mut fill);
-                out.push(Output::Send { to: src, datagram: reply.to_bytes().to_vec() });
+                out.push(Output::Send {
+                    to: src,
+                    datagram: reply.to_bytes().to_vec(),
+                });
                 Ok(false)
             }
             _ if under_load && !self.limiter.allow(src.ip(), now) => Err(Drop::RateLimited),
@@ -74,7 +79,10 @@ impl Device {
             (Some(sk), Some(pk)) => (sk.clone(), *pk),
             _ => return Err(Drop::NoPrivateKey),
         };
-        let local = LocalStatic { private: sk.as_bytes(), public: pk.as_bytes() };
+        let local = LocalStatic {
+            private: sk.as_bytes(),
+            public: pk.as_bytes(),
+        };
         let mut found: Option<PeerId> = None;
         let consumed = handshake::consume_initiation(&local, msg, |key| {
             let id = self.by_key.get(&crate::keys::PublicKey(*key)).copied()?;
@@ -99,7 +107,8 @@ impl Device {
         peer.last_initiation_consumed = Some(now);
         peer.rx_bytes += datagram.len() as u64;
         peer.timers.any_authenticated_packet_received();
-        peer.timers.any_authenticated_packet_traversal(now, peer.persistent_keepalive);
+        peer.timers
+            .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         // A crossing initiation of ours is superseded, as in the kernel where
         // one handshake slot per peer is overwritten.
         if let Some(p) = peer.pending.take() {
@@ -128,13 +137,17 @@ impl Device {
         peer.timers.session_derived(now);
         let mut bytes = resp.to_bytes();
         peer.cookie_jar.stamp(&mut bytes, now);
-        peer.timers.any_authenticated_packet_traversal(now, peer.persistent_keepalive);
+        peer.timers
+            .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         peer.timers.any_authenticated_packet_sent();
         peer.tx_bytes += bytes.len() as u64;
         for k in [old_next, old_prev].into_iter().flatten() {
             self.indices.remove(k.local_index);
         }
-        out.push(Output::Send { to: src, datagram: bytes.to_vec() });
+        out.push(Output::Send {
+            to: src,
+            datagram: bytes.to_vec(),
+        });
         Ok(())
     }
 
@@ -161,8 +174,13 @@ impl Device {
         };
         // Keep the pending state on failure: a forged response must not
         // cancel the real one still on its way.
-        let keys = handshake::consume_response(pending.state.clone(), sk.as_bytes(), peer.preshared_key.as_bytes(), msg)
-            .map_err(|_| Drop::HandshakeFailed)?;
+        let keys = handshake::consume_response(
+            pending.state.clone(),
+            sk.as_bytes(),
+            peer.preshared_key.as_bytes(),
+            msg,
+        )
+        .map_err(|_| Drop::HandshakeFailed)?;
         let local_index = pending.local_index;
         peer.pending = None;
         let keypair = Keypair::new(&keys, true, local_index, msg.sender, now);
@@ -179,7 +197,8 @@ impl Device {
         for k in dropped {
             self.indices.remove(k.local_index);
         }
-        self.indices.set(local_index, IndexEntry::Keypair { peer: id });
+        self.indices
+            .set(local_index, IndexEntry::Keypair { peer: id });
         let unix = self.unix_now(now);
         let peer = self.peers.get_mut(&id).expect("present");
         peer.timers.session_derived(now);
@@ -187,7 +206,8 @@ impl Device {
         peer.last_handshake = Some(unix);
         peer.rx_bytes += datagram.len() as u64;
         peer.timers.any_authenticated_packet_received();
-        peer.timers.any_authenticated_packet_traversal(now, peer.persistent_keepalive);
+        peer.timers
+            .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
         self.set_endpoint(id, src, out);
         // Confirms the session to the responder: staged data, or a keepalive.
@@ -196,9 +216,15 @@ impl Device {
     }
 
     fn receive_cookie_reply(&mut self, now: Duration, msg: &CookieReply) -> Result<(), Drop> {
-        let id = self.indices.get(msg.receiver).ok_or(Drop::UnknownIndex)?.peer();
+        let id = self
+            .indices
+            .get(msg.receiver)
+            .ok_or(Drop::UnknownIndex)?
+            .peer();
         let peer = self.peers.get_mut(&id).ok_or(Drop::UnknownIndex)?;
-        peer.cookie_jar.consume_reply(msg, now).map_err(|_| Drop::UnsolicitedCookie)
+        peer.cookie_jar
+            .consume_reply(msg, now)
+            .map_err(|_| Drop::UnsolicitedCookie)
     }
 
     fn receive_transport(
@@ -214,7 +240,10 @@ impl Device {
             _ => return Err(Drop::UnknownIndex),
         };
         let peer = self.peers.get_mut(&id).ok_or(Drop::UnknownIndex)?;
-        let (keypair, slot) = peer.keypairs.find_mut(msg.receiver).ok_or(Drop::UnknownIndex)?;
+        let (keypair, slot) = peer
+            .keypairs
+            .find_mut(msg.receiver)
+            .ok_or(Drop::UnknownIndex)?;
         if !keypair.can_receive(now) {
             return Err(Drop::KeyExpired);
         }
@@ -247,7 +276,8 @@ impl Device {
         self.keep_key_fresh_on_receive(id, now, out);
         let peer = self.peers.get_mut(&id).expect("present");
         peer.timers.any_authenticated_packet_received();
-        peer.timers.any_authenticated_packet_traversal(now, peer.persistent_keepalive);
+        peer.timers
+            .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         self.set_endpoint(id, src, out);
         if plain.is_empty() {
             return Ok(()); // keepalive
@@ -260,14 +290,19 @@ impl Device {
         }
         let peer = self.peers.get_mut(&id).expect("present");
         peer.timers.data_received(now);
-        out.push(Output::Deliver { peer: id, packet: plain });
+        out.push(Output::Deliver {
+            peer: id,
+            packet: plain,
+        });
         Ok(())
     }
 
     /// The initiator renegotiates before its keys reach REJECT_AFTER_TIME if
     /// it is still receiving on them.
     fn keep_key_fresh_on_receive(&mut self, id: PeerId, now: Duration, out: &mut Vec<Output>) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if peer.timers.sent_lastminute_handshake {
             return;
         }
@@ -284,7 +319,10 @@ impl Device {
         if let Some(peer) = self.peers.get_mut(&id) {
             if peer.endpoint != Some(src) {
                 peer.endpoint = Some(src);
-                out.push(Output::Event(Event::EndpointChanged { peer: id, endpoint: src }));
+                out.push(Output::Event(Event::EndpointChanged {
+                    peer: id,
+                    endpoint: src,
+                }));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use dataplane::consts::{REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REJECT_AFTER_MESSAGES};
+use dataplane::consts::{REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME};
 use dataplane::{ip, transport};
 
 use super::{Device, Drop, Output, PeerId};
@@ -14,7 +14,12 @@ use crate::peer::PendingInitiation;
 impl Device {
     /// Routes an IP packet read from the TUN device to its peer by
     /// destination, seals it, or stages it and starts a handshake.
-    pub fn handle_packet(&mut self, now: Duration, packet: &[u8], out: &mut Vec<Output>) -> Result<PeerId, Drop> {
+    pub fn handle_packet(
+        &mut self,
+        now: Duration,
+        packet: &[u8],
+        out: &mut Vec<Output>,
+    ) -> Result<PeerId, Drop> {
         let dst = ip::destination(packet).ok_or(Drop::InvalidInnerPacket)?;
         let id = self.allowed_ips.lookup(dst).ok_or(Drop::NoRoute)?;
         let peer = self.peers.get_mut(&id).ok_or(Drop::NoRoute)?;
@@ -25,7 +30,9 @@ impl Device {
 
     /// Sends a keepalive (or whatever is staged) to a peer.
     pub fn send_keepalive(&mut self, id: PeerId, now: Duration, out: &mut Vec<Output>) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if peer.staged.is_empty() {
             peer.stage(Vec::new());
         }
@@ -37,12 +44,20 @@ impl Device {
     pub(super) fn send_staged(&mut self, id: PeerId, now: Duration, out: &mut Vec<Output>) {
         let mtu = self.settings.mtu;
         let jitter = self.jitter();
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if peer.staged.is_empty() {
             return;
         }
-        let usable = peer.keypairs.current.as_ref().is_some_and(|k| k.can_send(now));
-        let Some(endpoint) = peer.endpoint else { return };
+        let usable = peer
+            .keypairs
+            .current
+            .as_ref()
+            .is_some_and(|k| k.can_send(now));
+        let Some(endpoint) = peer.endpoint else {
+            return;
+        };
         if !usable {
             self.send_initiation(id, now, false, out);
             return;
@@ -56,19 +71,31 @@ impl Device {
                 break;
             }
             let mut wire = Vec::new();
-            transport::seal(&k.sending, k.remote_index, k.send_counter, &packet, mtu, &mut wire);
+            transport::seal(
+                &k.sending,
+                k.remote_index,
+                k.send_counter,
+                &packet,
+                mtu,
+                &mut wire,
+            );
             k.send_counter += 1;
             peer.tx_bytes += wire.len() as u64;
-            peer.timers.any_authenticated_packet_traversal(now, peer.persistent_keepalive);
+            peer.timers
+                .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
             peer.timers.any_authenticated_packet_sent();
             if !packet.is_empty() {
                 peer.timers.data_sent(now, jitter);
             }
-            out.push(Output::Send { to: endpoint, datagram: wire });
+            out.push(Output::Send {
+                to: endpoint,
+                datagram: wire,
+            });
         }
         // Keep the key fresh: rekey after enough messages or, as initiator, time.
         let stale = peer.keypairs.current.as_ref().is_some_and(|k| {
-            k.send_counter > REKEY_AFTER_MESSAGES || (k.is_initiator && k.age(now) >= REKEY_AFTER_TIME)
+            k.send_counter > REKEY_AFTER_MESSAGES
+                || (k.is_initiator && k.age(now) >= REKEY_AFTER_TIME)
         });
         if need_handshake || stale {
             self.send_initiation(id, now, false, out);
@@ -77,20 +104,30 @@ impl Device {
 
     /// Sends a handshake initiation unless one went out less than
     /// REKEY_TIMEOUT ago. `is_retry` keeps the attempt counter running.
-    pub(super) fn send_initiation(&mut self, id: PeerId, now: Duration, is_retry: bool, out: &mut Vec<Output>) {
+    pub(super) fn send_initiation(
+        &mut self,
+        id: PeerId,
+        now: Duration,
+        is_retry: bool,
+        out: &mut Vec<Output>,
+    ) {
         let (sk, pk) = match (&self.private_key, &self.public_key) {
             (Some(sk), Some(pk)) => (sk.clone(), *pk),
             _ => return,
         };
         let unix = self.unix_now(now);
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if !is_retry {
             peer.timers.handshake_attempts = 0;
         }
         if peer.timers.handshake_rate_limited(now) {
             return;
         }
-        let (Some(endpoint), Some(ss)) = (peer.endpoint, peer.static_static.clone()) else { return };
+        let (Some(endpoint), Some(ss)) = (peer.endpoint, peer.static_static.clone()) else {
+            return;
+        };
         if let Some(p) = peer.pending.take() {
             self.indices.remove(p.local_index);
         }
@@ -98,7 +135,10 @@ impl Device {
         let jitter = self.jitter();
         let local_index = self.allocate_index(IndexEntry::Handshake { peer: id });
         let peer = self.peers.get_mut(&id).expect("present");
-        let local = LocalStatic { private: sk.as_bytes(), public: pk.as_bytes() };
+        let local = LocalStatic {
+            private: sk.as_bytes(),
+            public: pk.as_bytes(),
+        };
         let created = handshake::create_initiation(
             &local,
             peer.public_key.as_bytes(),
@@ -114,10 +154,14 @@ impl Device {
         let mut bytes = msg.to_bytes();
         peer.cookie_jar.stamp(&mut bytes, now);
         peer.pending = Some(PendingInitiation { state, local_index });
-        peer.timers.any_authenticated_packet_traversal(now, peer.persistent_keepalive);
+        peer.timers
+            .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         peer.timers.any_authenticated_packet_sent();
         peer.timers.handshake_initiated(now, jitter);
         peer.tx_bytes += bytes.len() as u64;
-        out.push(Output::Send { to: endpoint, datagram: bytes.to_vec() });
+        out.push(Output::Send {
+            to: endpoint,
+            datagram: bytes.to_vec(),
+        });
     }
 }

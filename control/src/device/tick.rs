@@ -25,7 +25,13 @@ impl Device {
         }
     }
 
-    fn run_timer_action(&mut self, id: PeerId, action: TimerAction, now: Duration, out: &mut Vec<Output>) {
+    fn run_timer_action(
+        &mut self,
+        id: PeerId,
+        action: TimerAction,
+        now: Duration,
+        out: &mut Vec<Output>,
+    ) {
         match action {
             TimerAction::RetransmitHandshake => self.send_initiation(id, now, true, out),
             TimerAction::NewHandshake => self.send_initiation(id, now, false, out),
@@ -37,7 +43,11 @@ impl Device {
             }
             TimerAction::SendKeepalive => self.send_keepalive(id, now, out),
             TimerAction::SendPersistentKeepalive => {
-                if self.peers.get(&id).is_some_and(|p| p.persistent_keepalive.is_some()) {
+                if self
+                    .peers
+                    .get(&id)
+                    .is_some_and(|p| p.persistent_keepalive.is_some())
+                {
                     self.send_keepalive(id, now, out);
                 }
             }
@@ -50,6 +60,9 @@ impl Device {
 
     /// The earliest time any timer is due.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.peers.values().filter_map(|p| p.timers.next_deadline()).min()
+        self.peers
+            .values()
+            .filter_map(|p| p.timers.next_deadline())
+            .min()
     }
 }
