@@ -156,7 +156,11 @@ mod tests {
         let mut p = v4_packet(20, 40);
         p[0] = 0x46;
         assert_eq!(packet_len(&p), None, "total length below header length");
-        assert_eq!(packet_len(&v4_packet(41, 40)), None, "claims more than the buffer");
+        assert_eq!(
+            packet_len(&v4_packet(41, 40)),
+            None,
+            "claims more than the buffer"
+        );
         assert_eq!(packet_len(&v4_packet(40, 40)), Some(40));
         let mut p = v4_packet(60, 60);
         p[0] = 0x4f;
