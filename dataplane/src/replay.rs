@@ -28,7 +28,11 @@ const WORD_MASK: u64 = WORDS as u64 - 1;
 pub const WINDOW_SIZE: u64 = REPLAY_WINDOW_BITS - WORD_BITS;
 
 /// Replay window for one receiving session key.
+///
+/// `repr(C)` and plain integers, all-zero meaning empty, because the data
+/// plane keeps these in shared memory so they survive a process restart.
 #[derive(Clone)]
+#[repr(C)]
 pub struct ReplayWindow {
     /// Highest accepted counter plus one, so that 0 means "nothing accepted yet"
     /// and counter 0 needs no special case (the kernel stores it the same way).
