@@ -8,4 +8,5 @@ pub mod consts;
 pub mod ip;
 pub mod messages;
 pub mod replay;
+pub mod shm;
 pub mod transport;

@@ -1,0 +1,93 @@
+//! The AllowedIPs table as control compiled it: a flat list of prefixes the
+//! data plane turns into its own trie whenever the table's seq changes.
+
+use core::sync::atomic::Ordering;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::layout::ALLOWED_MAX;
+use super::{seqlock, Region};
+
+/// One prefix and the peer slot it belongs to.
+pub type Prefix = (IpAddr, u8, u32);
+
+/// More prefixes than the region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
+/// Control: replaces the whole table.
+pub fn write_table(r: &Region, entries: &[Prefix]) -> Result<(), TableFull> {
+    if entries.len() > ALLOWED_MAX {
+        return Err(TableFull);
+    }
+    let h = r.allowed_header();
+    seqlock::write(&h.seq, || {
+        for (i, &(addr, cidr, peer)) in entries.iter().enumerate() {
+            let e = r.allowed_entry(i);
+            let (family, bytes) = match addr {
+                IpAddr::V4(a) => {
+                    let mut b = [0u8; 16];
+                    b[..4].copy_from_slice(&a.octets());
+                    (4u64, b)
+                }
+                IpAddr::V6(a) => (6u64, a.octets()),
+            };
+            seqlock::store_bytes(&e.addr, &bytes);
+            e.meta.store(
+                family << 40 | (cidr as u64) << 32 | peer as u64,
+                Ordering::Relaxed,
+            );
+        }
+        h.count.store(entries.len() as u32, Ordering::Relaxed);
+    });
+    Ok(())
+}
+
+/// The table's publication number.
+pub fn table_seq(r: &Region) -> u64 {
+    r.allowed_header().seq.load(Ordering::Acquire)
+}
+
+/// Data plane: a consistent copy of the table and its seq.
+pub fn read_table(r: &Region) -> Option<(Vec<Prefix>, u64)> {
+    let h = r.allowed_header();
+    seqlock::read(&h.seq, || {
+        let n = (h.count.load(Ordering::Relaxed) as usize).min(ALLOWED_MAX);
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            let e = r.allowed_entry(i);
+            let mut b = [0u8; 16];
+            seqlock::load_bytes(&e.addr, &mut b);
+            let meta = e.meta.load(Ordering::Relaxed);
+            let cidr = (meta >> 32) as u8;
+            let peer = meta as u32;
+            let addr = match meta >> 40 {
+                4 => IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+                _ => IpAddr::V6(Ipv6Addr::from(b)),
+            };
+            v.push((addr, cidr, peer));
+        }
+        v
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::temp_region;
+    use super::*;
+
+    #[test]
+    fn write_then_read() {
+        let (r, path) = temp_region("allowed");
+        let t = vec![
+            ("10.0.0.0".parse().unwrap(), 8, 1),
+            ("2001:db8::".parse().unwrap(), 32, 2),
+        ];
+        let s0 = table_seq(&r);
+        write_table(&r, &t).unwrap();
+        assert_ne!(table_seq(&r), s0);
+        let (got, seq) = read_table(&r).unwrap();
+        assert_eq!(got, t);
+        assert_eq!(seq, table_seq(&r));
+        std::fs::remove_file(path).unwrap();
+    }
+}
