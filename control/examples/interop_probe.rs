@@ -271,6 +271,7 @@ impl Probe {
                         json!({ "now_ns": ns(now), "kind": "event", "event": format!("{e:?}") }),
                     );
                 }
+                o => unreachable!("data plane output from a full-mode device: {o:?}"),
             }
         }
         Ok(())

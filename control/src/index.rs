@@ -24,17 +24,45 @@ impl IndexEntry {
 #[derive(Default)]
 pub struct IndexTable {
     map: HashMap<u32, IndexEntry>,
+    /// When set, no two live indices share their low `bits` bits: the data
+    /// plane then finds an index's key slot from those bits alone.
+    slot_bits: Option<u32>,
+    slots_used: std::collections::HashSet<u32>,
 }
 
 impl IndexTable {
-    /// Picks a fresh random index not in use and records it.
-    pub fn allocate(&mut self, entry: IndexEntry, mut random: impl FnMut() -> u32) -> u32 {
+    /// A table whose indices are unique in their low `bits` bits too.
+    pub fn with_slot_bits(bits: u32) -> Self {
+        IndexTable {
+            slot_bits: Some(bits),
+            ..Default::default()
+        }
+    }
+
+    fn slot(&self, index: u32) -> Option<u32> {
+        self.slot_bits.map(|b| index & ((1u32 << b) - 1))
+    }
+
+    /// Picks a fresh random index not in use and records it. `None` only
+    /// when slot-unique allocation has no free slot left.
+    pub fn allocate(&mut self, entry: IndexEntry, mut random: impl FnMut() -> u32) -> Option<u32> {
+        if let Some(b) = self.slot_bits {
+            if self.slots_used.len() >= 1usize << b {
+                return None;
+            }
+        }
         loop {
             let i = random();
-            if let std::collections::hash_map::Entry::Vacant(v) = self.map.entry(i) {
-                v.insert(entry);
-                return i;
+            if self.map.contains_key(&i) {
+                continue;
             }
+            if let Some(slot) = self.slot(i) {
+                if !self.slots_used.insert(slot) {
+                    continue;
+                }
+            }
+            self.map.insert(i, entry);
+            return Some(i);
         }
     }
 
@@ -48,11 +76,23 @@ impl IndexTable {
     }
 
     pub fn remove(&mut self, index: u32) {
-        self.map.remove(&index);
+        if self.map.remove(&index).is_some() {
+            if let Some(slot) = self.slot(index) {
+                self.slots_used.remove(&slot);
+            }
+        }
     }
 
     pub fn remove_peer(&mut self, peer: u32) {
-        self.map.retain(|_, e| e.peer() != peer);
+        let gone: Vec<u32> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.peer() == peer)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in gone {
+            self.remove(i);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -74,9 +114,35 @@ mod tests {
         let mut seq = [5u32, 5, 5, 6].into_iter();
         let a = t.allocate(IndexEntry::Handshake { peer: 1 }, || seq.next().unwrap());
         let b = t.allocate(IndexEntry::Keypair { peer: 2 }, || seq.next().unwrap());
-        assert_eq!((a, b), (5, 6));
+        assert_eq!((a, b), (Some(5), Some(6)));
         t.remove_peer(1);
         assert_eq!(t.get(5), None);
         assert_eq!(t.get(6), Some(IndexEntry::Keypair { peer: 2 }));
+    }
+
+    #[test]
+    fn slot_unique_allocation() {
+        let mut t = IndexTable::with_slot_bits(2);
+        let mut seq = [0x10u32, 0x20, 0x21, 0x32, 0x43, 0x44].into_iter();
+        let mut next = || seq.next().unwrap();
+        let got: Vec<_> = (0..4)
+            .map(|_| {
+                t.allocate(IndexEntry::Keypair { peer: 1 }, &mut next)
+                    .unwrap()
+            })
+            .collect();
+        // 0x20 shares slot 0 with 0x10 and is skipped.
+        assert_eq!(got, [0x10, 0x21, 0x32, 0x43]);
+        assert_eq!(
+            t.allocate(IndexEntry::Keypair { peer: 1 }, &mut next),
+            None,
+            "all 4 slots used"
+        );
+        t.remove(0x21);
+        let mut again = [0x45u32].into_iter();
+        assert_eq!(
+            t.allocate(IndexEntry::Keypair { peer: 1 }, || again.next().unwrap()),
+            Some(0x45)
+        );
     }
 }

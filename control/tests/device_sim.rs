@@ -156,6 +156,7 @@ impl Sim {
                 }
                 Output::Deliver { packet, .. } => self.nodes[i].delivered.push(packet),
                 Output::Event(e) => self.nodes[i].events.push(e),
+                o => panic!("data plane output from a full-mode device: {o:?}"),
             }
         }
     }

@@ -440,6 +440,7 @@ fn apply(dev: &mut Device, now: Duration, kind: &InputKind) -> (String, Vec<Out>
             },
             Output::Deliver { packet, .. } => Out::Deliver(packet),
             Output::Event(e) => Out::Event(format!("{e:?}")),
+            o => panic!("data plane output from a full-mode device: {o:?}"),
         })
         .collect();
     (result_str(r), outs)

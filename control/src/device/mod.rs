@@ -6,6 +6,7 @@
 //! and events. Nothing here touches a socket or a clock, so the whole
 //! protocol runs in tests with a simulated clock.
 
+mod activity;
 mod load;
 mod receive;
 mod send;
@@ -26,6 +27,7 @@ use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::peer::Peer;
 use crate::ratelimit::RateLimiter;
 
+pub use activity::Activity;
 pub use load::LoadTracker;
 
 /// A peer's handle inside one device.
@@ -41,6 +43,13 @@ pub struct DeviceSettings {
     pub under_load_threshold: u32,
     /// Bound on the rate limiter's table, so a spoofed flood cannot grow it.
     pub ratelimit_max_sources: usize,
+    /// Transport data is sealed and opened by the data plane process: the
+    /// device then never sees transport messages or TUN packets, asks for
+    /// flushes instead of sealing, learns of traffic through
+    /// [`Device::note_activity`], and reports keypair changes to publish.
+    pub transport_in_dataplane: bool,
+    /// Receiver indices unique in their low bits (the data plane's key slots).
+    pub index_slot_bits: Option<u32>,
 }
 
 impl Default for DeviceSettings {
@@ -49,6 +58,8 @@ impl Default for DeviceSettings {
             mtu: dataplane::consts::DEFAULT_MTU as usize,
             under_load_threshold: 512,
             ratelimit_max_sources: 1 << 16,
+            transport_in_dataplane: false,
+            index_slot_bits: None,
         }
     }
 }
@@ -62,6 +73,13 @@ pub enum Output {
     Deliver { peer: PeerId, packet: Vec<u8> },
     /// Something an operator or the data plane wants to know.
     Event(Event),
+    /// Data plane mode: send the peer's staged packets under its current
+    /// key, or a keepalive if none are staged and `keepalive` is set.
+    Flush { peer: PeerId, keepalive: bool },
+    /// Data plane mode: drop the peer's staged packets.
+    DropStaged { peer: PeerId },
+    /// Data plane mode: the peer's keypairs changed; publish them.
+    KeypairsChanged { peer: PeerId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +115,7 @@ pub enum Drop {
     SourceNotAllowed,
     NoRoute,
     UnsolicitedCookie,
+    IndicesExhausted,
 }
 
 /// Configuration of one peer as `wg set` gives it.
@@ -153,7 +172,10 @@ impl Device {
             by_key: HashMap::new(),
             next_peer_id: 0,
             allowed_ips: AllowedIps::new(),
-            indices: IndexTable::default(),
+            indices: match settings.index_slot_bits {
+                Some(b) => IndexTable::with_slot_bits(b),
+                None => IndexTable::default(),
+            },
             checker: None,
             limiter: RateLimiter::new(settings.ratelimit_max_sources),
             load: LoadTracker::new(settings.under_load_threshold),
@@ -281,7 +303,41 @@ impl Device {
         }
     }
 
-    fn unix_now(&self, now: Duration) -> Duration {
+    /// Data plane mode: tells the caller to republish this peer's keys.
+    fn keypairs_changed(&mut self, id: PeerId, out: &mut Vec<Output>) {
+        if self.settings.transport_in_dataplane {
+            out.push(Output::KeypairsChanged { peer: id });
+        }
+    }
+
+    /// Erases all of a peer's sessions now (e.g. its key or ours changed).
+    pub fn expire_sessions(&mut self, id: PeerId, out: &mut Vec<Output>) {
+        self.clear_sessions(id);
+        self.keypairs_changed(id, out);
+    }
+
+    /// Sets a peer's persistent keepalive; turning it on sends one at once,
+    /// as the kernel does, so a peer behind NAT becomes reachable.
+    pub fn set_persistent_keepalive(
+        &mut self,
+        id: PeerId,
+        interval: Option<Duration>,
+        now: Duration,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let interval = interval.filter(|d| !d.is_zero());
+        let was = p.persistent_keepalive;
+        p.persistent_keepalive = interval;
+        if interval.is_some() && was != interval && p.endpoint.is_some() {
+            self.send_keepalive(id, now, out);
+        }
+    }
+
+    /// The wall-clock time for a monotonic `now`.
+    pub fn unix_now(&self, now: Duration) -> Duration {
         self.unix_at_zero + now
     }
 

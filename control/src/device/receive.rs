@@ -117,7 +117,9 @@ impl Device {
         self.set_endpoint(id, src, out);
 
         let ephemeral = self.random32();
-        let local_index = self.allocate_index(IndexEntry::Keypair { peer: id });
+        let local_index = self
+            .allocate_index(IndexEntry::Keypair { peer: id })
+            .ok_or(Drop::IndicesExhausted)?;
         let peer = self.peers.get_mut(&id).expect("checked above");
         let (resp, keys) = handshake::create_response(
             consumed.state,
@@ -144,6 +146,7 @@ impl Device {
         for k in [old_next, old_prev].into_iter().flatten() {
             self.indices.remove(k.local_index);
         }
+        self.keypairs_changed(id, out);
         out.push(Output::Send {
             to: src,
             datagram: bytes.to_vec(),
@@ -209,6 +212,7 @@ impl Device {
         peer.timers
             .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
+        self.keypairs_changed(id, out);
         self.set_endpoint(id, src, out);
         // Confirms the session to the responder: staged data, or a keepalive.
         self.send_keepalive(id, now, out);
@@ -258,20 +262,7 @@ impl Device {
         }
         peer.rx_bytes += wire_len as u64;
         if slot == Slot::Next {
-            // The initiator used the new keys: they become current.
-            let kp = &mut peer.keypairs;
-            let confirmed = kp.next.take();
-            let old_prev = core::mem::replace(&mut kp.previous, kp.current.take());
-            kp.current = confirmed;
-            if let Some(k) = old_prev {
-                self.indices.remove(k.local_index);
-            }
-            let unix = self.unix_now(now);
-            let peer = self.peers.get_mut(&id).expect("present");
-            peer.timers.handshake_complete();
-            peer.last_handshake = Some(unix);
-            out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
-            self.send_staged(id, now, out);
+            self.promote_next(id, now, out);
         }
         self.keep_key_fresh_on_receive(id, now, out);
         let peer = self.peers.get_mut(&id).expect("present");
@@ -297,9 +288,38 @@ impl Device {
         Ok(())
     }
 
+    /// The initiator used a responder's new keys: they become current, and
+    /// what waited for them goes out.
+    pub(super) fn promote_next(&mut self, id: PeerId, now: Duration, out: &mut Vec<Output>) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let kp = &mut peer.keypairs;
+        let Some(confirmed) = kp.next.take() else {
+            return;
+        };
+        let old_prev = core::mem::replace(&mut kp.previous, kp.current.take());
+        kp.current = Some(confirmed);
+        if let Some(k) = old_prev {
+            self.indices.remove(k.local_index);
+        }
+        let unix = self.unix_now(now);
+        let peer = self.peers.get_mut(&id).expect("present");
+        peer.timers.handshake_complete();
+        peer.last_handshake = Some(unix);
+        out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
+        self.keypairs_changed(id, out);
+        self.flush(id, now, false, out);
+    }
+
     /// The initiator renegotiates before its keys reach REJECT_AFTER_TIME if
     /// it is still receiving on them.
-    fn keep_key_fresh_on_receive(&mut self, id: PeerId, now: Duration, out: &mut Vec<Output>) {
+    pub(super) fn keep_key_fresh_on_receive(
+        &mut self,
+        id: PeerId,
+        now: Duration,
+        out: &mut Vec<Output>,
+    ) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -315,7 +335,8 @@ impl Device {
         }
     }
 
-    fn set_endpoint(&mut self, id: PeerId, src: SocketAddr, out: &mut Vec<Output>) {
+    /// Records where a peer was last heard from (roaming).
+    pub fn set_endpoint(&mut self, id: PeerId, src: SocketAddr, out: &mut Vec<Output>) {
         if let Some(peer) = self.peers.get_mut(&id) {
             if peer.endpoint != Some(src) {
                 peer.endpoint = Some(src);
@@ -327,7 +348,7 @@ impl Device {
         }
     }
 
-    pub(super) fn allocate_index(&mut self, entry: IndexEntry) -> u32 {
+    pub(super) fn allocate_index(&mut self, entry: IndexEntry) -> Option<u32> {
         let rng = &mut self.rng;
         self.indices.allocate(entry, || rng.next_u32())
     }

@@ -30,13 +30,63 @@ impl Device {
 
     /// Sends a keepalive (or whatever is staged) to a peer.
     pub fn send_keepalive(&mut self, id: PeerId, now: Duration, out: &mut Vec<Output>) {
+        self.flush(id, now, true, out);
+    }
+
+    /// Sends what is staged for a peer (and, with `keepalive`, a keepalive if
+    /// nothing is). When the data plane owns transport, that is its job:
+    /// this only checks there is a usable key, else starts a handshake.
+    pub(super) fn flush(
+        &mut self,
+        id: PeerId,
+        now: Duration,
+        keepalive: bool,
+        out: &mut Vec<Output>,
+    ) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if peer.staged.is_empty() {
+        if self.settings.transport_in_dataplane {
+            if peer
+                .keypairs
+                .current
+                .as_ref()
+                .is_some_and(|k| k.can_send(now))
+            {
+                out.push(Output::Flush {
+                    peer: id,
+                    keepalive,
+                });
+            } else {
+                self.send_initiation(id, now, false, out);
+            }
+            return;
+        }
+        if keepalive && peer.staged.is_empty() {
             peer.stage(Vec::new());
         }
         self.send_staged(id, now, out);
+    }
+
+    /// The data plane holds packets for a peer without a usable session.
+    pub fn request_handshake(&mut self, id: PeerId, now: Duration, out: &mut Vec<Output>) {
+        let fresh = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.keypairs.current.as_ref())
+            .is_some_and(|k| {
+                k.can_send(now) && !(k.is_initiator && k.age(now) >= REKEY_AFTER_TIME)
+            });
+        if fresh {
+            // A usable key exists (the data plane's view was stale, or it
+            // has not seen a rotation yet): just flush.
+            out.push(Output::Flush {
+                peer: id,
+                keepalive: false,
+            });
+        } else {
+            self.send_initiation(id, now, false, out);
+        }
     }
 
     /// Seals every staged packet under the current keypair; without a usable
@@ -133,7 +183,9 @@ impl Device {
         }
         let ephemeral = self.random32();
         let jitter = self.jitter();
-        let local_index = self.allocate_index(IndexEntry::Handshake { peer: id });
+        let Some(local_index) = self.allocate_index(IndexEntry::Handshake { peer: id }) else {
+            return;
+        };
         let peer = self.peers.get_mut(&id).expect("present");
         let local = LocalStatic {
             private: sk.as_bytes(),

@@ -39,6 +39,9 @@ impl Device {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.staged.clear();
                 }
+                if self.settings.transport_in_dataplane {
+                    out.push(Output::DropStaged { peer: id });
+                }
                 out.push(Output::Event(Event::HandshakeGaveUp { peer: id }));
             }
             TimerAction::SendKeepalive => self.send_keepalive(id, now, out),
@@ -53,6 +56,7 @@ impl Device {
             }
             TimerAction::ZeroKeyMaterial => {
                 self.clear_sessions(id);
+                self.keypairs_changed(id, out);
                 out.push(Output::Event(Event::KeysErased { peer: id }));
             }
         }
