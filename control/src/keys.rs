@@ -130,11 +130,20 @@ impl PrivateKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+    /// The key with Curve25519's clamping applied, as the kernel and
+    /// wireguard-go store (and report) it; the public key is unchanged.
+    pub fn clamped(&self) -> Self {
+        let mut b = self.0;
+        b[0] &= 248;
+        b[31] = (b[31] & 127) | 64;
+        PrivateKey(b)
+    }
+
     /// Generates a fresh key from the operating system's RNG.
     pub fn generate() -> Self {
         let mut b = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-        PrivateKey(b)
+        PrivateKey(b).clamped()
     }
     /// The public key `wg pubkey` would print for this private key.
     pub fn public_key(&self) -> PublicKey {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod cookie;
 pub mod crypto;
+pub mod daemon;
 pub mod device;
 pub mod handshake;
 pub mod index;
@@ -14,3 +15,4 @@ pub mod peer;
 pub mod ratelimit;
 pub mod session;
 pub mod timers;
+pub mod uapi;

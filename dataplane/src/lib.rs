@@ -10,3 +10,6 @@ pub mod messages;
 pub mod replay;
 pub mod shm;
 pub mod transport;
+pub mod tun;
+pub mod udp;
+pub mod process;

@@ -1,11 +1,184 @@
-//! `wirespeed IFACE`: the control process (work in progress: see issue 3).
+//! `wirespeed [-f|--foreground] [-v|--verbose] IFACE`: a drop-in for
+//! `wireguard-go IFACE`. Creates the TUN interface and the UAPI socket
+//! /var/run/wireguard/IFACE.sock, starts the data plane process, and
+//! detaches once all of it is ready (unless -f or WG_PROCESS_FOREGROUND=1).
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--version") {
-        println!("wirespeed {}", env!("CARGO_PKG_VERSION"));
-        return;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::ExitCode;
+
+use control::daemon::{Daemon, LogLevel, Options};
+
+const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--workers N] INTERFACE
+       wirespeed --version
+
+Creates INTERFACE (a TUN device) and its UAPI socket /var/run/wireguard/INTERFACE.sock,
+then runs in the background; configure it with wg(8) or wg-quick(8).
+  -f, --foreground   stay in the foreground (also WG_PROCESS_FOREGROUND=1)
+  -v, --verbose      log every handshake decision (also LOG_LEVEL=debug)
+  --workers N        data plane worker threads (default: one per core)";
+
+fn log_level(verbose: bool) -> LogLevel {
+    let env = std::env::var("LOG_LEVEL").or_else(|_| std::env::var("WIRESPEED_LOG")).unwrap_or_default();
+    match env.as_str() {
+        _ if verbose => LogLevel::Debug,
+        "debug" | "verbose" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "error" | "silent" => LogLevel::Error,
+        _ => LogLevel::Info,
     }
-    eprintln!("wirespeed: the tunnel daemon is not implemented yet");
-    std::process::exit(1);
+}
+
+/// Forks; the parent waits until the child reports readiness (one byte 0)
+/// or an error message, and exits with the matching status.
+fn detach() -> Result<Option<OwnedFd>, String> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors into the array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: called before any thread is started, so the child holds the
+    // only thread and may continue running Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if pid > 0 {
+        drop(w);
+        let mut msg = Vec::new();
+        let _ = std::fs::File::from(r).read_to_end(&mut msg);
+        if msg.first() == Some(&0) {
+            std::process::exit(0);
+        }
+        let text = String::from_utf8_lossy(&msg);
+        eprintln!("{}", if text.is_empty() { "wirespeed: the daemon died during start-up" } else { &text });
+        std::process::exit(1);
+    }
+    drop(r);
+    // SAFETY: setsid has no memory-safety preconditions.
+    unsafe { libc::setsid() };
+    Ok(Some(w))
+}
+
+fn quiet_stdio(keep_stderr: bool) {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let n = null.as_raw_fd();
+        // SAFETY: dup2 onto the standard descriptors, which stay open.
+        unsafe {
+            libc::dup2(n, 0);
+            libc::dup2(n, 1);
+            if !keep_stderr {
+                libc::dup2(n, 2);
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--dataplane") {
+        return dataplane_main(&args[1..]);
+    }
+    let mut foreground = std::env::var("WG_PROCESS_FOREGROUND").as_deref() == Ok("1");
+    let mut verbose = false;
+    let mut workers = 0usize;
+    let mut iface = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--version" => {
+                println!("wirespeed {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "-f" | "--foreground" => foreground = true,
+            "-v" | "--verbose" => verbose = true,
+            "--workers" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => workers = n,
+                None => {
+                    eprintln!("wirespeed: --workers needs a number\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            s if s.starts_with('-') => {
+                eprintln!("wirespeed: unknown option {s}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+            s if iface.is_none() => iface = Some(s.to_string()),
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(iface) = iface else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let log = log_level(verbose);
+    let ready_pipe = if foreground {
+        None
+    } else {
+        match detach() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("wirespeed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let started = Daemon::start(Options { iface: iface.clone(), log, workers });
+    match started {
+        Ok((daemon, uapi)) => {
+            if let Some(w) = ready_pipe {
+                let _ = std::fs::File::from(w).write_all(&[0]);
+                quiet_stdio(log >= LogLevel::Debug || std::env::var_os("LOG_LEVEL").is_some());
+            }
+            match daemon.run(uapi) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wirespeed({iface}): {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            let msg = format!("wirespeed: cannot start {iface}: {e}");
+            match ready_pipe {
+                Some(w) => {
+                    let _ = std::fs::File::from(w).write_all(msg.as_bytes());
+                }
+                None => eprintln!("{msg}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD`, started by the daemon.
+fn dataplane_main(args: &[String]) -> ExitCode {
+    let (Some(iface), Some(shm), Some(workers), Some(wake)) = (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
+        eprintln!("wirespeed --dataplane: internal mode, started by the daemon");
+        return ExitCode::from(2);
+    };
+    let opts = dataplane::process::Options {
+        iface: iface.clone(),
+        shm_path: shm.into(),
+        workers: workers.parse().unwrap_or(1),
+        wake_fd: wake.parse().ok(),
+    };
+    match dataplane::process::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wirespeed-dataplane({iface}): {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -231,7 +231,7 @@ impl RequestParser {
                         let mut e = ParseError::new(
                             EINVAL,
                             1,
-                            format!("invalid UAPI operation {:?}", printable(line, 32)),
+                            format!("invalid UAPI operation {:?}", printable(line, 16)),
                         );
                         e.fatal = true;
                         Progress::Complete(Err(e))
@@ -344,20 +344,23 @@ impl Request {
 fn parse_set_line(req: &mut SetRequest, line: &[u8], line_no: usize) -> Result<(), ParseError> {
     let invalid = |msg: String| ParseError::new(EINVAL, line_no, msg);
     let Some(eq) = line.iter().position(|&b| b == b'=') else {
-        return Err(ParseError::new(
-            EPROTO,
-            line_no,
-            format!("line {:?} is not key=value", printable(line, 32)),
-        ));
+        // The line is not echoed: it could be a key that lost its name.
+        return Err(ParseError::new(EPROTO, line_no, "line is not key=value"));
     };
     let (key, value) = (&line[..eq], &line[eq + 1..]);
     let (Ok(key), Ok(value)) = (core::str::from_utf8(key), core::str::from_utf8(value)) else {
         return Err(invalid("line is not valid UTF-8".into()));
     };
-    let bad_value = |what: &str| invalid(format!("invalid {key} value {:?}: {what}", printable(value.as_bytes(), 80)));
+    let bad_value = |what: &str| {
+        invalid(format!(
+            "invalid {key} value {:?}: {what}",
+            printable(value.as_bytes(), 80)
+        ))
+    };
 
     if key == "public_key" {
-        let k = decode_hex_key(value).map_err(|_| invalid("invalid public_key (want 64 hex digits)".into()))?;
+        let k = decode_hex_key(value)
+            .map_err(|_| invalid("invalid public_key (want 64 hex digits)".into()))?;
         req.peers.push(PeerChange::new(PublicKey(k)));
         return Ok(());
     }
@@ -366,7 +369,8 @@ fn parse_set_line(req: &mut SetRequest, line: &[u8], line_no: usize) -> Result<(
         // Device section.
         match key {
             "private_key" => {
-                let k = decode_hex_key(value).map_err(|_| invalid("invalid private_key (want 64 hex digits)".into()))?;
+                let k = decode_hex_key(value)
+                    .map_err(|_| invalid("invalid private_key (want 64 hex digits)".into()))?;
                 req.private_key = Some(if k == [0; 32] {
                     None
                 } else {
@@ -374,10 +378,13 @@ fn parse_set_line(req: &mut SetRequest, line: &[u8], line_no: usize) -> Result<(
                 });
             }
             "listen_port" => {
-                req.listen_port = Some(parse_decimal(value).ok_or_else(|| bad_value("want a port number 0-65535"))?);
+                req.listen_port = Some(
+                    parse_decimal(value).ok_or_else(|| bad_value("want a port number 0-65535"))?,
+                );
             }
             "fwmark" => {
-                let m: u32 = parse_decimal(value).ok_or_else(|| bad_value("want a decimal number 0-4294967295"))?;
+                let m: u32 = parse_decimal(value)
+                    .ok_or_else(|| bad_value("want a decimal number 0-4294967295"))?;
                 req.fwmark = Some((m != 0).then_some(m));
             }
             "replace_peers" => {
@@ -404,7 +411,8 @@ fn parse_set_line(req: &mut SetRequest, line: &[u8], line_no: usize) -> Result<(
             peer.update_only = true;
         }
         "preshared_key" => {
-            let k = decode_hex_key(value).map_err(|_| invalid("invalid preshared_key (want 64 hex digits)".into()))?;
+            let k = decode_hex_key(value)
+                .map_err(|_| invalid("invalid preshared_key (want 64 hex digits)".into()))?;
             peer.preshared_key = Some(if k == [0; 32] {
                 None
             } else {
@@ -412,7 +420,7 @@ fn parse_set_line(req: &mut SetRequest, line: &[u8], line_no: usize) -> Result<(
             });
         }
         "endpoint" => {
-            peer.endpoint = Some(parse_endpoint(value).map_err(|why| bad_value(why))?);
+            peer.endpoint = Some(parse_endpoint(value).map_err(&bad_value)?);
         }
         "persistent_keepalive_interval" => {
             peer.persistent_keepalive =
@@ -424,7 +432,7 @@ fn parse_set_line(req: &mut SetRequest, line: &[u8], line_no: usize) -> Result<(
         }
         "allowed_ip" => {
             peer.allowed_ips
-                .push(parse_prefix(value).map_err(|why| bad_value(why))?);
+                .push(parse_prefix(value).map_err(&bad_value)?);
         }
         "protocol_version" => {
             if value != "1" {
@@ -460,9 +468,7 @@ fn parse_decimal<T: FromStr>(s: &str) -> Option<T> {
 /// resolves them before sending.
 pub fn parse_endpoint(s: &str) -> Result<SocketAddr, &'static str> {
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, port) = rest
-            .split_once("]:")
-            .ok_or("want [IPv6]:port")?;
+        let (host, port) = rest.split_once("]:").ok_or("want [IPv6]:port")?;
         let (addr, zone) = match host.split_once('%') {
             Some((a, z)) => (a, Some(z)),
             None => (host, None),
@@ -476,9 +482,9 @@ pub fn parse_endpoint(s: &str) -> Result<SocketAddr, &'static str> {
         Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope)))
     } else {
         let (host, port) = s.rsplit_once(':').ok_or("want IP:port")?;
-        let ip: Ipv4Addr = host
-            .parse()
-            .map_err(|_| "not an IPv4 address (IPv6 goes in brackets; host names are not resolved)")?;
+        let ip: Ipv4Addr = host.parse().map_err(|_| {
+            "not an IPv4 address (IPv6 goes in brackets; host names are not resolved)"
+        })?;
         let port = parse_decimal(port).ok_or("bad port")?;
         Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
     }
@@ -624,7 +630,10 @@ mod tests {
             Some(Some(PrivateKey::from_bytes([0xab; 32])))
         );
         // Numbers at their limits.
-        assert_eq!(set("set=1\nfwmark=4294967295\n").fwmark, Some(Some(u32::MAX)));
+        assert_eq!(
+            set("set=1\nfwmark=4294967295\n").fwmark,
+            Some(Some(u32::MAX))
+        );
         assert_eq!(set("set=1\nlisten_port=65535\n").listen_port, Some(65535));
     }
 
@@ -645,7 +654,10 @@ mod tests {
         assert_eq!(s.peers.len(), 3);
         let p = &s.peers[0];
         assert_eq!(p.public_key, PublicKey([1; 32]));
-        assert_eq!(p.preshared_key, Some(Some(PresharedKey::from_bytes([3; 32]))));
+        assert_eq!(
+            p.preshared_key,
+            Some(Some(PresharedKey::from_bytes([3; 32])))
+        );
         assert_eq!(p.endpoint, Some("1.2.3.4:51820".parse().unwrap()));
         assert_eq!(p.persistent_keepalive, Some(25));
         assert!(p.replace_allowed_ips && !p.remove && !p.update_only);
@@ -721,15 +733,39 @@ mod tests {
             ("set=1\nprotocol_version=1\n\n", EINVAL),
             ("set=1\nallowed_ip=10.0.0.0/8\n\n", EINVAL),
             (&format!("set=1\npublic_key={k}\nlisten_port=5\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\nreplace_peers=true\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\nprivate_key={k}\n\n"), EINVAL),
+            (
+                &format!("set=1\npublic_key={k}\nreplace_peers=true\n\n"),
+                EINVAL,
+            ),
+            (
+                &format!("set=1\npublic_key={k}\nprivate_key={k}\n\n"),
+                EINVAL,
+            ),
             (&format!("set=1\npublic_key={k}\nremove=false\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\nupdate_only=false\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\nreplace_allowed_ips=false\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\npreshared_key=\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\npreshared_key=00\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\npersistent_keepalive_interval=65536\n\n"), EINVAL),
-            (&format!("set=1\npublic_key={k}\npersistent_keepalive_interval=+5\n\n"), EINVAL),
+            (
+                &format!("set=1\npublic_key={k}\nupdate_only=false\n\n"),
+                EINVAL,
+            ),
+            (
+                &format!("set=1\npublic_key={k}\nreplace_allowed_ips=false\n\n"),
+                EINVAL,
+            ),
+            (
+                &format!("set=1\npublic_key={k}\npreshared_key=\n\n"),
+                EINVAL,
+            ),
+            (
+                &format!("set=1\npublic_key={k}\npreshared_key=00\n\n"),
+                EINVAL,
+            ),
+            (
+                &format!("set=1\npublic_key={k}\npersistent_keepalive_interval=65536\n\n"),
+                EINVAL,
+            ),
+            (
+                &format!("set=1\npublic_key={k}\npersistent_keepalive_interval=+5\n\n"),
+                EINVAL,
+            ),
             (&format!("set=1\npublic_key={k}\nbogus=1\n\n"), EINVAL),
             (&format!("set=1\npublic_key={k}\nfoo\n\n"), EPROTO),
         ];
@@ -775,7 +811,10 @@ mod tests {
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?}");
         }
-        let e = err(&format!("set=1\npublic_key={}\nendpoint=1.2.3.4\n\n", hex(1)));
+        let e = err(&format!(
+            "set=1\npublic_key={}\nendpoint=1.2.3.4\n\n",
+            hex(1)
+        ));
         assert_eq!((e.errno, e.line), (EINVAL, 3));
     }
 
@@ -878,7 +917,10 @@ mod tests {
         let secret = "ab".repeat(31) + "zz";
         let e = err(&format!("set=1\nprivate_key={secret}\n\n"));
         assert!(!e.message.contains(&secret[..20]), "{e}");
-        let e = err(&format!("set=1\npublic_key={}\npreshared_key={secret}\n\n", hex(1)));
+        let e = err(&format!(
+            "set=1\npublic_key={}\npreshared_key={secret}\n\n",
+            hex(1)
+        ));
         assert!(!e.message.contains(&secret[..20]), "{e}");
     }
 }

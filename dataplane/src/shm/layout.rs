@@ -49,11 +49,18 @@ pub struct Header {
     pub dataplane_ready: AtomicU32,
     /// Workers the current data plane runs (≤ MAX_WORKERS).
     pub workers: AtomicU32,
+    /// Requested by control (0: any port).
     pub listen_port: AtomicU32,
+    /// The port the data plane actually bound.
+    pub bound_port: AtomicU32,
     pub fwmark: AtomicU32,
     pub mtu: AtomicU32,
     /// Bumped when listen_port or fwmark change, so workers rebind.
     pub config_gen: AtomicU64,
+    /// The config_gen the data plane last applied, and the errno of that
+    /// bind (0: success), so control can answer `wg set` truthfully.
+    pub applied_gen: AtomicU64,
+    pub bind_errno: AtomicU32,
     /// The control process's last sign of life (CLOCK_MONOTONIC ns).
     pub control_heartbeat_ns: AtomicU64,
 }

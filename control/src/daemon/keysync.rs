@@ -1,0 +1,144 @@
+//! Publishing the device's sessions, endpoints and AllowedIPs into the
+//! shared region, so the data plane uses exactly the keys control derived.
+//!
+//! A keypair is published once, when it first appears: publishing resets
+//! its send counter, so republishing a key in use would reuse nonces.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use dataplane::shm::keys::{slot_of_index, KeyMaterial};
+use dataplane::shm::{allowed, Region};
+use zeroize::Zeroizing;
+
+use crate::device::{Device, PeerId};
+use crate::session::Keypair;
+
+/// Which shared-memory peer slot each device peer occupies.
+#[derive(Default)]
+pub(super) struct PeerSlots {
+    by_peer: HashMap<PeerId, u32>,
+    by_slot: HashMap<u32, PeerId>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl PeerSlots {
+    pub fn slot(&self, id: PeerId) -> Option<u32> {
+        self.by_peer.get(&id).copied()
+    }
+
+    pub fn peer(&self, slot: u32) -> Option<PeerId> {
+        self.by_slot.get(&slot).copied()
+    }
+
+    pub fn assign(&mut self, id: PeerId, capacity: usize) -> Option<u32> {
+        if let Some(s) = self.slot(id) {
+            return Some(s);
+        }
+        let s = match self.free.pop() {
+            Some(s) => s,
+            None if (self.next as usize) < capacity => {
+                self.next += 1;
+                self.next - 1
+            }
+            None => return None,
+        };
+        self.by_peer.insert(id, s);
+        self.by_slot.insert(s, id);
+        Some(s)
+    }
+
+    pub fn release(&mut self, id: PeerId) -> Option<u32> {
+        let s = self.by_peer.remove(&id)?;
+        self.by_slot.remove(&s);
+        self.free.push(s);
+        Some(s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, u32)> + '_ {
+        self.by_peer.iter().map(|(&p, &s)| (p, s))
+    }
+}
+
+fn material(k: &Keypair, peer_slot: u32) -> KeyMaterial {
+    KeyMaterial {
+        local_index: k.local_index,
+        peer: peer_slot,
+        remote_index: k.remote_index,
+        initiator: k.is_initiator,
+        created_ns: k.created.as_nanos() as u64,
+        send_key: Zeroizing::new(*k.sending.raw()),
+        recv_key: Zeroizing::new(*k.receiving.raw()),
+    }
+}
+
+/// Keeps the region's key slots in step with the device's keypairs.
+#[derive(Default)]
+pub struct KeySync {
+    published: HashMap<PeerId, Vec<u32>>,
+}
+
+impl KeySync {
+    /// Publishes new keypairs of `id`, clears its vanished ones and points
+    /// its peer slot at the current keypair.
+    pub fn sync_peer(&mut self, region: &Region, dev: &Device, slots: &PeerSlots, id: PeerId) {
+        let Some(pslot) = slots.slot(id) else { return };
+        let live: Vec<&Keypair> = dev.peer(id).map(|p| p.keypairs.iter().collect()).unwrap_or_default();
+        let old = self.published.remove(&id).unwrap_or_default();
+        for &index in &old {
+            if !live.iter().any(|k| k.local_index == index) {
+                clear_index(region, index);
+            }
+        }
+        for k in &live {
+            if !old.contains(&k.local_index) {
+                region.key(slot_of_index(k.local_index)).publish(&material(k, pslot));
+            }
+        }
+        let current = dev.peer(id).and_then(|p| p.keypairs.current.as_ref());
+        region
+            .peer(pslot as usize)
+            .set_current_key(current.map(|k| slot_of_index(k.local_index) as u32));
+        self.published.insert(id, live.iter().map(|k| k.local_index).collect());
+    }
+
+    /// Clears everything published for a peer that is going away.
+    pub fn forget_peer(&mut self, region: &Region, id: PeerId) {
+        for index in self.published.remove(&id).unwrap_or_default() {
+            clear_index(region, index);
+        }
+    }
+}
+
+/// Clears a key slot, but only if it still holds this index: the slot may
+/// already carry a newer session.
+fn clear_index(region: &Region, index: u32) {
+    let slot = region.key(slot_of_index(index));
+    if slot.local_index.load(Ordering::Relaxed) == index {
+        slot.clear();
+    }
+}
+
+/// Rewrites the region's AllowedIPs table from the device's (O(n)).
+pub fn publish_allowed_ips(region: &Region, dev: &Device, slots: &PeerSlots) -> Result<(), allowed::TableFull> {
+    let mut entries = Vec::with_capacity(dev.allowed_ips().len());
+    dev.allowed_ips().for_each(|addr, cidr, id| {
+        if let Some(s) = slots.slot(id) {
+            entries.push((addr, cidr, s));
+        }
+    });
+    allowed::write_table(region, &entries)
+}
+
+/// Writes a peer's endpoint and sticky source address.
+pub fn publish_endpoint(region: &Region, slots: &PeerSlots, id: PeerId, ep: Option<SocketAddr>, src: Option<IpAddr>) {
+    if let Some(s) = slots.slot(id) {
+        region.peer(s as usize).set_endpoint(ep, src);
+    }
+}

@@ -1,0 +1,291 @@
+//! The control process behind `wirespeed IFACE`: owns the static key, the
+//! device state machine, the UAPI socket and the TUN interface, runs the
+//! data plane as a child process and talks to it through shared memory.
+
+mod child;
+mod keysync;
+mod outputs;
+mod uapi_impl;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dataplane::consts::DEFAULT_MTU;
+use dataplane::shm::events::ToControl;
+use dataplane::shm::layout::{KEY_SLOT_BITS, RECORD_SIZE};
+use dataplane::shm::peers::PeerCounters;
+use dataplane::shm::{default_path, monotonic_ns, Region};
+use dataplane::tun::{Tun, TunQueue};
+
+use crate::device::{Activity, Device, DeviceSettings, PeerId};
+use crate::uapi::server::{UapiCall, UapiServer};
+
+use child::DataplaneChild;
+use keysync::{KeySync, PeerSlots};
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+/// Log verbosity, from `-v` or the environment.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum LogLevel {
+    Error,
+    Info,
+    Debug,
+}
+
+pub struct Options {
+    pub iface: String,
+    pub log: LogLevel,
+    pub workers: usize,
+}
+
+pub struct Daemon {
+    iface: String,
+    log: LogLevel,
+    dev: Device,
+    region: Region,
+    shm_path: PathBuf,
+    slots: PeerSlots,
+    keys: KeySync,
+    /// The local address each authenticated endpoint last wrote to, so
+    /// replies leave from it (multi-homed hosts).
+    sources: HashMap<SocketAddr, IpAddr>,
+    seen: HashMap<PeerId, PeerCounters>,
+    listen_port: u16,
+    fwmark: u32,
+    _tun: Tun,
+    _tun_queue: TunQueue,
+    wake: OwnedFd,
+    child: DataplaneChild,
+}
+
+pub fn now() -> Duration {
+    Duration::from_nanos(monotonic_ns())
+}
+
+impl Daemon {
+    pub fn log(&self, level: LogLevel, msg: impl AsRef<str>) {
+        if level <= self.log {
+            eprintln!("wirespeed({}): {}", self.iface, msg.as_ref());
+        }
+    }
+
+    /// Creates the interface, the shared region and the data plane; returns
+    /// once all are ready (so a detaching parent can exit then).
+    pub fn start(opts: Options) -> io::Result<(Daemon, UapiServer)> {
+        // SAFETY: async-signal-safe handlers that only store an atomic.
+        unsafe {
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+        let (tun, queue) = Tun::create(&opts.iface)?;
+        tun.set_mtu(DEFAULT_MTU as u32)?;
+        // Keeps the interface alive across data plane restarts without
+        // taking a share of its packets.
+        queue.detach()?;
+        let shm_path = default_path(&opts.iface);
+        let region = Region::create(&shm_path)?;
+        let h = region.header();
+        h.control_pid.store(std::process::id(), Ordering::Release);
+        h.mtu.store(DEFAULT_MTU as u32, Ordering::Relaxed);
+        // SAFETY: eventfd returns a new descriptor or -1, checked below. Not
+        // close-on-exec: the data plane inherits it to wake us.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        let uapi = UapiServer::bind(&opts.iface)?;
+        let unix_at_zero = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(now());
+        let settings = DeviceSettings {
+            mtu: DEFAULT_MTU as usize,
+            transport_in_dataplane: true,
+            index_slot_bits: Some(KEY_SLOT_BITS),
+            ..Default::default()
+        };
+        let dev = Device::new(unix_at_zero, Box::new(rand_core::OsRng), settings);
+        let child = DataplaneChild::spawn(&opts.iface, &shm_path, opts.workers, wake.as_raw_fd(), &region)?;
+        let d = Daemon {
+            iface: opts.iface,
+            log: opts.log,
+            dev,
+            region,
+            shm_path,
+            slots: PeerSlots::default(),
+            keys: KeySync::default(),
+            sources: HashMap::new(),
+            seen: HashMap::new(),
+            listen_port: 0,
+            fwmark: 0,
+            _tun: tun,
+            _tun_queue: queue,
+            wake,
+            child,
+        };
+        d.log(LogLevel::Info, format!("interface created, data plane pid {}", d.child.pid()));
+        Ok((d, uapi))
+    }
+
+    /// Serves until SIGTERM/SIGINT, the UAPI socket is removed, or the
+    /// interface is deleted.
+    pub fn run(mut self, uapi: UapiServer) -> io::Result<()> {
+        let (tx, requests) = std::sync::mpsc::channel::<UapiCall>();
+        let wake = self.wake.try_clone()?;
+        let tx = std::sync::Mutex::new(tx);
+        let uapi = uapi.spawn_with(move |request| {
+            let (reply, answer) = std::sync::mpsc::channel();
+            tx.lock().ok()?.send(UapiCall { request, reply }).ok()?;
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+            unsafe { libc::write(wake.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+            answer.recv().ok()
+        })?;
+        let mut last_poll = Duration::ZERO;
+        let mut last_check = Duration::ZERO;
+        loop {
+            if TERMINATE.load(Ordering::Relaxed) {
+                self.log(LogLevel::Info, "terminating on signal");
+                break;
+            }
+            let t = now();
+            let wait = self.dev.next_deadline().map(|d| d.saturating_sub(t)).unwrap_or(Duration::MAX);
+            self.wait(wait.min(Duration::from_millis(100)));
+            let t = now();
+            self.region.header().control_heartbeat_ns.store(t.as_nanos() as u64, Ordering::Relaxed);
+            while let Ok(call) = requests.try_recv() {
+                call.respond(&mut self);
+            }
+            self.drain_events();
+            if t.saturating_sub(last_poll) >= Duration::from_millis(100) {
+                last_poll = t;
+                self.poll_activity();
+            }
+            let mut out = Vec::new();
+            self.dev.update_timers(now(), &mut out);
+            self.apply(out, None);
+            if t.saturating_sub(last_check) >= Duration::from_millis(500) {
+                last_check = t;
+                if !uapi.socket_exists() {
+                    self.log(LogLevel::Info, "UAPI socket removed; exiting");
+                    break;
+                }
+                if dataplane::tun::ifindex(&self.iface).is_none() {
+                    self.log(LogLevel::Info, "interface deleted; exiting");
+                    break;
+                }
+                if let Some(status) = self.child.exited() {
+                    self.log(LogLevel::Error, format!("data plane exited ({status}); restarting it"));
+                    self.child.respawn(&self.iface, &self.shm_path, self.wake.as_raw_fd(), &self.region)?;
+                    self.log(LogLevel::Info, format!("data plane restarted, pid {}", self.child.pid()));
+                }
+            }
+        }
+        drop(uapi);
+        self.child.stop();
+        let _ = std::fs::remove_file(&self.shm_path);
+        Ok(())
+    }
+
+    /// Sleeps until the data plane or the UAPI thread signals the eventfd,
+    /// or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        let mut fd = libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(1000) as i32;
+        // SAFETY: poll reads and writes exactly the one pollfd we pass.
+        if unsafe { libc::poll(&mut fd, 1, ms) } > 0 {
+            let mut buf = [0u8; 8];
+            // SAFETY: reads the 8-byte eventfd counter into a live buffer.
+            unsafe { libc::read(fd.fd, buf.as_mut_ptr() as *mut libc::c_void, 8) };
+        }
+    }
+
+    /// Events the data plane's workers pushed.
+    fn drain_events(&mut self) {
+        let workers = self.region.header().workers.load(Ordering::Acquire).max(1) as usize;
+        let mut rec = [0u8; RECORD_SIZE];
+        for w in 0..workers {
+            // Bounded per pass so a handshake flood cannot starve the UAPI.
+            for _ in 0..4096 {
+                let Some(n) = self.region.ring_to_control(w).pop(&mut rec) else { break };
+                if let Some(ev) = ToControl::decode(&rec[..n]) {
+                    self.on_event(ev);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: ToControl) {
+        let t = now();
+        let mut out = Vec::new();
+        match ev {
+            ToControl::Handshake { from, local, datagram } => {
+                let r = self.dev.handle_datagram(t, from, &datagram, &mut out);
+                match r {
+                    Ok(()) => {
+                        if let Some(l) = local {
+                            if self.sources.len() < 1 << 16 {
+                                self.sources.insert(from, l);
+                            }
+                        }
+                    }
+                    Err(d) => self.log(LogLevel::Debug, format!("dropped handshake message from {from}: {d:?}")),
+                }
+                self.apply(out, local.map(|l| (from, l)));
+            }
+            ToControl::HandshakeNeeded { peer } => {
+                if let Some(id) = self.slots.peer(peer) {
+                    self.dev.request_handshake(id, t, &mut out);
+                    self.apply(out, None);
+                }
+            }
+            ToControl::EndpointMoved { peer, endpoint, local } => {
+                if let Some(id) = self.slots.peer(peer) {
+                    if let Some(l) = local {
+                        self.sources.insert(endpoint, l);
+                    }
+                    self.dev.set_endpoint(id, endpoint, &mut out);
+                    self.apply(out, None);
+                }
+            }
+            ToControl::SessionConfirmed { peer, local_index } => {
+                if let Some(id) = self.slots.peer(peer) {
+                    self.dev.confirm_session(id, local_index, t, &mut out);
+                    self.apply(out, None);
+                }
+            }
+        }
+    }
+
+    /// Turns the data plane's per-peer timestamps into timer events.
+    fn poll_activity(&mut self) {
+        let t = now();
+        let peers: Vec<(PeerId, u32)> = self.slots.iter().collect();
+        let mut out = Vec::new();
+        for (id, slot) in peers {
+            let c = self.region.peer(slot as usize).counters();
+            let prev = self.seen.insert(id, c).unwrap_or_default();
+            let newer = |a: u64, b: u64| (a > b).then(|| Duration::from_nanos(a));
+            let a = Activity {
+                tx_auth: newer(c.last_tx_auth_ns, prev.last_tx_auth_ns),
+                tx_data: newer(c.last_tx_data_ns, prev.last_tx_data_ns),
+                rx_auth: newer(c.last_rx_auth_ns, prev.last_rx_auth_ns),
+                rx_data: newer(c.last_rx_data_ns, prev.last_rx_data_ns),
+            };
+            if a != Activity::default() {
+                self.dev.note_activity(id, t, a, &mut out);
+            }
+        }
+        self.apply(out, None);
+    }
+}

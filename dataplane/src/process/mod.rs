@@ -1,0 +1,166 @@
+//! The data plane process: started by control (`wirespeed --dataplane`),
+//! it attaches to the shared region, opens one TUN queue and one UDP socket
+//! per worker, pins each worker to a core and forwards until told to stop,
+//! the interface disappears, or control is gone and every key expired.
+
+mod keycache;
+mod shared;
+mod worker;
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::consts::REJECT_AFTER_TIME;
+use crate::shm::layout::{KEY_SLOTS, MAX_WORKERS};
+use crate::shm::{monotonic_ns, Region};
+use crate::tun;
+use crate::udp::UdpSocketBatch;
+
+use shared::Shared;
+use worker::Worker;
+
+pub struct Options {
+    pub iface: String,
+    pub shm_path: PathBuf,
+    pub workers: usize,
+    /// Inherited eventfd to wake control with.
+    pub wake_fd: Option<RawFd>,
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+fn log(msg: &str) {
+    eprintln!("wirespeed-dataplane[{}]: {msg}", std::process::id());
+}
+
+/// Binds one socket per worker on the requested port (the first picks the
+/// port when it is 0; the rest join it with SO_REUSEPORT).
+fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
+    let h = region.header();
+    let want = h.listen_port.load(Ordering::Relaxed) as u16;
+    let fwmark = h.fwmark.load(Ordering::Relaxed);
+    let first = UdpSocketBatch::bind(want, true)?;
+    let port = first.local_port();
+    let mut v = vec![first];
+    for _ in 1..n {
+        v.push(UdpSocketBatch::bind(port, true)?);
+    }
+    if fwmark != 0 {
+        for s in &v {
+            s.set_fwmark(fwmark)?;
+        }
+    }
+    h.bound_port.store(port as u32, Ordering::Release);
+    Ok(v)
+}
+
+fn any_live_key(region: &Region) -> bool {
+    let now = monotonic_ns();
+    (0..KEY_SLOTS).any(|i| {
+        region
+            .key(i)
+            .read()
+            .is_some_and(|(k, _)| now.saturating_sub(k.created_ns) < REJECT_AFTER_TIME.as_nanos() as u64)
+    })
+}
+
+fn control_alive(region: &Region) -> bool {
+    let pid = region.header().control_pid.load(Ordering::Relaxed) as libc::pid_t;
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+pub fn run(opts: Options) -> io::Result<()> {
+    // SAFETY: installs an async-signal-safe handler that only stores an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let region = Region::open(&opts.shm_path)?;
+    // Only one data plane runs at a time: a predecessor's locks are void.
+    for i in 0..KEY_SLOTS {
+        region.key(i).break_replay_lock();
+    }
+    let n = opts.workers.clamp(1, MAX_WORKERS);
+    region.header().workers.store(n as u32, Ordering::Release);
+    let sockets = bind_sockets(&region, n)?;
+    let queues = (0..n).map(|_| tun::open_queue(&opts.iface)).collect::<io::Result<Vec<_>>>()?;
+    if let Ok(m) = tun::mtu(&opts.iface) {
+        region.header().mtu.store(m, Ordering::Relaxed);
+    }
+    // SAFETY: control passed this eventfd to us and nothing else owns it.
+    let wake = opts.wake_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let shared = Arc::new(Shared::new(region, wake));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::new();
+    let mut socket_slots: Vec<Arc<Mutex<Option<UdpSocketBatch>>>> = Vec::new();
+    for (i, (sock, q)) in sockets.into_iter().zip(queues).enumerate() {
+        let w = Worker::new(i, shared.clone(), sock, q);
+        socket_slots.push(w.new_socket.clone());
+        let core = cores.get(i % cores.len().max(1)).copied();
+        handles.push(std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            w.run();
+        })?);
+    }
+    let h = shared.region.header();
+    h.dataplane_pid.store(std::process::id(), Ordering::Release);
+    h.dataplane_ready.store(std::process::id(), Ordering::Release);
+    log(&format!("{n} workers on {}, UDP port {}", opts.iface, h.bound_port.load(Ordering::Relaxed)));
+
+    let mut config_gen = h.config_gen.load(Ordering::Acquire);
+    let mut ticks = 0u64;
+    h.applied_gen.store(config_gen, Ordering::Release);
+    while !TERMINATE.load(Ordering::Relaxed) && !shared.stopping() {
+        std::thread::sleep(Duration::from_millis(10));
+        ticks += 1;
+        let g = h.config_gen.load(Ordering::Acquire);
+        if g != config_gen {
+            config_gen = g;
+            // The old sockets stay until the new ones are bound, so a port
+            // that is taken leaves the interface working on the old one.
+            match bind_sockets(&shared.region, n) {
+                Ok(socks) => {
+                    for (slot, s) in socket_slots.iter().zip(socks) {
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                    }
+                    h.bind_errno.store(0, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    log(&format!("cannot bind the new listen port: {e}"));
+                    h.bind_errno.store(e.raw_os_error().unwrap_or(libc::EIO) as u32, Ordering::Relaxed);
+                }
+            }
+            h.applied_gen.store(g, Ordering::Release);
+        }
+        if ticks % 100 == 0 {
+            if tun::ifindex(&opts.iface).is_none() {
+                log("interface deleted; exiting");
+                break;
+            }
+            if let Ok(m) = tun::mtu(&opts.iface) {
+                h.mtu.store(m, Ordering::Relaxed);
+            }
+            if !control_alive(&shared.region) && !any_live_key(&shared.region) {
+                log("control is gone and every session expired; exiting");
+                break;
+            }
+        }
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in handles {
+        let _ = t.join();
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! One data plane worker: its own UDP socket (SO_REUSEPORT) and TUN queue,
+//! pinned to a core. Receives and opens transport messages, seals and sends
+//! packets read from the TUN, hands handshake messages to control and runs
+//! control's commands.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use crate::consts::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
+};
+use crate::messages::{message_type, Message, MSG_TRANSPORT};
+use crate::shm::events::{ToControl, ToDataplane, MAX_DATAGRAM};
+use crate::shm::keys::slot_of_index;
+use crate::shm::layout::RECORD_SIZE;
+use crate::shm::monotonic_ns;
+use crate::transport;
+use crate::tun::TunQueue;
+use crate::udp::{RecvSlot, SendMsg, UdpSocketBatch};
+use crate::ip;
+
+use super::keycache::KeyCache;
+use super::shared::Shared;
+
+const BATCH: usize = 32;
+const TUN_BURST: usize = 64;
+const POLL_MS: i32 = 5;
+/// Largest inner packet read from the TUN (its MTU is at most 65535).
+const TUN_BUF: usize = 65536;
+/// At most one "handshake needed" per peer per this long from one worker.
+const NEED_INTERVAL_NS: u64 = 1_000_000_000;
+
+const REJECT_NS: u64 = REJECT_AFTER_TIME.as_nanos() as u64;
+const REKEY_NS: u64 = REKEY_AFTER_TIME.as_nanos() as u64;
+const LASTMINUTE_NS: u64 =
+    REJECT_NS - KEEPALIVE_TIMEOUT.as_nanos() as u64 - REKEY_TIMEOUT.as_nanos() as u64;
+
+/// A sealed message waiting for the next sendmmsg.
+struct Out {
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    peer: u32,
+    buf: Vec<u8>,
+}
+
+pub struct Worker {
+    pub id: usize,
+    shared: Arc<Shared>,
+    sock: UdpSocketBatch,
+    /// A replacement socket from the supervisor (listen port changed).
+    pub new_socket: Arc<Mutex<Option<UdpSocketBatch>>>,
+    tun: TunQueue,
+    keys: KeyCache,
+    rx: Vec<RecvSlot>,
+    out: Vec<Out>,
+    out_len: usize,
+    plain: Vec<u8>,
+    tunbuf: Vec<u8>,
+    reported_move: HashMap<u32, SocketAddr>,
+    reported_confirm: HashMap<usize, u64>,
+    last_need: HashMap<u32, u64>,
+    now: u64,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, sock: UdpSocketBatch, tun: TunQueue) -> Worker {
+        Worker {
+            id,
+            shared,
+            sock,
+            new_socket: Arc::new(Mutex::new(None)),
+            tun,
+            keys: KeyCache::default(),
+            rx: (0..BATCH).map(|_| RecvSlot::new()).collect(),
+            out: Vec::new(),
+            out_len: 0,
+            plain: Vec::with_capacity(TUN_BUF),
+            tunbuf: vec![0u8; TUN_BUF],
+            reported_move: HashMap::new(),
+            reported_confirm: HashMap::new(),
+            last_need: HashMap::new(),
+            now: monotonic_ns(),
+        }
+    }
+
+    pub fn run(mut self) {
+        while !self.shared.stopping() {
+            if let Some(s) = self.new_socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                self.sock = s;
+            }
+            self.wait();
+            self.now = monotonic_ns();
+            self.receive();
+            self.read_tun();
+            self.commands();
+            self.flush_out();
+        }
+    }
+
+    fn wait(&self) {
+        let mut fds = [
+            libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.tun.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll reads and writes exactly the two pollfds we pass.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
+    }
+
+    fn receive(&mut self) {
+        for _ in 0..8 {
+            let n = match self.sock.recv_batch(&mut self.rx) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            let rx = std::mem::take(&mut self.rx);
+            for slot in &rx[..n] {
+                self.datagram(slot.src(), slot.local(), slot.data());
+            }
+            self.rx = rx;
+            self.flush_out();
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn datagram(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
+        match message_type(data) {
+            Ok(MSG_TRANSPORT) => self.transport(src, local, data),
+            Ok(_) if data.len() <= MAX_DATAGRAM => {
+                let ev = ToControl::Handshake { from: src, local, datagram: data.to_vec() };
+                self.shared.notify(self.id, &ev);
+            }
+            _ => {}
+        }
+    }
+
+    fn transport(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
+        let Ok(Message::Transport(t)) = Message::parse(data) else { return };
+        let shared = self.shared.clone();
+        let region = &shared.region;
+        let slot = slot_of_index(t.receiver);
+        let Some(key) = self.keys.by_index(region, t.receiver) else { return };
+        let age = key.age_ns(self.now);
+        if age >= REJECT_NS {
+            return;
+        }
+        let (seq, peer, initiator) = (key.seq, key.peer, key.initiator);
+        let shm_key = region.key(slot);
+        if !shm_key.replay(seq, t.counter, false) {
+            return;
+        }
+        if transport::open(&key.recv, &t, &mut self.plain).is_err() {
+            return;
+        }
+        if !shm_key.replay(seq, t.counter, true) {
+            return;
+        }
+        let p = region.peer(peer as usize);
+        let is_data = !self.plain.is_empty();
+        p.note_rx(data.len() as u64, self.now, is_data);
+
+        if p.endpoint().map(|e| e.0) != Some(src) && self.reported_move.get(&peer) != Some(&src) {
+            self.reported_move.insert(peer, src);
+            self.shared.notify(self.id, &ToControl::EndpointMoved { peer, endpoint: src, local });
+        }
+        if !initiator
+            && p.current_key() != Some(slot as u32)
+            && self.reported_confirm.get(&slot) != Some(&seq)
+        {
+            self.reported_confirm.insert(slot, seq);
+            self.shared.notify(self.id, &ToControl::SessionConfirmed { peer, local_index: t.receiver });
+        }
+        if initiator && age >= LASTMINUTE_NS {
+            self.need_handshake(peer);
+        }
+        if !is_data {
+            return;
+        }
+        let Some(len) = ip::packet_len(&self.plain) else { return p.note_drop() };
+        let Some(inner_src) = ip::source(&self.plain[..len]) else { return p.note_drop() };
+        if self.shared.routes().table.lookup(inner_src) != Some(peer) {
+            return p.note_drop();
+        }
+        let _ = self.tun.send(&self.plain[..len]);
+    }
+
+    fn read_tun(&mut self) {
+        for _ in 0..TUN_BURST {
+            let n = match self.tun.recv(&mut self.tunbuf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The interface is gone: nothing left to serve.
+                    self.shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            };
+            let Some(dst) = ip::destination(&self.tunbuf[..n]) else { continue };
+            let Some(peer) = self.shared.routes().table.lookup(dst) else { continue };
+            let packet = std::mem::take(&mut self.tunbuf);
+            if !self.seal_for(peer, &packet[..n]) {
+                self.shared.stage(peer, packet[..n].to_vec());
+                self.need_handshake(peer);
+            }
+            self.tunbuf = packet;
+            if self.out_len >= BATCH {
+                self.flush_out();
+            }
+        }
+        self.flush_out();
+    }
+
+    /// Seals `packet` (empty: keepalive) for `peer` under its current key
+    /// and queues it; false if there is no usable key (caller stages it).
+    fn seal_for(&mut self, peer: u32, packet: &[u8]) -> bool {
+        let shared = self.shared.clone();
+        let region = &shared.region;
+        let p = region.peer(peer as usize);
+        if !p.is_active() {
+            return true; // peer removed: drop
+        }
+        let Some(slot) = p.current_key() else { return false };
+        let Some(key) = self.keys.get(region, slot as usize) else { return false };
+        let age = key.age_ns(self.now);
+        if age >= REJECT_NS {
+            return false;
+        }
+        let Some((dst, src)) = p.endpoint() else {
+            p.note_drop();
+            return true; // nowhere to send: the kernel drops too
+        };
+        let Some(counter) = region.key(slot as usize).reserve_counters(key.seq, 1) else { return false };
+        let mtu = region.header().mtu.load(std::sync::atomic::Ordering::Relaxed).max(576) as usize;
+        if self.out_len == self.out.len() {
+            self.out.push(Out { dst, src, peer, buf: Vec::with_capacity(2048) });
+        }
+        let o = &mut self.out[self.out_len];
+        o.dst = dst;
+        o.src = src;
+        o.peer = peer;
+        transport::seal(&key.send, key.remote_index, counter, packet, mtu, &mut o.buf);
+        p.note_tx(o.buf.len() as u64, self.now, !packet.is_empty());
+        self.out_len += 1;
+        let stale = (key.initiator && age >= REKEY_NS) || counter >= REKEY_AFTER_MESSAGES;
+        if stale {
+            self.need_handshake(peer);
+        }
+        true
+    }
+
+    fn flush_out(&mut self) {
+        if self.out_len == 0 {
+            return;
+        }
+        let msgs: Vec<SendMsg<'_>> = self.out[..self.out_len]
+            .iter()
+            .map(|o| SendMsg { dst: o.dst, src: o.src, data: &o.buf })
+            .collect();
+        let mut sent = 0;
+        let mut stale_source = Vec::new();
+        let mut stalls = 0;
+        while sent < msgs.len() {
+            let base = sent;
+            match self.sock.send_batch(&msgs[sent..], |i| stale_source.push(base + i)) {
+                // msgs[sent] itself failed (unreachable, too big): drop it.
+                Err(_) => sent += 1,
+                Ok(n) => {
+                    sent += n;
+                    if n == 0 {
+                        // Socket buffer full: wait for room, but not forever.
+                        stalls += 1;
+                        if stalls > 100 {
+                            break;
+                        }
+                        let mut pfd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                        // SAFETY: poll on one pollfd we own.
+                        unsafe { libc::poll(&mut pfd, 1, 1) };
+                    }
+                }
+            }
+        }
+        drop(msgs);
+        // A source address that vanished: tell control to forget it.
+        for i in stale_source {
+            let o = &self.out[i];
+            let ev = ToControl::EndpointMoved { peer: o.peer, endpoint: o.dst, local: None };
+            self.shared.notify(self.id, &ev);
+        }
+        self.out_len = 0;
+    }
+
+    fn need_handshake(&mut self, peer: u32) {
+        let last = self.last_need.get(&peer).copied().unwrap_or(0);
+        if last != 0 && self.now.saturating_sub(last) < NEED_INTERVAL_NS {
+            return;
+        }
+        self.last_need.insert(peer, self.now);
+        self.shared.notify(self.id, &ToControl::HandshakeNeeded { peer });
+    }
+
+    fn commands(&mut self) {
+        let mut rec = [0u8; RECORD_SIZE];
+        while let Some(n) = self.shared.region.ring_to_dataplane(self.id).pop(&mut rec) {
+            match ToDataplane::decode(&rec[..n]) {
+                Some(ToDataplane::Send { to, local, datagram }) => {
+                    let _ = self.sock.send_to(to, local, &datagram);
+                }
+                Some(ToDataplane::Flush { peer, keepalive }) => self.flush_peer(peer, keepalive),
+                Some(ToDataplane::DropStaged { peer }) => self.shared.drop_staged(peer),
+                None => {}
+            }
+        }
+    }
+
+    fn flush_peer(&mut self, peer: u32, keepalive: bool) {
+        // A new session: forget the rate limit on asking for another one.
+        self.last_need.remove(&peer);
+        let mut staged = self.shared.take_staged(peer);
+        if staged.is_empty() && keepalive {
+            staged.push_back(Vec::new());
+        }
+        while let Some(pkt) = staged.pop_front() {
+            if !self.seal_for(peer, &pkt) {
+                staged.push_front(pkt);
+                for p in staged {
+                    self.shared.stage(peer, p);
+                }
+                self.need_handshake(peer);
+                break;
+            }
+            if self.out_len >= BATCH {
+                self.flush_out();
+            }
+        }
+        self.flush_out();
+    }
+}
+
