@@ -86,8 +86,8 @@ impl UapiHandler for Daemon {
         }
         if req.replace_peers {
             let ids: Vec<PeerId> = self.dev.peer_ids().collect();
+            self.dev.remove_all_peers();
             for id in ids {
-                self.dev.remove_peer(id);
                 self.forget_peer(id);
             }
         }

@@ -1,0 +1,169 @@
+//! The wirespeed daemon as a process: detaching only when ready, exiting when
+//! its interface or socket goes, and the two-process split surviving the
+//! death of either process.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{assert_ping, Impl, Netns, Tunnel};
+
+const WIRESPEED: &str = env!("CARGO_BIN_EXE_wirespeed");
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn kill9(pid: u32) {
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn version_flag() {
+    let out = Command::new(WIRESPEED).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wirespeed "));
+}
+
+#[test]
+fn detached_daemon_is_ready_when_it_returns_and_exits_with_its_interface() {
+    let Some(_serial) = common::netns_test("detached_daemon") else {
+        return;
+    };
+    let ns = Netns::new();
+    let iface = format!("wsd{}", std::process::id() % 100_000);
+    let sock = format!("/var/run/wireguard/{iface}.sock");
+    // Without -f it detaches; the moment it returns, all of it must be usable.
+    let st = ns.cmd(WIRESPEED).arg(&iface).status().unwrap();
+    assert!(st.success());
+    assert!(Path::new(&sock).exists(), "UAPI socket ready on return");
+    let link = ns.ip(&["link", "show", &iface]);
+    assert!(link.contains("mtu 1420"), "{link}");
+    let show = ns.exec(&["wg", "show", &iface, "listen-port"]);
+    assert!(
+        show.trim().parse::<u16>().unwrap() > 0,
+        "a port is bound: {show}"
+    );
+    let pid: u32 = ns
+        .exec(&["pgrep", "-f", &format!("wirespeed {iface}$")])
+        .trim()
+        .parse()
+        .unwrap();
+    let dp = children_of(pid);
+    assert_eq!(dp.len(), 1, "one data plane child");
+    // Deleting the interface ends both processes and removes the socket.
+    ns.ip(&["link", "del", &iface]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid) && !alive(dp[0])),
+        "daemon exits with its interface"
+    );
+    assert!(!Path::new(&sock).exists());
+
+    // Removing the socket ends it too (as wireguard-go does).
+    ns.cmd(WIRESPEED).arg(&iface).status().unwrap();
+    let pid: u32 = ns
+        .exec(&["pgrep", "-f", &format!("wirespeed {iface}$")])
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::remove_file(&sock).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)),
+        "daemon exits when its socket is removed"
+    );
+    assert!(wait_until(Duration::from_secs(5), || ns
+        .try_ip(&["link", "show", &iface])
+        .status
+        .code()
+        != Some(0)));
+}
+
+#[test]
+fn starting_twice_on_one_interface_fails_cleanly() {
+    let Some(_serial) = common::netns_test("starting_twice") else {
+        return;
+    };
+    let ns = Netns::new();
+    let iface = format!("wst{}", std::process::id() % 100_000);
+    assert!(ns.cmd(WIRESPEED).arg(&iface).status().unwrap().success());
+    let out = ns.cmd(WIRESPEED).arg(&iface).output().unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty(), "says why");
+    ns.ip(&["link", "del", &iface]);
+}
+
+#[test]
+fn killed_data_plane_is_restarted_and_sessions_resume() {
+    let Some(_serial) = common::netns_test("killed_data_plane") else {
+        return;
+    };
+    let t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let b_addr = t.b.tunnel_ip.to_string();
+    assert_ping(&t.a.ns, &b_addr, 2);
+    let hs_before = t.a.peer().latest_handshake;
+    let dp = children_of(t.a.daemon.pid());
+    assert_eq!(dp.len(), 1);
+    kill9(dp[0]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let now = children_of(t.a.daemon.pid());
+        now.len() == 1 && now[0] != dp[0]
+    }));
+    assert_ping(&t.a.ns, &b_addr, 3);
+    assert_eq!(
+        t.a.peer().latest_handshake,
+        hs_before,
+        "same session: keys came back from shared memory"
+    );
+    assert!(
+        t.a.daemon.log().contains("restart"),
+        "restart is logged:\n{}",
+        t.a.daemon.log()
+    );
+}
+
+#[test]
+fn data_plane_keeps_forwarding_after_control_is_killed() {
+    let Some(_serial) = common::netns_test("control_killed") else {
+        return;
+    };
+    let t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let b_addr = t.b.tunnel_ip.to_string();
+    assert_ping(&t.a.ns, &b_addr, 2);
+    let dp = children_of(t.b.daemon.pid());
+    kill9(t.b.daemon.pid());
+    sleep(Duration::from_millis(300));
+    assert!(alive(dp[0]), "the data plane outlives control");
+    assert_ping(&t.a.ns, &b_addr, 3);
+    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
+}
