@@ -23,7 +23,7 @@ use crate::udp::{RecvSlot, SendMsg, UdpSocketBatch};
 use crate::ip;
 
 use super::keycache::KeyCache;
-use super::shared::Shared;
+use super::shared::{Routes, Shared};
 
 const BATCH: usize = 32;
 const TUN_BURST: usize = 64;
@@ -62,6 +62,8 @@ pub struct Worker {
     reported_move: HashMap<u32, SocketAddr>,
     reported_confirm: HashMap<usize, u64>,
     last_need: HashMap<u32, u64>,
+    /// This worker's view of the AllowedIPs, refreshed once per loop turn.
+    routes: Arc<Routes>,
     now: u64,
 }
 
@@ -69,7 +71,7 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>, sock: UdpSocketBatch, tun: TunQueue) -> Worker {
         Worker {
             id,
-            shared,
+            shared: shared.clone(),
             sock,
             new_socket: Arc::new(Mutex::new(None)),
             tun,
@@ -82,6 +84,7 @@ impl Worker {
             reported_move: HashMap::new(),
             reported_confirm: HashMap::new(),
             last_need: HashMap::new(),
+            routes: shared.routes(),
             now: monotonic_ns(),
         }
     }
@@ -93,6 +96,9 @@ impl Worker {
             }
             self.wait();
             self.now = monotonic_ns();
+            if self.routes.seq != crate::shm::allowed::table_seq(&self.shared.region) {
+                self.routes = self.shared.routes();
+            }
             self.receive();
             self.read_tun();
             self.commands();
@@ -182,7 +188,7 @@ impl Worker {
         }
         let Some(len) = ip::packet_len(&self.plain) else { return p.note_drop() };
         let Some(inner_src) = ip::source(&self.plain[..len]) else { return p.note_drop() };
-        if self.shared.routes().table.lookup(inner_src) != Some(peer) {
+        if self.routes.table.lookup(inner_src) != Some(peer) {
             return p.note_drop();
         }
         let _ = self.tun.send(&self.plain[..len]);
@@ -201,7 +207,7 @@ impl Worker {
                 }
             };
             let Some(dst) = ip::destination(&self.tunbuf[..n]) else { continue };
-            let Some(peer) = self.shared.routes().table.lookup(dst) else { continue };
+            let Some(peer) = self.routes.table.lookup(dst) else { continue };
             let packet = std::mem::take(&mut self.tunbuf);
             if !self.seal_for(peer, &packet[..n]) {
                 self.shared.stage(peer, packet[..n].to_vec());
