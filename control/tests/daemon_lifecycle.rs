@@ -167,3 +167,30 @@ fn data_plane_keeps_forwarding_after_control_is_killed() {
     assert_ping(&t.a.ns, &b_addr, 3);
     assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
 }
+
+#[test]
+fn replies_leave_from_the_address_the_peer_wrote_to() {
+    let Some(_serial) = common::netns_test("sticky_source") else {
+        return;
+    };
+    let mut t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let b_addr = t.b.tunnel_ip.to_string();
+    // B is multi-homed: A talks to its second address.
+    t.b.ns.ip(&["addr", "add", "10.0.0.12/24", "dev", "veth0"]);
+    let second = format!("10.0.0.12:{}", t.b.port);
+    t.a.update_peer(|p| p.endpoint = Some(second.clone()));
+    assert_ping(&t.a.ns, &b_addr, 3);
+    // Had B answered from 10.0.0.2, A would have roamed to that address.
+    assert_eq!(
+        t.a.peer().endpoint.as_deref(),
+        Some(second.as_str()),
+        "B replied from the address A wrote to"
+    );
+    // The address disappears: B's next replies must fall back to another
+    // source instead of failing.
+    t.b.ns.ip(&["addr", "del", "10.0.0.12/24", "dev", "veth0"]);
+    let first = format!("10.0.0.2:{}", t.b.port);
+    t.a.update_peer(|p| p.endpoint = Some(first.clone()));
+    assert_ping(&t.a.ns, &b_addr, 3);
+    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
+}

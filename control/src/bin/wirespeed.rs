@@ -19,7 +19,9 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
   --workers N        data plane worker threads (default: one per core)";
 
 fn log_level(verbose: bool) -> LogLevel {
-    let env = std::env::var("LOG_LEVEL").or_else(|_| std::env::var("WIRESPEED_LOG")).unwrap_or_default();
+    let env = std::env::var("LOG_LEVEL")
+        .or_else(|_| std::env::var("WIRESPEED_LOG"))
+        .unwrap_or_default();
     match env.as_str() {
         _ if verbose => LogLevel::Debug,
         "debug" | "verbose" => LogLevel::Debug,
@@ -53,7 +55,14 @@ fn detach() -> Result<Option<OwnedFd>, String> {
             std::process::exit(0);
         }
         let text = String::from_utf8_lossy(&msg);
-        eprintln!("{}", if text.is_empty() { "wirespeed: the daemon died during start-up" } else { &text });
+        eprintln!(
+            "{}",
+            if text.is_empty() {
+                "wirespeed: the daemon died during start-up"
+            } else {
+                &text
+            }
+        );
         std::process::exit(1);
     }
     drop(r);
@@ -63,7 +72,11 @@ fn detach() -> Result<Option<OwnedFd>, String> {
 }
 
 fn quiet_stdio(keep_stderr: bool) {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         use std::os::fd::AsRawFd;
         let n = null.as_raw_fd();
         // SAFETY: dup2 onto the standard descriptors, which stay open.
@@ -133,7 +146,11 @@ fn main() -> ExitCode {
             }
         }
     };
-    let started = Daemon::start(Options { iface: iface.clone(), log, workers });
+    let started = Daemon::start(Options {
+        iface: iface.clone(),
+        log,
+        workers,
+    });
     match started {
         Ok((daemon, uapi)) => {
             if let Some(w) = ready_pipe {
@@ -163,7 +180,8 @@ fn main() -> ExitCode {
 
 /// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD`, started by the daemon.
 fn dataplane_main(args: &[String]) -> ExitCode {
-    let (Some(iface), Some(shm), Some(workers), Some(wake)) = (args.first(), args.get(1), args.get(2), args.get(3))
+    let (Some(iface), Some(shm), Some(workers), Some(wake)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
     else {
         eprintln!("wirespeed --dataplane: internal mode, started by the daemon");
         return ExitCode::from(2);

@@ -18,10 +18,18 @@ pub struct DataplaneChild {
 }
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
-fn start(iface: &str, shm: &Path, workers: usize, wake_fd: i32, region: &Region) -> io::Result<Child> {
+fn start(
+    iface: &str,
+    shm: &Path,
+    workers: usize,
+    wake_fd: i32,
+    region: &Region,
+) -> io::Result<Child> {
     let exe = std::env::current_exe()?;
     region.header().dataplane_ready.store(0, Ordering::Release);
     let mut child = Command::new(exe)
@@ -34,7 +42,9 @@ fn start(iface: &str, shm: &Path, workers: usize, wake_fd: i32, region: &Region)
     let deadline = Instant::now() + Duration::from_secs(10);
     while region.header().dataplane_ready.load(Ordering::Acquire) != child.id() {
         if let Some(st) = child.try_wait()? {
-            return Err(io::Error::other(format!("data plane failed to start: {st}")));
+            return Err(io::Error::other(format!(
+                "data plane failed to start: {st}"
+            )));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -46,10 +56,24 @@ fn start(iface: &str, shm: &Path, workers: usize, wake_fd: i32, region: &Region)
 }
 
 impl DataplaneChild {
-    pub fn spawn(iface: &str, shm: &Path, workers: usize, wake_fd: i32, region: &Region) -> io::Result<Self> {
-        let workers = if workers == 0 { default_workers() } else { workers };
+    pub fn spawn(
+        iface: &str,
+        shm: &Path,
+        workers: usize,
+        wake_fd: i32,
+        region: &Region,
+    ) -> io::Result<Self> {
+        let workers = if workers == 0 {
+            default_workers()
+        } else {
+            workers
+        };
         let child = start(iface, shm, workers, wake_fd, region)?;
-        Ok(DataplaneChild { child, workers, last_start: Instant::now() })
+        Ok(DataplaneChild {
+            child,
+            workers,
+            last_start: Instant::now(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -67,7 +91,13 @@ impl DataplaneChild {
         }
     }
 
-    pub fn respawn(&mut self, iface: &str, shm: &Path, wake_fd: i32, region: &Region) -> io::Result<()> {
+    pub fn respawn(
+        &mut self,
+        iface: &str,
+        shm: &Path,
+        wake_fd: i32,
+        region: &Region,
+    ) -> io::Result<()> {
         // A data plane that dies at once would otherwise be restarted in a
         // tight loop.
         let since = self.last_start.elapsed();

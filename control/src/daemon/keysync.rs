@@ -89,7 +89,10 @@ impl KeySync {
     /// its peer slot at the current keypair.
     pub fn sync_peer(&mut self, region: &Region, dev: &Device, slots: &PeerSlots, id: PeerId) {
         let Some(pslot) = slots.slot(id) else { return };
-        let live: Vec<&Keypair> = dev.peer(id).map(|p| p.keypairs.iter().collect()).unwrap_or_default();
+        let live: Vec<&Keypair> = dev
+            .peer(id)
+            .map(|p| p.keypairs.iter().collect())
+            .unwrap_or_default();
         let old = self.published.remove(&id).unwrap_or_default();
         for &index in &old {
             if !live.iter().any(|k| k.local_index == index) {
@@ -98,14 +101,17 @@ impl KeySync {
         }
         for k in &live {
             if !old.contains(&k.local_index) {
-                region.key(slot_of_index(k.local_index)).publish(&material(k, pslot));
+                region
+                    .key(slot_of_index(k.local_index))
+                    .publish(&material(k, pslot));
             }
         }
         let current = dev.peer(id).and_then(|p| p.keypairs.current.as_ref());
         region
             .peer(pslot as usize)
             .set_current_key(current.map(|k| slot_of_index(k.local_index) as u32));
-        self.published.insert(id, live.iter().map(|k| k.local_index).collect());
+        self.published
+            .insert(id, live.iter().map(|k| k.local_index).collect());
     }
 
     /// Clears everything published for a peer that is going away.
@@ -126,7 +132,11 @@ fn clear_index(region: &Region, index: u32) {
 }
 
 /// Rewrites the region's AllowedIPs table from the device's (O(n)).
-pub fn publish_allowed_ips(region: &Region, dev: &Device, slots: &PeerSlots) -> Result<(), allowed::TableFull> {
+pub fn publish_allowed_ips(
+    region: &Region,
+    dev: &Device,
+    slots: &PeerSlots,
+) -> Result<(), allowed::TableFull> {
     let mut entries = Vec::with_capacity(dev.allowed_ips().len());
     dev.allowed_ips().for_each(|addr, cidr, id| {
         if let Some(s) = slots.slot(id) {
@@ -137,7 +147,13 @@ pub fn publish_allowed_ips(region: &Region, dev: &Device, slots: &PeerSlots) -> 
 }
 
 /// Writes a peer's endpoint and sticky source address.
-pub fn publish_endpoint(region: &Region, slots: &PeerSlots, id: PeerId, ep: Option<SocketAddr>, src: Option<IpAddr>) {
+pub fn publish_endpoint(
+    region: &Region,
+    slots: &PeerSlots,
+    id: PeerId,
+    ep: Option<SocketAddr>,
+    src: Option<IpAddr>,
+) {
     if let Some(s) = slots.slot(id) {
         region.peer(s as usize).set_endpoint(ep, src);
     }

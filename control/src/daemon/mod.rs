@@ -107,7 +107,10 @@ impl Daemon {
         // SAFETY: a fresh descriptor that nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(efd) };
         let uapi = UapiServer::bind(&opts.iface)?;
-        let unix_at_zero = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_sub(now());
+        let unix_at_zero = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(now());
         let settings = DeviceSettings {
             mtu: DEFAULT_MTU as usize,
             transport_in_dataplane: true,
@@ -115,7 +118,13 @@ impl Daemon {
             ..Default::default()
         };
         let dev = Device::new(unix_at_zero, Box::new(rand_core::OsRng), settings);
-        let child = DataplaneChild::spawn(&opts.iface, &shm_path, opts.workers, wake.as_raw_fd(), &region)?;
+        let child = DataplaneChild::spawn(
+            &opts.iface,
+            &shm_path,
+            opts.workers,
+            wake.as_raw_fd(),
+            &region,
+        )?;
         let d = Daemon {
             iface: opts.iface,
             log: opts.log,
@@ -133,7 +142,10 @@ impl Daemon {
             wake,
             child,
         };
-        d.log(LogLevel::Info, format!("interface created, data plane pid {}", d.child.pid()));
+        d.log(
+            LogLevel::Info,
+            format!("interface created, data plane pid {}", d.child.pid()),
+        );
         Ok((d, uapi))
     }
 
@@ -148,7 +160,13 @@ impl Daemon {
             tx.lock().ok()?.send(UapiCall { request, reply }).ok()?;
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our eventfd.
-            unsafe { libc::write(wake.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+            unsafe {
+                libc::write(
+                    wake.as_raw_fd(),
+                    &one as *const u64 as *const libc::c_void,
+                    8,
+                )
+            };
             answer.recv().ok()
         })?;
         let mut last_poll = Duration::ZERO;
@@ -159,10 +177,17 @@ impl Daemon {
                 break;
             }
             let t = now();
-            let wait = self.dev.next_deadline().map(|d| d.saturating_sub(t)).unwrap_or(Duration::MAX);
+            let wait = self
+                .dev
+                .next_deadline()
+                .map(|d| d.saturating_sub(t))
+                .unwrap_or(Duration::MAX);
             self.wait(wait.min(Duration::from_millis(100)));
             let t = now();
-            self.region.header().control_heartbeat_ns.store(t.as_nanos() as u64, Ordering::Relaxed);
+            self.region
+                .header()
+                .control_heartbeat_ns
+                .store(t.as_nanos() as u64, Ordering::Relaxed);
             while let Ok(call) = requests.try_recv() {
                 call.respond(&mut self);
             }
@@ -185,9 +210,20 @@ impl Daemon {
                     break;
                 }
                 if let Some(status) = self.child.exited() {
-                    self.log(LogLevel::Error, format!("data plane exited ({status}); restarting it"));
-                    self.child.respawn(&self.iface, &self.shm_path, self.wake.as_raw_fd(), &self.region)?;
-                    self.log(LogLevel::Info, format!("data plane restarted, pid {}", self.child.pid()));
+                    self.log(
+                        LogLevel::Error,
+                        format!("data plane exited ({status}); restarting it"),
+                    );
+                    self.child.respawn(
+                        &self.iface,
+                        &self.shm_path,
+                        self.wake.as_raw_fd(),
+                        &self.region,
+                    )?;
+                    self.log(
+                        LogLevel::Info,
+                        format!("data plane restarted, pid {}", self.child.pid()),
+                    );
                 }
             }
         }
@@ -200,7 +236,11 @@ impl Daemon {
     /// Sleeps until the data plane or the UAPI thread signals the eventfd,
     /// or `timeout` passes.
     fn wait(&self, timeout: Duration) {
-        let mut fd = libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut fd = libc::pollfd {
+            fd: self.wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(1000) as i32;
         // SAFETY: poll reads and writes exactly the one pollfd we pass.
         if unsafe { libc::poll(&mut fd, 1, ms) } > 0 {
@@ -217,7 +257,9 @@ impl Daemon {
         for w in 0..workers {
             // Bounded per pass so a handshake flood cannot starve the UAPI.
             for _ in 0..4096 {
-                let Some(n) = self.region.ring_to_control(w).pop(&mut rec) else { break };
+                let Some(n) = self.region.ring_to_control(w).pop(&mut rec) else {
+                    break;
+                };
                 if let Some(ev) = ToControl::decode(&rec[..n]) {
                     self.on_event(ev);
                 }
@@ -229,7 +271,11 @@ impl Daemon {
         let t = now();
         let mut out = Vec::new();
         match ev {
-            ToControl::Handshake { from, local, datagram } => {
+            ToControl::Handshake {
+                from,
+                local,
+                datagram,
+            } => {
                 let r = self.dev.handle_datagram(t, from, &datagram, &mut out);
                 match r {
                     Ok(()) => {
@@ -239,7 +285,10 @@ impl Daemon {
                             }
                         }
                     }
-                    Err(d) => self.log(LogLevel::Debug, format!("dropped handshake message from {from}: {d:?}")),
+                    Err(d) => self.log(
+                        LogLevel::Debug,
+                        format!("dropped handshake message from {from}: {d:?}"),
+                    ),
                 }
                 self.apply(out, local.map(|l| (from, l)));
             }
@@ -249,12 +298,21 @@ impl Daemon {
                     self.apply(out, None);
                 }
             }
-            ToControl::EndpointMoved { peer, endpoint, local } => {
+            ToControl::EndpointMoved {
+                peer,
+                endpoint,
+                local,
+            } => {
                 if let Some(id) = self.slots.peer(peer) {
-                    if let Some(l) = local {
-                        self.sources.insert(endpoint, l);
-                    }
+                    match local {
+                        Some(l) => self.sources.insert(endpoint, l),
+                        None => self.sources.remove(&endpoint),
+                    };
                     self.dev.set_endpoint(id, endpoint, &mut out);
+                    // The local address may have changed with the same
+                    // remote one, which the device does not track.
+                    let src = self.sources.get(&endpoint).copied();
+                    keysync::publish_endpoint(&self.region, &self.slots, id, Some(endpoint), src);
                     self.apply(out, None);
                 }
             }

@@ -20,7 +20,14 @@ impl Daemon {
                         Some((from, l)) if from == to => Some(l),
                         _ => self.sources.get(&to).copied(),
                     };
-                    self.command(to_hash(&to), ToDataplane::Send { to, local, datagram });
+                    self.command(
+                        to_hash(&to),
+                        ToDataplane::Send {
+                            to,
+                            local,
+                            datagram,
+                        },
+                    );
                 }
                 Output::Flush { peer, keepalive } => {
                     if let Some(s) = self.slots.slot(peer) {
@@ -33,7 +40,8 @@ impl Daemon {
                     }
                 }
                 Output::KeypairsChanged { peer } => {
-                    self.keys.sync_peer(&self.region, &self.dev, &self.slots, peer);
+                    self.keys
+                        .sync_peer(&self.region, &self.dev, &self.slots, peer);
                 }
                 Output::Deliver { .. } => {
                     // Transport never reaches a data-plane-mode device.
@@ -44,23 +52,36 @@ impl Daemon {
     }
 
     fn on_device_event(&mut self, e: Event) {
-        let name = |d: &Daemon, id| d.dev.peer(id).map(|p| p.public_key.to_base64()).unwrap_or_default();
+        let name = |d: &Daemon, id| {
+            d.dev
+                .peer(id)
+                .map(|p| p.public_key.to_base64())
+                .unwrap_or_default()
+        };
         match e {
-            Event::HandshakeCompleted { peer } => {
-                self.log(LogLevel::Info, format!("handshake completed with peer {}", name(self, peer)))
-            }
+            Event::HandshakeCompleted { peer } => self.log(
+                LogLevel::Info,
+                format!("handshake completed with peer {}", name(self, peer)),
+            ),
             Event::EndpointChanged { peer, endpoint } => {
                 let src = self.sources.get(&endpoint).copied();
                 keysync::publish_endpoint(&self.region, &self.slots, peer, Some(endpoint), src);
-                self.log(LogLevel::Info, format!("peer {} endpoint moved to {endpoint}", name(self, peer)));
+                self.log(
+                    LogLevel::Info,
+                    format!("peer {} endpoint moved to {endpoint}", name(self, peer)),
+                );
             }
             Event::HandshakeGaveUp { peer } => self.log(
                 LogLevel::Info,
-                format!("no handshake with peer {} after 90 s; dropping its queued packets", name(self, peer)),
+                format!(
+                    "no handshake with peer {} after 90 s; dropping its queued packets",
+                    name(self, peer)
+                ),
             ),
-            Event::KeysErased { peer } => {
-                self.log(LogLevel::Debug, format!("session keys of peer {} erased", name(self, peer)))
-            }
+            Event::KeysErased { peer } => self.log(
+                LogLevel::Debug,
+                format!("session keys of peer {} erased", name(self, peer)),
+            ),
         }
     }
 
@@ -75,7 +96,10 @@ impl Daemon {
                 return;
             }
         }
-        self.log(LogLevel::Error, "data plane command rings full; command dropped");
+        self.log(
+            LogLevel::Error,
+            "data plane command rings full; command dropped",
+        );
     }
 }
 

@@ -19,21 +19,30 @@ impl UapiHandler for Daemon {
         let h = self.region.header();
         let bound = h.bound_port.load(Ordering::Acquire) as u16;
         let mut prefixes: HashMap<PeerId, Vec<(IpAddr, u8)>> = HashMap::new();
-        self.dev.allowed_ips().for_each(|a, c, id| prefixes.entry(id).or_default().push((a, c)));
+        self.dev
+            .allowed_ips()
+            .for_each(|a, c, id| prefixes.entry(id).or_default().push((a, c)));
         let mut ids: Vec<PeerId> = self.dev.peer_ids().collect();
         ids.sort_unstable();
         let peers = ids
             .into_iter()
             .filter_map(|id| {
                 let p = self.dev.peer(id)?;
-                let c = self.slots.slot(id).map(|s| self.region.peer(s as usize).counters()).unwrap_or_default();
+                let c = self
+                    .slots
+                    .slot(id)
+                    .map(|s| self.region.peer(s as usize).counters())
+                    .unwrap_or_default();
                 let mut s = PeerSnapshot::new(p.public_key);
                 s.preshared_key = (!p.preshared_key.is_zero()).then(|| p.preshared_key.clone());
                 s.endpoint = p.endpoint;
                 s.last_handshake = p.last_handshake;
                 s.rx_bytes = p.rx_bytes + c.rx_bytes;
                 s.tx_bytes = p.tx_bytes + c.tx_bytes;
-                s.persistent_keepalive = p.persistent_keepalive.map(|d| d.as_secs() as u16).unwrap_or(0);
+                s.persistent_keepalive = p
+                    .persistent_keepalive
+                    .map(|d| d.as_secs() as u16)
+                    .unwrap_or(0);
                 s.allowed_ips = prefixes.remove(&id).unwrap_or_default();
                 Some(s)
             })
@@ -48,8 +57,16 @@ impl UapiHandler for Daemon {
 
     fn set(&mut self, req: SetRequest) -> Result<(), i32> {
         // Everything that can fail is checked before anything changes.
-        let adding = req.peers.iter().filter(|p| !p.remove && self.dev.peer_id(&p.public_key).is_none()).count();
-        let existing = if req.replace_peers { 0 } else { self.slots.len() };
+        let adding = req
+            .peers
+            .iter()
+            .filter(|p| !p.remove && self.dev.peer_id(&p.public_key).is_none())
+            .count();
+        let existing = if req.replace_peers {
+            0
+        } else {
+            self.slots.len()
+        };
         if existing + adding > PEER_SLOTS {
             return Err(errno::ENOSPC);
         }
@@ -79,7 +96,8 @@ impl UapiHandler for Daemon {
                     if self.dev.peer(id).is_none() {
                         self.forget_peer(id);
                     } else {
-                        self.keys.sync_peer(&self.region, &self.dev, &self.slots, id);
+                        self.keys
+                            .sync_peer(&self.region, &self.dev, &self.slots, id);
                     }
                 }
             }
@@ -109,10 +127,14 @@ impl UapiHandler for Daemon {
                 }
             }
             let mut s = PeerSettings::new(change.public_key);
-            s.preshared_key = change.preshared_key.map(|k| k.unwrap_or_else(PresharedKey::zero));
+            s.preshared_key = change
+                .preshared_key
+                .map(|k| k.unwrap_or_else(PresharedKey::zero));
             s.endpoint = change.endpoint;
             s.allowed_ips = change.allowed_ips;
-            let Some(id) = self.dev.upsert_peer(s) else { continue };
+            let Some(id) = self.dev.upsert_peer(s) else {
+                continue;
+            };
             if existing.is_none() {
                 let Some(slot) = self.slots.assign(id, PEER_SLOTS) else {
                     self.dev.remove_peer(id);
@@ -126,8 +148,12 @@ impl UapiHandler for Daemon {
                 keysync::publish_endpoint(&self.region, &self.slots, id, Some(ep), src);
             }
             if let Some(k) = change.persistent_keepalive {
-                self.dev
-                    .set_persistent_keepalive(id, Some(Duration::from_secs(k as u64)), t, &mut out);
+                self.dev.set_persistent_keepalive(
+                    id,
+                    Some(Duration::from_secs(k as u64)),
+                    t,
+                    &mut out,
+                );
             }
         }
         if keysync::publish_allowed_ips(&self.region, &self.dev, &self.slots).is_err() {

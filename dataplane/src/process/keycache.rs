@@ -43,7 +43,9 @@ pub struct KeyCache {
 
 impl Default for KeyCache {
     fn default() -> Self {
-        KeyCache { slots: (0..KEY_SLOTS).map(|_| None).collect() }
+        KeyCache {
+            slots: (0..KEY_SLOTS).map(|_| None).collect(),
+        }
     }
 }
 
@@ -62,6 +64,7 @@ impl KeyCache {
     /// The session a receiver index names, checking the whole index (the
     /// slot only uses its low bits).
     pub fn by_index(&mut self, region: &Region, index: u32) -> Option<&CachedKey> {
-        self.get(region, slot_of_index(index)).filter(|k| k.local_index == index)
+        self.get(region, slot_of_index(index))
+            .filter(|k| k.local_index == index)
     }
 }

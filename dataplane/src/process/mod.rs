@@ -65,10 +65,9 @@ fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
 fn any_live_key(region: &Region) -> bool {
     let now = monotonic_ns();
     (0..KEY_SLOTS).any(|i| {
-        region
-            .key(i)
-            .read()
-            .is_some_and(|(k, _)| now.saturating_sub(k.created_ns) < REJECT_AFTER_TIME.as_nanos() as u64)
+        region.key(i).read().is_some_and(|(k, _)| {
+            now.saturating_sub(k.created_ns) < REJECT_AFTER_TIME.as_nanos() as u64
+        })
     })
 }
 
@@ -93,7 +92,9 @@ pub fn run(opts: Options) -> io::Result<()> {
     let n = opts.workers.clamp(1, MAX_WORKERS);
     region.header().workers.store(n as u32, Ordering::Release);
     let sockets = bind_sockets(&region, n)?;
-    let queues = (0..n).map(|_| tun::open_queue(&opts.iface)).collect::<io::Result<Vec<_>>>()?;
+    let queues = (0..n)
+        .map(|_| tun::open_queue(&opts.iface))
+        .collect::<io::Result<Vec<_>>>()?;
     if let Ok(m) = tun::mtu(&opts.iface) {
         region.header().mtu.store(m, Ordering::Relaxed);
     }
@@ -107,17 +108,26 @@ pub fn run(opts: Options) -> io::Result<()> {
         let w = Worker::new(i, shared.clone(), sock, q);
         socket_slots.push(w.new_socket.clone());
         let core = cores.get(i % cores.len().max(1)).copied();
-        handles.push(std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
-            if let Some(c) = core {
-                core_affinity::set_for_current(c);
-            }
-            w.run();
-        })?);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    w.run();
+                })?,
+        );
     }
     let h = shared.region.header();
     h.dataplane_pid.store(std::process::id(), Ordering::Release);
-    h.dataplane_ready.store(std::process::id(), Ordering::Release);
-    log(&format!("{n} workers on {}, UDP port {}", opts.iface, h.bound_port.load(Ordering::Relaxed)));
+    h.dataplane_ready
+        .store(std::process::id(), Ordering::Release);
+    log(&format!(
+        "{n} workers on {}, UDP port {}",
+        opts.iface,
+        h.bound_port.load(Ordering::Relaxed)
+    ));
 
     let mut config_gen = h.config_gen.load(Ordering::Acquire);
     let mut ticks = 0u64;
@@ -139,7 +149,10 @@ pub fn run(opts: Options) -> io::Result<()> {
                 }
                 Err(e) => {
                     log(&format!("cannot bind the new listen port: {e}"));
-                    h.bind_errno.store(e.raw_os_error().unwrap_or(libc::EIO) as u32, Ordering::Relaxed);
+                    h.bind_errno.store(
+                        e.raw_os_error().unwrap_or(libc::EIO) as u32,
+                        Ordering::Relaxed,
+                    );
                 }
             }
             h.applied_gen.store(g, Ordering::Release);

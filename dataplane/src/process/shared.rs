@@ -32,7 +32,10 @@ impl Shared {
         Shared {
             region,
             staged: Mutex::new(HashMap::new()),
-            routes: RwLock::new(Arc::new(Routes { seq: u64::MAX, table: AllowedIps::new() })),
+            routes: RwLock::new(Arc::new(Routes {
+                seq: u64::MAX,
+                table: AllowedIps::new(),
+            })),
             rebuild: Mutex::new(()),
             wake_control,
             stop: AtomicBool::new(false),
@@ -41,17 +44,27 @@ impl Shared {
 
     /// The current routes, rebuilt first if control published a new table.
     pub fn routes(&self) -> Arc<Routes> {
-        let cur = self.routes.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let cur = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let seq = allowed::table_seq(&self.region);
         if cur.seq == seq {
             return cur;
         }
         let _one_builder = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
-        let cur = self.routes.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let cur = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if cur.seq == allowed::table_seq(&self.region) {
             return cur;
         }
-        let Some((entries, seq)) = allowed::read_table(&self.region) else { return cur };
+        let Some((entries, seq)) = allowed::read_table(&self.region) else {
+            return cur;
+        };
         let mut table = AllowedIps::new();
         for (addr, cidr, peer) in entries {
             let _ = table.insert(addr, cidr, peer);
@@ -72,11 +85,18 @@ impl Shared {
     }
 
     pub fn take_staged(&self, peer: u32) -> VecDeque<Vec<u8>> {
-        self.staged.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer).unwrap_or_default()
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&peer)
+            .unwrap_or_default()
     }
 
     pub fn drop_staged(&self, peer: u32) {
-        self.staged.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&peer);
     }
 
     /// Pushes an event to control on worker `w`'s ring and wakes control.

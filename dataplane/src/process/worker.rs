@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::consts::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
 };
+use crate::ip;
 use crate::messages::{message_type, Message, MSG_TRANSPORT};
 use crate::shm::events::{ToControl, ToDataplane, MAX_DATAGRAM};
 use crate::shm::keys::slot_of_index;
@@ -20,7 +21,6 @@ use crate::shm::monotonic_ns;
 use crate::transport;
 use crate::tun::TunQueue;
 use crate::udp::{RecvSlot, SendMsg, UdpSocketBatch};
-use crate::ip;
 
 use super::keycache::KeyCache;
 use super::shared::{Routes, Shared};
@@ -59,7 +59,7 @@ pub struct Worker {
     out_len: usize,
     plain: Vec<u8>,
     tunbuf: Vec<u8>,
-    reported_move: HashMap<u32, SocketAddr>,
+    reported_move: HashMap<u32, (SocketAddr, Option<IpAddr>)>,
     reported_confirm: HashMap<usize, u64>,
     last_need: HashMap<u32, u64>,
     /// This worker's view of the AllowedIPs, refreshed once per loop turn.
@@ -91,7 +91,12 @@ impl Worker {
 
     pub fn run(mut self) {
         while !self.shared.stopping() {
-            if let Some(s) = self.new_socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Some(s) = self
+                .new_socket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
                 self.sock = s;
             }
             self.wait();
@@ -108,8 +113,16 @@ impl Worker {
 
     fn wait(&self) {
         let mut fds = [
-            libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.tun.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.tun.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: poll reads and writes exactly the two pollfds we pass.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
@@ -137,7 +150,11 @@ impl Worker {
         match message_type(data) {
             Ok(MSG_TRANSPORT) => self.transport(src, local, data),
             Ok(_) if data.len() <= MAX_DATAGRAM => {
-                let ev = ToControl::Handshake { from: src, local, datagram: data.to_vec() };
+                let ev = ToControl::Handshake {
+                    from: src,
+                    local,
+                    datagram: data.to_vec(),
+                };
                 self.shared.notify(self.id, &ev);
             }
             _ => {}
@@ -145,11 +162,15 @@ impl Worker {
     }
 
     fn transport(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
-        let Ok(Message::Transport(t)) = Message::parse(data) else { return };
+        let Ok(Message::Transport(t)) = Message::parse(data) else {
+            return;
+        };
         let shared = self.shared.clone();
         let region = &shared.region;
         let slot = slot_of_index(t.receiver);
-        let Some(key) = self.keys.by_index(region, t.receiver) else { return };
+        let Some(key) = self.keys.by_index(region, t.receiver) else {
+            return;
+        };
         let age = key.age_ns(self.now);
         if age >= REJECT_NS {
             return;
@@ -169,16 +190,37 @@ impl Worker {
         let is_data = !self.plain.is_empty();
         p.note_rx(data.len() as u64, self.now, is_data);
 
-        if p.endpoint().map(|e| e.0) != Some(src) && self.reported_move.get(&peer) != Some(&src) {
-            self.reported_move.insert(peer, src);
-            self.shared.notify(self.id, &ToControl::EndpointMoved { peer, endpoint: src, local });
+        // The kernel's rule: remember both the peer's address and the local
+        // address it wrote to, so replies leave from that address.
+        let seen = (src, local);
+        let known = p.endpoint();
+        let moved = match known {
+            Some((ep, known_local)) => ep != src || (local.is_some() && known_local != local),
+            None => true,
+        };
+        if moved && self.reported_move.get(&peer) != Some(&seen) {
+            self.reported_move.insert(peer, seen);
+            self.shared.notify(
+                self.id,
+                &ToControl::EndpointMoved {
+                    peer,
+                    endpoint: src,
+                    local,
+                },
+            );
         }
         if !initiator
             && p.current_key() != Some(slot as u32)
             && self.reported_confirm.get(&slot) != Some(&seq)
         {
             self.reported_confirm.insert(slot, seq);
-            self.shared.notify(self.id, &ToControl::SessionConfirmed { peer, local_index: t.receiver });
+            self.shared.notify(
+                self.id,
+                &ToControl::SessionConfirmed {
+                    peer,
+                    local_index: t.receiver,
+                },
+            );
         }
         if initiator && age >= LASTMINUTE_NS {
             self.need_handshake(peer);
@@ -186,8 +228,12 @@ impl Worker {
         if !is_data {
             return;
         }
-        let Some(len) = ip::packet_len(&self.plain) else { return p.note_drop() };
-        let Some(inner_src) = ip::source(&self.plain[..len]) else { return p.note_drop() };
+        let Some(len) = ip::packet_len(&self.plain) else {
+            return p.note_drop();
+        };
+        let Some(inner_src) = ip::source(&self.plain[..len]) else {
+            return p.note_drop();
+        };
         if self.routes.table.lookup(inner_src) != Some(peer) {
             return p.note_drop();
         }
@@ -202,12 +248,18 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     // The interface is gone: nothing left to serve.
-                    self.shared.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.shared
+                        .stop
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     break;
                 }
             };
-            let Some(dst) = ip::destination(&self.tunbuf[..n]) else { continue };
-            let Some(peer) = self.routes.table.lookup(dst) else { continue };
+            let Some(dst) = ip::destination(&self.tunbuf[..n]) else {
+                continue;
+            };
+            let Some(peer) = self.routes.table.lookup(dst) else {
+                continue;
+            };
             let packet = std::mem::take(&mut self.tunbuf);
             if !self.seal_for(peer, &packet[..n]) {
                 self.shared.stage(peer, packet[..n].to_vec());
@@ -230,8 +282,12 @@ impl Worker {
         if !p.is_active() {
             return true; // peer removed: drop
         }
-        let Some(slot) = p.current_key() else { return false };
-        let Some(key) = self.keys.get(region, slot as usize) else { return false };
+        let Some(slot) = p.current_key() else {
+            return false;
+        };
+        let Some(key) = self.keys.get(region, slot as usize) else {
+            return false;
+        };
         let age = key.age_ns(self.now);
         if age >= REJECT_NS {
             return false;
@@ -240,16 +296,34 @@ impl Worker {
             p.note_drop();
             return true; // nowhere to send: the kernel drops too
         };
-        let Some(counter) = region.key(slot as usize).reserve_counters(key.seq, 1) else { return false };
-        let mtu = region.header().mtu.load(std::sync::atomic::Ordering::Relaxed).max(576) as usize;
+        let Some(counter) = region.key(slot as usize).reserve_counters(key.seq, 1) else {
+            return false;
+        };
+        let mtu = region
+            .header()
+            .mtu
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(576) as usize;
         if self.out_len == self.out.len() {
-            self.out.push(Out { dst, src, peer, buf: Vec::with_capacity(2048) });
+            self.out.push(Out {
+                dst,
+                src,
+                peer,
+                buf: Vec::with_capacity(2048),
+            });
         }
         let o = &mut self.out[self.out_len];
         o.dst = dst;
         o.src = src;
         o.peer = peer;
-        transport::seal(&key.send, key.remote_index, counter, packet, mtu, &mut o.buf);
+        transport::seal(
+            &key.send,
+            key.remote_index,
+            counter,
+            packet,
+            mtu,
+            &mut o.buf,
+        );
         p.note_tx(o.buf.len() as u64, self.now, !packet.is_empty());
         self.out_len += 1;
         let stale = (key.initiator && age >= REKEY_NS) || counter >= REKEY_AFTER_MESSAGES;
@@ -265,14 +339,21 @@ impl Worker {
         }
         let msgs: Vec<SendMsg<'_>> = self.out[..self.out_len]
             .iter()
-            .map(|o| SendMsg { dst: o.dst, src: o.src, data: &o.buf })
+            .map(|o| SendMsg {
+                dst: o.dst,
+                src: o.src,
+                data: &o.buf,
+            })
             .collect();
         let mut sent = 0;
         let mut stale_source = Vec::new();
         let mut stalls = 0;
         while sent < msgs.len() {
             let base = sent;
-            match self.sock.send_batch(&msgs[sent..], |i| stale_source.push(base + i)) {
+            match self
+                .sock
+                .send_batch(&msgs[sent..], |i| stale_source.push(base + i))
+            {
                 // msgs[sent] itself failed (unreachable, too big): drop it.
                 Err(_) => sent += 1,
                 Ok(n) => {
@@ -283,7 +364,11 @@ impl Worker {
                         if stalls > 100 {
                             break;
                         }
-                        let mut pfd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                        let mut pfd = libc::pollfd {
+                            fd: self.sock.as_raw_fd(),
+                            events: libc::POLLOUT,
+                            revents: 0,
+                        };
                         // SAFETY: poll on one pollfd we own.
                         unsafe { libc::poll(&mut pfd, 1, 1) };
                     }
@@ -294,7 +379,11 @@ impl Worker {
         // A source address that vanished: tell control to forget it.
         for i in stale_source {
             let o = &self.out[i];
-            let ev = ToControl::EndpointMoved { peer: o.peer, endpoint: o.dst, local: None };
+            let ev = ToControl::EndpointMoved {
+                peer: o.peer,
+                endpoint: o.dst,
+                local: None,
+            };
             self.shared.notify(self.id, &ev);
         }
         self.out_len = 0;
@@ -306,14 +395,19 @@ impl Worker {
             return;
         }
         self.last_need.insert(peer, self.now);
-        self.shared.notify(self.id, &ToControl::HandshakeNeeded { peer });
+        self.shared
+            .notify(self.id, &ToControl::HandshakeNeeded { peer });
     }
 
     fn commands(&mut self) {
         let mut rec = [0u8; RECORD_SIZE];
         while let Some(n) = self.shared.region.ring_to_dataplane(self.id).pop(&mut rec) {
             match ToDataplane::decode(&rec[..n]) {
-                Some(ToDataplane::Send { to, local, datagram }) => {
+                Some(ToDataplane::Send {
+                    to,
+                    local,
+                    datagram,
+                }) => {
                     let _ = self.sock.send_to(to, local, &datagram);
                 }
                 Some(ToDataplane::Flush { peer, keepalive }) => self.flush_peer(peer, keepalive),
@@ -346,4 +440,3 @@ impl Worker {
         self.flush_out();
     }
 }
-
