@@ -63,20 +63,39 @@ pub fn seal(
     mtu: usize,
     out: &mut Vec<u8>,
 ) {
-    let padded = padded_len(packet.len(), mtu);
     out.clear();
-    out.resize(TRANSPORT_HEADER_LEN + padded + TAG_LEN, 0);
+    out.resize(sealed_len(packet.len(), mtu), 0);
+    let n = seal_into(key, receiver, counter, packet, mtu, out);
+    debug_assert_eq!(n, Some(out.len()));
+}
+
+/// Seals into a caller's buffer (an AF_XDP frame, after the headers the
+/// caller writes in front): returns the message length, or `None` if `out`
+/// is shorter than [`sealed_len`].
+pub fn seal_into(
+    key: &SessionKey,
+    receiver: u32,
+    counter: u64,
+    packet: &[u8],
+    mtu: usize,
+    out: &mut [u8],
+) -> Option<usize> {
+    let padded = padded_len(packet.len(), mtu);
+    let total = TRANSPORT_HEADER_LEN + padded + TAG_LEN;
+    let out = out.get_mut(..total)?;
     let (header, body) = out.split_at_mut(TRANSPORT_HEADER_LEN);
     let header: &mut [u8; TRANSPORT_HEADER_LEN] =
         header.try_into().expect("split at header length");
     write_transport_header(header, receiver, counter);
     let (text, tag_out) = body.split_at_mut(padded);
     text[..packet.len()].copy_from_slice(packet);
+    text[packet.len()..].fill(0);
     let tag = key
         .aead
         .seal_in_place_separate_tag(counter_nonce(counter), Aad::empty(), text)
         .expect("plaintext within ChaCha20-Poly1305 limits");
     tag_out.copy_from_slice(tag.as_ref());
+    Some(total)
 }
 
 /// The tag did not verify: wrong key, corrupted or forged message.
@@ -129,6 +148,17 @@ mod tests {
         open(&k, &t, &mut plain).unwrap();
         assert_eq!(&plain[..5], b"hello");
         assert!(plain[5..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn seal_into_a_dirty_buffer_matches_seal() {
+        let k = SessionKey::new([3; 32]);
+        let mut v = Vec::new();
+        seal(&k, 5, 9, b"abc", 1420, &mut v);
+        let mut buf = [0xffu8; 100];
+        assert_eq!(seal_into(&k, 5, 9, b"abc", 1420, &mut buf), Some(v.len()));
+        assert_eq!(&buf[..v.len()], &v[..]);
+        assert_eq!(seal_into(&k, 5, 9, b"abc", 1420, &mut buf[..20]), None);
     }
 
     #[test]
