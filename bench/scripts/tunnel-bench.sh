@@ -6,7 +6,7 @@
 #   bench/scripts/tunnel-bench.sh [SECONDS] [IMPL...]
 set -euo pipefail
 SECS=${1:-10}; shift || true
-IMPLS=("$@"); [ ${#IMPLS[@]} -gt 0 ] || IMPLS=(wirespeed wireguard-go boringtun)
+IMPLS=("$@"); [ ${#IMPLS[@]} -gt 0 ] || IMPLS=(wirespeed-xdp wirespeed-udp wireguard-go boringtun)
 . "$(dirname "$0")/tunnel-lib.sh"
 trap tl_cleanup EXIT
 [ -x "$WIRESPEED" ] || (cd "$ROOT" && cargo build --release -q -p wirespeed-control)

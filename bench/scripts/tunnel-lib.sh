@@ -42,7 +42,8 @@ tl_link() {
 tl_start() {
     local impl=$1 ns=$2 ifc=$3
     case $impl in
-        wirespeed) ip netns exec "$ns" "$WIRESPEED" -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wirespeed|wirespeed-xdp) ip netns exec "$ns" "$WIRESPEED" -f --backend xdp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wirespeed-udp) ip netns exec "$ns" "$WIRESPEED" -f --backend udp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         wireguard-go) WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec "$ns" wireguard-go -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         boringtun) ip netns exec "$ns" "$BORINGTUN" --foreground --disable-drop-privileges "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         *) echo "unknown implementation $impl" >&2; return 1 ;;

@@ -194,3 +194,37 @@ fn replies_leave_from_the_address_the_peer_wrote_to() {
     assert_ping(&t.a.ns, &b_addr, 3);
     assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
 }
+
+#[test]
+fn xdp_program_attached_while_running_and_gone_after_exit() {
+    let Some(_serial) = common::netns_test("xdp_attach") else {
+        return;
+    };
+    let mut t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let link = t.a.ns.ip(&["link", "show", "veth0"]);
+    assert!(
+        link.contains("prog/xdp") && link.contains("xdp_steer"),
+        "{link}"
+    );
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
+    let log = t.a.daemon.log();
+    assert!(
+        log.contains("backend: AF_XDP on veth0"),
+        "backend choice is logged:\n{log}"
+    );
+    t.a.daemon.stop();
+    assert!(wait_until(Duration::from_secs(5), || !t
+        .a
+        .ns
+        .ip(&["link", "show", "veth0"])
+        .contains("prog/xdp")));
+    // The steered transport messages went through AF_XDP, not the kernel.
+    let log = t.a.daemon.log();
+    let steered: u64 = log
+        .split("XDP on veth0: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(steered >= 3, "transport messages steered to AF_XDP:\n{log}");
+}

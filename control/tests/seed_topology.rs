@@ -40,11 +40,16 @@ use common::wgquick::WgQuick;
 use common::{
     assert_no_ping, assert_ping, for_each_impl, tcp_transfer, Impl, Keys, Netns, PingOpts,
 };
-use Impl::{Boringtun, WireguardGo, Wirespeed};
+use Impl::{Boringtun, WireguardGo, Wirespeed, WirespeedUdp};
 
 /// (implementation, enabled); `false` takes one out of the default run
 /// (WIRESPEED_PAIRINGS=all or =NAME still runs it).
-const IMPLS: &[(Impl, bool)] = &[(Wirespeed, true), (WireguardGo, true), (Boringtun, true)];
+const IMPLS: &[(Impl, bool)] = &[
+    (Wirespeed, true),
+    (WirespeedUdp, true),
+    (WireguardGo, true),
+    (Boringtun, true),
+];
 
 const POST_UP: &str = "PostUp = iptables -A FORWARD -i %i -j ACCEPT; iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE; iptables -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT";
 const POST_DOWN: &str = "PostDown = iptables -D FORWARD -i %i -j ACCEPT; iptables -t nat -D POSTROUTING -o eth0 -j MASQUERADE; iptables -D FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT";

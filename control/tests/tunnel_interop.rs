@@ -22,7 +22,7 @@ use common::{
     assert_no_ping, assert_ping, for_each_pairing, ping_with, tcp_transfer, uapi_errno,
     uapi_request, udp_blast, wg_filter, Impl, PingOpts, TcpTransfer, Tunnel, TunnelOpts,
 };
-use Impl::{Boringtun, WireguardGo, Wirespeed};
+use Impl::{Boringtun, WireguardGo, Wirespeed, WirespeedUdp};
 
 /// (A, B, enabled). A is the side that initiates, roams and sends the big
 /// transfer. Set a row to `false` to take a pairing out of the default run
@@ -31,6 +31,9 @@ const PAIRINGS: &[(Impl, Impl, bool)] = &[
     (Wirespeed, WireguardGo, true),
     (Wirespeed, Boringtun, true),
     (Wirespeed, Wirespeed, true),
+    (WirespeedUdp, WireguardGo, true),
+    (WirespeedUdp, Boringtun, true),
+    (WirespeedUdp, WirespeedUdp, true),
     // Reference pairings: they validate the harness itself.
     (WireguardGo, Boringtun, true),
     (WireguardGo, WireguardGo, true),

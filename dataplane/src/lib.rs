@@ -5,8 +5,10 @@
 
 pub mod allowedips;
 pub mod consts;
+pub mod frame;
 pub mod ip;
 pub mod messages;
+pub mod netlink;
 pub mod process;
 pub mod replay;
 pub mod shm;
@@ -14,3 +16,4 @@ pub mod transport;
 pub mod tun;
 pub mod udp;
 pub mod xdp;
+pub mod xsk;

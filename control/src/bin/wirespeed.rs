@@ -16,7 +16,9 @@ Creates INTERFACE (a TUN device) and its UAPI socket /var/run/wireguard/INTERFAC
 then runs in the background; configure it with wg(8) or wg-quick(8).
   -f, --foreground   stay in the foreground (also WG_PROCESS_FOREGROUND=1)
   -v, --verbose      log every handshake decision (also LOG_LEVEL=debug)
-  --workers N        data plane worker threads (default: one per core)";
+  --workers N        data plane worker threads (default: one per core)
+  --backend B        auto (default), xdp or udp (also WIRESPEED_BACKEND): auto uses
+                     AF_XDP on the Ethernet uplinks when it can and says why not";
 
 fn log_level(verbose: bool) -> LogLevel {
     let env = std::env::var("LOG_LEVEL")
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
     let mut foreground = std::env::var("WG_PROCESS_FOREGROUND").as_deref() == Ok("1");
     let mut verbose = false;
     let mut workers = 0usize;
+    let mut backend = std::env::var("WIRESPEED_BACKEND").unwrap_or_else(|_| "auto".into());
     let mut iface = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -111,6 +114,15 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "-f" | "--foreground" => foreground = true,
+            "--backend" => match it.next() {
+                Some(b) if b.parse::<dataplane::process::BackendChoice>().is_ok() => {
+                    backend = b.clone()
+                }
+                _ => {
+                    eprintln!("wirespeed: --backend takes auto, xdp or udp\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "-v" | "--verbose" => verbose = true,
             "--workers" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n) => workers = n,
@@ -150,6 +162,7 @@ fn main() -> ExitCode {
         iface: iface.clone(),
         log,
         workers,
+        backend,
     });
     match started {
         Ok((daemon, uapi)) => {
@@ -180,6 +193,14 @@ fn main() -> ExitCode {
 
 /// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD`, started by the daemon.
 fn dataplane_main(args: &[String]) -> ExitCode {
+    let backend = match args.get(4).map(|b| b.parse()) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            eprintln!("wirespeed --dataplane: {e}");
+            return ExitCode::from(2);
+        }
+        None => dataplane::process::BackendChoice::Auto,
+    };
     let (Some(iface), Some(shm), Some(workers), Some(wake)) =
         (args.first(), args.get(1), args.get(2), args.get(3))
     else {
@@ -191,6 +212,7 @@ fn dataplane_main(args: &[String]) -> ExitCode {
         shm_path: shm.into(),
         workers: workers.parse().unwrap_or(1),
         wake_fd: wake.parse().ok(),
+        backend,
     };
     match dataplane::process::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ use dataplane::shm::Region;
 pub struct DataplaneChild {
     child: Child,
     workers: usize,
+    backend: String,
     last_start: Instant,
 }
 
@@ -27,6 +28,7 @@ fn start(
     iface: &str,
     shm: &Path,
     workers: usize,
+    backend: &str,
     wake_fd: i32,
     region: &Region,
 ) -> io::Result<Child> {
@@ -38,6 +40,7 @@ fn start(
         .arg(shm)
         .arg(workers.to_string())
         .arg(wake_fd.to_string())
+        .arg(backend)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while region.header().dataplane_ready.load(Ordering::Acquire) != child.id() {
@@ -60,6 +63,7 @@ impl DataplaneChild {
         iface: &str,
         shm: &Path,
         workers: usize,
+        backend: &str,
         wake_fd: i32,
         region: &Region,
     ) -> io::Result<Self> {
@@ -68,9 +72,10 @@ impl DataplaneChild {
         } else {
             workers
         };
-        let child = start(iface, shm, workers, wake_fd, region)?;
+        let child = start(iface, shm, workers, backend, wake_fd, region)?;
         Ok(DataplaneChild {
             child,
+            backend: backend.to_string(),
             workers,
             last_start: Instant::now(),
         })
@@ -104,7 +109,7 @@ impl DataplaneChild {
         if since < Duration::from_secs(1) {
             std::thread::sleep(Duration::from_secs(1) - since);
         }
-        self.child = start(iface, shm, self.workers, wake_fd, region)?;
+        self.child = start(iface, shm, self.workers, &self.backend, wake_fd, region)?;
         self.last_start = Instant::now();
         Ok(())
     }

@@ -46,6 +46,8 @@ pub struct Options {
     pub iface: String,
     pub log: LogLevel,
     pub workers: usize,
+    /// "auto", "xdp" or "udp", passed to the data plane.
+    pub backend: String,
 }
 
 pub struct Daemon {
@@ -122,6 +124,7 @@ impl Daemon {
             &opts.iface,
             &shm_path,
             opts.workers,
+            &opts.backend,
             wake.as_raw_fd(),
             &region,
         )?;

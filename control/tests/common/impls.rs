@@ -39,7 +39,10 @@ pub enum Counting {
 pub enum Impl {
     WireguardGo,
     Boringtun,
+    /// wirespeed with the AF_XDP backend forced (fails rather than fall back).
     Wirespeed,
+    /// wirespeed with the plain UDP socket backend.
+    WirespeedUdp,
 }
 
 impl fmt::Display for Impl {
@@ -54,13 +57,14 @@ impl Impl {
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
             Impl::Wirespeed => "wirespeed",
+            Impl::WirespeedUdp => "wirespeed-udp",
         }
     }
 
     /// The executable, resolved to a full path.
     pub fn program(self) -> PathBuf {
         match self {
-            Impl::Wirespeed => PathBuf::from(env!("CARGO_BIN_EXE_wirespeed")),
+            Impl::Wirespeed | Impl::WirespeedUdp => PathBuf::from(env!("CARGO_BIN_EXE_wirespeed")),
             Impl::WireguardGo => util::which("wireguard-go")
                 .expect("wireguard-go not found on PATH (it is needed by the interop tests)"),
             Impl::Boringtun => util::which("boringtun-cli").expect(
@@ -73,7 +77,7 @@ impl Impl {
     pub fn counting(self) -> Counting {
         match self {
             Impl::Boringtun => Counting::InnerBytes,
-            Impl::WireguardGo | Impl::Wirespeed => Counting::WireBytes,
+            Impl::WireguardGo | Impl::Wirespeed | Impl::WirespeedUdp => Counting::WireBytes,
         }
     }
 
@@ -114,14 +118,17 @@ impl Impl {
             // WG_SUDO = --disable-drop-privileges: as root without a login
             // terminal boringtun exits when it tries to drop privileges.
             Impl::Boringtun => vec![("WG_SUDO", "true"), ("WG_LOG_LEVEL", "info")],
-            Impl::Wirespeed => vec![],
+            Impl::Wirespeed => vec![("WIRESPEED_BACKEND", "xdp")],
+            Impl::WirespeedUdp => vec![("WIRESPEED_BACKEND", "udp")],
         }
     }
 
     /// Arguments for a foreground run on `iface`.
     pub fn foreground_args(self, iface: &str) -> Vec<String> {
         match self {
-            Impl::WireguardGo | Impl::Wirespeed => vec!["-f".into(), iface.into()],
+            Impl::WireguardGo | Impl::Wirespeed | Impl::WirespeedUdp => {
+                vec!["-f".into(), iface.into()]
+            }
             Impl::Boringtun => vec![
                 "--foreground".into(),
                 "--disable-drop-privileges".into(),

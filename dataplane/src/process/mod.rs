@@ -3,6 +3,7 @@
 //! per worker, pins each worker to a core and forwards until told to stop,
 //! the interface disappears, or control is gone and every key expired.
 
+mod backend;
 mod keycache;
 mod shared;
 mod worker;
@@ -20,6 +21,7 @@ use crate::shm::{monotonic_ns, Region};
 use crate::tun;
 use crate::udp::UdpSocketBatch;
 
+pub use backend::BackendChoice;
 use shared::Shared;
 use worker::Worker;
 
@@ -29,6 +31,7 @@ pub struct Options {
     pub workers: usize,
     /// Inherited eventfd to wake control with.
     pub wake_fd: Option<RawFd>,
+    pub backend: BackendChoice,
 }
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
@@ -98,14 +101,38 @@ pub fn run(opts: Options) -> io::Result<()> {
     if let Ok(m) = tun::mtu(&opts.iface) {
         region.header().mtu.store(m, Ordering::Relaxed);
     }
+    let port = region.header().bound_port.load(Ordering::Relaxed) as u16;
+    let fwmark = region.header().fwmark.load(Ordering::Relaxed);
+    let mut xdp = match opts.backend {
+        BackendChoice::Udp => {
+            log("backend: UDP sockets (chosen with --backend udp)");
+            None
+        }
+        choice => match backend::setup_xdp(&opts.iface, n, port) {
+            Ok(x) => {
+                log(&format!("backend: {}", x.description));
+                Some(x)
+            }
+            Err(e) if choice == BackendChoice::Auto => {
+                log(&format!("backend: UDP sockets (AF_XDP unavailable: {e})"));
+                None
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("AF_XDP backend: {e}"))),
+        },
+    };
+    let mut xdp_ports: Vec<Vec<backend::XdpPort>> = match xdp.as_mut() {
+        Some(x) => std::mem::take(&mut x.per_worker),
+        None => Vec::new(),
+    };
+    xdp_ports.resize_with(n, Vec::new);
     // SAFETY: control passed this eventfd to us and nothing else owns it.
     let wake = opts.wake_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let shared = Arc::new(Shared::new(region, wake));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     let mut socket_slots: Vec<Arc<Mutex<Option<UdpSocketBatch>>>> = Vec::new();
-    for (i, (sock, q)) in sockets.into_iter().zip(queues).enumerate() {
-        let w = Worker::new(i, shared.clone(), sock, q);
+    for (i, ((sock, q), ports)) in sockets.into_iter().zip(queues).zip(xdp_ports).enumerate() {
+        let w = Worker::new(i, shared.clone(), sock, q).with_xdp(ports, fwmark);
         socket_slots.push(w.new_socket.clone());
         let core = cores.get(i % cores.len().max(1)).copied();
         handles.push(
@@ -140,8 +167,15 @@ pub fn run(opts: Options) -> io::Result<()> {
             config_gen = g;
             // The old sockets stay until the new ones are bound, so a port
             // that is taken leaves the interface working on the old one.
+            let old_port = h.bound_port.load(Ordering::Relaxed) as u16;
             match bind_sockets(&shared.region, n) {
                 Ok(socks) => {
+                    let new_port = h.bound_port.load(Ordering::Relaxed) as u16;
+                    if let Some(x) = xdp.as_mut() {
+                        if let Err(e) = x.change_port(old_port, new_port) {
+                            log(&format!("cannot steer the new port {new_port}: {e}"));
+                        }
+                    }
                     for (slot, s) in socket_slots.iter().zip(socks) {
                         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
                     }
@@ -174,6 +208,20 @@ pub fn run(opts: Options) -> io::Result<()> {
     shared.stop.store(true, Ordering::Relaxed);
     for t in handles {
         let _ = t.join();
+    }
+    if let Some(x) = &xdp {
+        for p in &x.programs {
+            if let Ok(st) = p.stats() {
+                log(&format!(
+                    "XDP on {}: {} steered, {} passed, {} malformed, {} without socket",
+                    p.iface(),
+                    st.steered,
+                    st.passed,
+                    st.malformed,
+                    st.no_socket
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -22,8 +22,11 @@ use crate::transport;
 use crate::tun::TunQueue;
 use crate::udp::{RecvSlot, SendMsg, UdpSocketBatch};
 
+use super::backend::XdpPort;
 use super::keycache::KeyCache;
 use super::shared::{Routes, Shared};
+use crate::frame::{parse_udp_frame, write_udp_frame, FrameHeader};
+use crate::netlink::{NextHopCache, Resolve};
 
 const BATCH: usize = 32;
 const TUN_BURST: usize = 64;
@@ -64,6 +67,9 @@ pub struct Worker {
     last_need: HashMap<u32, u64>,
     /// This worker's view of the AllowedIPs, refreshed once per loop turn.
     routes: Arc<Routes>,
+    /// AF_XDP sockets of this worker (empty on the UDP backend).
+    xdp: Vec<XdpPort>,
+    nexthops: NextHopCache,
     now: u64,
 }
 
@@ -85,8 +91,17 @@ impl Worker {
             reported_confirm: HashMap::new(),
             last_need: HashMap::new(),
             routes: shared.routes(),
+            xdp: Vec::new(),
+            nexthops: NextHopCache::new(std::time::Duration::from_secs(5)),
             now: monotonic_ns(),
         }
+    }
+
+    /// Gives this worker AF_XDP sockets for the transport fast path.
+    pub fn with_xdp(mut self, ports: Vec<XdpPort>, fwmark: u32) -> Worker {
+        self.xdp = ports;
+        self.nexthops = NextHopCache::new(std::time::Duration::from_secs(5)).with_mark(fwmark);
+        self
     }
 
     pub fn run(mut self) {
@@ -112,23 +127,24 @@ impl Worker {
     }
 
     fn wait(&self) {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.tun.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll reads and writes exactly the two pollfds we pass.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        }; 2 + 8];
+        fds[0].fd = self.sock.as_raw_fd();
+        fds[1].fd = self.tun.as_raw_fd();
+        let mut n = 2;
+        for p in self.xdp.iter().take(fds.len() - 2) {
+            fds[n].fd = p.sock.as_raw_fd();
+            n += 1;
+        }
+        // SAFETY: poll reads and writes exactly the `n` pollfds we pass.
+        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, POLL_MS) };
     }
 
     fn receive(&mut self) {
+        self.receive_xdp();
         for _ in 0..8 {
             let n = match self.sock.recv_batch(&mut self.rx) {
                 Ok(n) => n,
@@ -144,6 +160,28 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// Frames the XDP program steered to our AF_XDP sockets: transport
+    /// messages only. Each frame returns to the fill ring after its turn.
+    fn receive_xdp(&mut self) {
+        if self.xdp.is_empty() {
+            return;
+        }
+        let mut ports = std::mem::take(&mut self.xdp);
+        for p in &mut ports {
+            for _ in 0..8 {
+                let n = p.sock.rx_batch(BATCH, |frame| {
+                    if let Some(u) = parse_udp_frame(frame.data()) {
+                        self.datagram(u.src, Some(u.dst.ip()), u.payload);
+                    }
+                });
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        self.xdp = ports;
     }
 
     fn datagram(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
@@ -304,6 +342,32 @@ impl Worker {
             .mtu
             .load(std::sync::atomic::Ordering::Relaxed)
             .max(576) as usize;
+        let data = !packet.is_empty();
+        if !self.xdp.is_empty() {
+            let port = region
+                .header()
+                .bound_port
+                .load(std::sync::atomic::Ordering::Relaxed) as u16;
+            let sent = xdp_send(
+                &mut self.xdp,
+                &mut self.nexthops,
+                key,
+                counter,
+                packet,
+                mtu,
+                dst,
+                src,
+                port,
+            );
+            if let Some(len) = sent {
+                p.note_tx(len as u64, self.now, data);
+                let stale = (key.initiator && age >= REKEY_NS) || counter >= REKEY_AFTER_MESSAGES;
+                if stale {
+                    self.need_handshake(peer);
+                }
+                return true;
+            }
+        }
         if self.out_len == self.out.len() {
             self.out.push(Out {
                 dst,
@@ -324,7 +388,7 @@ impl Worker {
             mtu,
             &mut o.buf,
         );
-        p.note_tx(o.buf.len() as u64, self.now, !packet.is_empty());
+        p.note_tx(o.buf.len() as u64, self.now, data);
         self.out_len += 1;
         let stale = (key.initiator && age >= REKEY_NS) || counter >= REKEY_AFTER_MESSAGES;
         if stale {
@@ -334,6 +398,9 @@ impl Worker {
     }
 
     fn flush_out(&mut self) {
+        for p in &mut self.xdp {
+            let _ = p.sock.flush();
+        }
         if self.out_len == 0 {
             return;
         }
@@ -439,4 +506,55 @@ impl Worker {
         }
         self.flush_out();
     }
+}
+
+/// Seals `packet` straight into an AF_XDP frame with its Ethernet, IP and
+/// UDP headers in front. `None` when the next hop is not resolved yet, the
+/// route leaves through an interface we have no socket on, or no frame is
+/// free: the caller then sends through the kernel's UDP socket (which also
+/// makes the kernel resolve the neighbour for next time).
+#[allow(clippy::too_many_arguments)]
+fn xdp_send(
+    ports: &mut [XdpPort],
+    nexthops: &mut NextHopCache,
+    key: &super::keycache::CachedKey,
+    counter: u64,
+    packet: &[u8],
+    mtu: usize,
+    dst: SocketAddr,
+    sticky_src: Option<IpAddr>,
+    src_port: u16,
+) -> Option<usize> {
+    let Ok(Resolve::Resolved(nh)) = nexthops.resolve(dst.ip()) else {
+        return None;
+    };
+    let port = ports.iter_mut().find(|p| p.ifindex == nh.ifindex)?;
+    // A sticky source other than the route's own may be a secondary
+    // address, or one that has vanished; only the kernel path can tell
+    // (sendmsg with pktinfo fails for a non-local source), so those replies
+    // take it.
+    if sticky_src.is_some_and(|ip| ip != nh.src_ip) {
+        return None;
+    }
+    let src_ip = nh.src_ip;
+    let hdr = FrameHeader {
+        src_mac: nh.src_mac,
+        dst_mac: nh.dst_mac,
+        vlan: None,
+        src: SocketAddr::new(src_ip, src_port),
+        dst,
+    };
+    let hl = hdr.header_len();
+    let mut frame = port.sock.tx_frame()?;
+    let buf = frame.buf();
+    let n = transport::seal_into(
+        &key.send,
+        key.remote_index,
+        counter,
+        packet,
+        mtu,
+        buf.get_mut(hl..)?,
+    )?;
+    let total = write_udp_frame(buf, &hdr, n)?;
+    frame.submit(total).then_some(n)
 }
