@@ -65,6 +65,41 @@ fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
     Ok(v)
 }
 
+/// A digest of every local address (interface, family, address): cheap
+/// enough to poll, and it changes whenever an address comes or goes.
+fn local_addresses_hash() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return 0;
+    }
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr whose family says its size.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            family.hash(&mut h);
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                sin.sin_addr.s_addr.hash(&mut h);
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                sin6.sin6_addr.s6_addr.hash(&mut h);
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: frees exactly the list getifaddrs gave us, once.
+    unsafe { libc::freeifaddrs(list) };
+    h.finish()
+}
+
 fn any_live_key(region: &Region) -> bool {
     let now = monotonic_ns();
     (0..KEY_SLOTS).any(|i| {
@@ -157,11 +192,19 @@ pub fn run(opts: Options) -> io::Result<()> {
     ));
 
     let mut config_gen = h.config_gen.load(Ordering::Acquire);
+    let mut addrs = local_addresses_hash();
     let mut ticks = 0u64;
     h.applied_gen.store(config_gen, Ordering::Release);
     while !TERMINATE.load(Ordering::Relaxed) && !shared.stopping() {
         std::thread::sleep(Duration::from_millis(10));
         ticks += 1;
+        if ticks % 5 == 0 {
+            let a = local_addresses_hash();
+            if a != addrs {
+                addrs = a;
+                shared.addr_gen.fetch_add(1, Ordering::AcqRel);
+            }
+        }
         let g = h.config_gen.load(Ordering::Acquire);
         if g != config_gen {
             config_gen = g;

@@ -25,6 +25,10 @@ pub struct Shared {
     /// eventfd that wakes control after an event is pushed.
     pub wake_control: Option<OwnedFd>,
     pub stop: AtomicBool,
+    /// Changes whenever the host's addresses do: workers then forget their
+    /// resolved next hops, whose source addresses may be gone (frames sent
+    /// through AF_XDP bypass the kernel's check that a source is local).
+    pub addr_gen: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -39,6 +43,7 @@ impl Shared {
             rebuild: Mutex::new(()),
             wake_control,
             stop: AtomicBool::new(false),
+            addr_gen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -70,6 +70,7 @@ pub struct Worker {
     /// AF_XDP sockets of this worker (empty on the UDP backend).
     xdp: Vec<XdpPort>,
     nexthops: NextHopCache,
+    addr_gen: u64,
     now: u64,
 }
 
@@ -93,6 +94,7 @@ impl Worker {
             routes: shared.routes(),
             xdp: Vec::new(),
             nexthops: NextHopCache::new(std::time::Duration::from_secs(5)),
+            addr_gen: 0,
             now: monotonic_ns(),
         }
     }
@@ -118,6 +120,14 @@ impl Worker {
             self.now = monotonic_ns();
             if self.routes.seq != crate::shm::allowed::table_seq(&self.shared.region) {
                 self.routes = self.shared.routes();
+            }
+            let g = self
+                .shared
+                .addr_gen
+                .load(std::sync::atomic::Ordering::Acquire);
+            if g != self.addr_gen {
+                self.addr_gen = g;
+                self.nexthops.invalidate_all();
             }
             self.receive();
             self.read_tun();
