@@ -13,15 +13,17 @@ SECS=${DEMO_SECONDS:-5}
 
 echo "== two namespaces, $NS_A ($UNDER_A) and $NS_B ($UNDER_B), joined by a veth pair"
 tl_link
+# Measured first: attaching XDP to a veth turns TSO off on its peer.
+bare=$(tl_iperf "$UNDER_B" "$SECS")
 echo "== wirespeed tunnel: $TUN_A <-> $TUN_B"
 tl_tunnel wirespeed wirespeed 1
+grep -h "backend:" "$WORK"/*.log | sed 's/^/  /'
 ip netns exec "$NS_A" ping -c 3 -i 0.2 "$TUN_B"
 echo
 echo "== wg show (side A)"
 ip netns exec "$NS_A" wg show "$IF_A"
 echo
 echo "== TCP throughput, ${SECS}s each (iperf3)"
-bare=$(tl_iperf "$UNDER_B" "$SECS")
 tun=$(tl_iperf "$TUN_B" "$SECS")
 printf '  bare veth link:   %s Gbit/s\n' "$bare"
 printf '  wirespeed tunnel: %s Gbit/s (%s of the bare link)\n' "$tun" \

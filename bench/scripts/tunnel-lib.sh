@@ -42,7 +42,8 @@ tl_link() {
 tl_start() {
     local impl=$1 ns=$2 ifc=$3
     case $impl in
-        wirespeed|wirespeed-xdp) ip netns exec "$ns" "$WIRESPEED" -f --backend xdp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wirespeed) ip netns exec "$ns" "$WIRESPEED" -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wirespeed-xdp) ip netns exec "$ns" "$WIRESPEED" -f --backend xdp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         wirespeed-udp) ip netns exec "$ns" "$WIRESPEED" -f --backend udp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         wireguard-go) WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec "$ns" wireguard-go -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         boringtun) ip netns exec "$ns" "$BORINGTUN" --foreground --disable-drop-privileges "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
@@ -75,9 +76,11 @@ tl_tunnel() {
 }
 
 tl_stop_tunnel() {
-    ip -n "$NS_A" link del "$IF_A" 2>/dev/null; ip -n "$NS_B" link del "$IF_B" 2>/dev/null
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    ip -n "$NS_A" link del "$IF_A" 2>/dev/null || true
+    ip -n "$NS_B" link del "$IF_B" 2>/dev/null || true
+    # The daemons may already have exited with their interfaces.
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     PIDS=()
     rm -f "/var/run/wireguard/$IF_A.sock" "/var/run/wireguard/$IF_B.sock"
 }
