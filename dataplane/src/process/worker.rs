@@ -35,6 +35,8 @@ const POLL_MS: i32 = 5;
 const TUN_BUF: usize = 65536;
 /// At most one "handshake needed" per peer per this long from one worker.
 const NEED_INTERVAL_NS: u64 = 1_000_000_000;
+/// An endpoint change not yet visible in the region is reported again after this.
+const REPORT_AGAIN_NS: u64 = 50_000_000;
 
 const REJECT_NS: u64 = REJECT_AFTER_TIME.as_nanos() as u64;
 const REKEY_NS: u64 = REKEY_AFTER_TIME.as_nanos() as u64;
@@ -62,7 +64,10 @@ pub struct Worker {
     out_len: usize,
     plain: Vec<u8>,
     tunbuf: Vec<u8>,
-    reported_move: HashMap<u32, (SocketAddr, Option<IpAddr>)>,
+    /// The last endpoint reported per peer and when: the same report is not
+    /// repeated while control is still publishing it, but is repeated after
+    /// that (an address can come back after moving away and back).
+    reported_move: HashMap<u32, ((SocketAddr, Option<IpAddr>), u64)>,
     reported_confirm: HashMap<usize, u64>,
     last_need: HashMap<u32, u64>,
     /// This worker's view of the AllowedIPs, refreshed once per loop turn.
@@ -246,8 +251,12 @@ impl Worker {
             Some((ep, known_local)) => ep != src || (local.is_some() && known_local != local),
             None => true,
         };
-        if moved && self.reported_move.get(&peer) != Some(&seen) {
-            self.reported_move.insert(peer, seen);
+        let recent = self
+            .reported_move
+            .get(&peer)
+            .is_some_and(|&(r, at)| r == seen && self.now.saturating_sub(at) < REPORT_AGAIN_NS);
+        if moved && !recent {
+            self.reported_move.insert(peer, (seen, self.now));
             self.shared.notify(
                 self.id,
                 &ToControl::EndpointMoved {
