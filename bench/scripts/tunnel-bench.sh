@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end bench: iperf3 TCP through wirespeed, wireguard-go and boringtun
-# tunnels between two network namespaces, each next to the bare veth link
-# measured in the same run. Prints Gbit/s and the ratio to bare veth.
+# End-to-end bench: iperf3 TCP and UDP through wirespeed (AF_XDP and UDP
+# backends), wireguard-go and boringtun tunnels between two network
+# namespaces, each next to the bare veth link measured in the same run.
+# Prints Gbit/s received and the ratio to bare veth.
 #
 #   bench/scripts/tunnel-bench.sh [SECONDS] [IMPL...]
 set -euo pipefail
@@ -11,14 +12,19 @@ IMPLS=("$@"); [ ${#IMPLS[@]} -gt 0 ] || IMPLS=(wirespeed-xdp wirespeed-udp wireg
 trap tl_cleanup EXIT
 [ -x "$WIRESPEED" ] || (cd "$ROOT" && cargo build --release -q -p wirespeed-control)
 tl_link
+# UDP: unlimited rate, datagrams that fit the tunnel's 1420-byte MTU.
+UDP_ARGS=(-u -b 0 -l 1380)
 bare=$(tl_iperf "$UNDER_B" "$SECS")
-printf '%-14s %8s Gbit/s   %s\n' "bare veth" "$bare" "1.00"
+bare_u=$(tl_iperf "$UNDER_B" "$SECS" "${UDP_ARGS[@]}")
+ratio() { python3 -c "print(f'{$1 / $2:.3f}' if $2 else 'n/a')"; }
+printf '%-14s %10s %10s   %s\n' "" "TCP Gbit/s" "UDP Gbit/s" "ratio to bare veth (TCP / UDP)"
+printf '%-14s %10s %10s   %s\n' "bare veth" "$bare" "$bare_u" "1.000 / 1.000"
 n=0
 for impl in "${IMPLS[@]}"; do
     n=$((n + 1))
     tl_tunnel "$impl" "$impl" "$n"
     g=$(tl_iperf "$TUN_B" "$SECS")
-    ratio=$(python3 -c "print(f'{$g / $bare:.3f}' if $bare else 'n/a')")
-    printf '%-14s %8s Gbit/s   %s of bare veth\n' "$impl" "$g" "$ratio"
+    u=$(tl_iperf "$TUN_B" "$SECS" "${UDP_ARGS[@]}")
+    printf '%-14s %10s %10s   %s / %s\n' "$impl" "$g" "$u" "$(ratio "$g" "$bare")" "$(ratio "$u" "$bare_u")"
     tl_stop_tunnel
 done
