@@ -162,12 +162,14 @@ pub fn run(opts: Options) -> io::Result<()> {
     xdp_ports.resize_with(n, Vec::new);
     // SAFETY: control passed this eventfd to us and nothing else owns it.
     let wake = opts.wake_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    let shared = Arc::new(Shared::new(region, wake));
+    // Lives as long as the process: workers hold a plain reference, so the
+    // per-packet path touches no shared reference count.
+    let shared: &'static Shared = Box::leak(Box::new(Shared::new(region, wake)));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     let mut socket_slots: Vec<Arc<Mutex<Option<UdpSocketBatch>>>> = Vec::new();
     for (i, ((sock, q), ports)) in sockets.into_iter().zip(queues).zip(xdp_ports).enumerate() {
-        let w = Worker::new(i, shared.clone(), sock, q).with_xdp(ports, fwmark);
+        let w = Worker::new(i, shared, sock, q).with_xdp(ports, fwmark);
         socket_slots.push(w.new_socket.clone());
         let core = cores.get(i % cores.len().max(1)).copied();
         handles.push(

@@ -53,7 +53,7 @@ struct Out {
 
 pub struct Worker {
     pub id: usize,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     sock: UdpSocketBatch,
     /// A replacement socket from the supervisor (listen port changed).
     pub new_socket: Arc<Mutex<Option<UdpSocketBatch>>>,
@@ -80,10 +80,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, shared: Arc<Shared>, sock: UdpSocketBatch, tun: TunQueue) -> Worker {
+    pub fn new(id: usize, shared: &'static Shared, sock: UdpSocketBatch, tun: TunQueue) -> Worker {
         Worker {
             id,
-            shared: shared.clone(),
+            shared,
             sock,
             new_socket: Arc::new(Mutex::new(None)),
             tun,
@@ -218,8 +218,7 @@ impl Worker {
         let Ok(Message::Transport(t)) = Message::parse(data) else {
             return;
         };
-        let shared = self.shared.clone();
-        let region = &shared.region;
+        let region = &self.shared.region;
         let slot = slot_of_index(t.receiver);
         let Some(key) = self.keys.by_index(region, t.receiver) else {
             return;
@@ -333,8 +332,7 @@ impl Worker {
     /// Seals `packet` (empty: keepalive) for `peer` under its current key
     /// and queues it; false if there is no usable key (caller stages it).
     fn seal_for(&mut self, peer: u32, packet: &[u8]) -> bool {
-        let shared = self.shared.clone();
-        let region = &shared.region;
+        let region = &self.shared.region;
         let p = region.peer(peer as usize);
         if !p.is_active() {
             return true; // peer removed: drop
