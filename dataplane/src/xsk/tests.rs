@@ -14,12 +14,9 @@
 //! root skip (with a note) without it.
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::testprog::{TestXdp, XDP_FLAGS_DRV_MODE};
@@ -31,32 +28,17 @@ const A_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const XSK_PORT: u16 = 9999;
 
-/// A network namespace holding the veth pair; deleted on drop.
+/// A network namespace holding the veth pair (the `tun` tests' sandbox,
+/// which deletes it on drop).
 struct TestNet {
-    name: String,
+    ns: crate::tun::testns::NetNs,
 }
 
 impl TestNet {
     fn new(test: &str) -> Option<TestNet> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping {test}: needs root (netns, veth, AF_XDP, bpf)");
-            return None;
-        }
-        let name = format!(
-            "wsk-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        match Command::new("ip").args(["netns", "add", &name]).output() {
-            Ok(out) if out.status.success() => {}
-            other => {
-                eprintln!("skipping {test}: cannot create netns {name}: {other:?}");
-                return None;
-            }
-        }
-        let net = TestNet { name };
+        let net = TestNet {
+            ns: crate::tun::testns::NetNs::new(test)?,
+        };
         let a = fmt_mac(A_MAC);
         let b = fmt_mac(B_MAC);
         net.ip(&[
@@ -76,7 +58,6 @@ impl TestNet {
                 let _ = std::fs::write(format!("/proc/sys/{path}"), v);
             }
         });
-        net.ip(&["link", "set", "lo", "up"]);
         net.ip(&["link", "set", "wska", "up"]);
         net.ip(&["link", "set", "wskb", "up"]);
         net.ip(&["addr", "add", "10.77.0.2/24", "dev", "wskb"]);
@@ -95,45 +76,13 @@ impl TestNet {
     }
 
     fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {:?}: {}",
-            self.name,
-            args,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.ns.ip(args);
     }
 
     /// Runs `f` on a thread inside the namespace: every socket, map and
     /// ifindex it touches lives there.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let file = File::open(&path).expect("open netns");
-                // SAFETY: file is an open netns fd; setns changes only this
-                // (scoped, joined) thread's network namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-}
-
-impl Drop for TestNet {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        self.ns.run(f)
     }
 }
 
