@@ -62,7 +62,6 @@ pub struct Worker {
     rx: Vec<RecvSlot>,
     out: Vec<Out>,
     out_len: usize,
-    plain: Vec<u8>,
     tunbuf: Vec<u8>,
     /// The last endpoint reported per peer and when: the same report is not
     /// repeated while control is still publishing it, but is repeated after
@@ -77,6 +76,14 @@ pub struct Worker {
     nexthops: NextHopCache,
     addr_gen: u64,
     now: u64,
+    /// The last turn stopped at a burst limit: poll without sleeping.
+    more: bool,
+}
+
+/// Which of the worker's file descriptors poll found readable.
+struct Ready {
+    udp: bool,
+    tun: bool,
 }
 
 impl Worker {
@@ -91,7 +98,6 @@ impl Worker {
             rx: (0..BATCH).map(|_| RecvSlot::new()).collect(),
             out: Vec::new(),
             out_len: 0,
-            plain: Vec::with_capacity(TUN_BUF),
             tunbuf: vec![0u8; TUN_BUF],
             reported_move: HashMap::new(),
             reported_confirm: HashMap::new(),
@@ -101,6 +107,7 @@ impl Worker {
             nexthops: NextHopCache::new(std::time::Duration::from_secs(5)),
             addr_gen: 0,
             now: monotonic_ns(),
+            more: false,
         }
     }
 
@@ -121,7 +128,7 @@ impl Worker {
             {
                 self.sock = s;
             }
-            self.wait();
+            let ready = self.wait();
             self.now = monotonic_ns();
             if self.routes.seq != crate::shm::allowed::table_seq(&self.shared.region) {
                 self.routes = self.shared.routes();
@@ -134,14 +141,25 @@ impl Worker {
                 self.addr_gen = g;
                 self.nexthops.invalidate_all();
             }
-            self.receive();
-            self.read_tun();
+            // Each source is read only when poll says it has something:
+            // a read that ends in EAGAIN is a wasted system call, and on the
+            // AF_XDP backend the UDP socket carries only handshakes.
+            let mut more = self.receive_xdp();
+            if ready.udp {
+                more |= self.receive_udp();
+            }
+            if ready.tun {
+                more |= self.read_tun();
+            }
             self.commands();
             self.flush_out();
+            self.more = more;
         }
     }
 
-    fn wait(&self) {
+    /// Waits for any source to be readable (not at all when the last turn
+    /// stopped at a burst limit with more to read).
+    fn wait(&self) -> Ready {
         let mut fds = [libc::pollfd {
             fd: -1,
             events: libc::POLLIN,
@@ -154,52 +172,83 @@ impl Worker {
             fds[n].fd = p.sock.as_raw_fd();
             n += 1;
         }
+        let timeout = if self.more { 0 } else { POLL_MS };
         // SAFETY: poll reads and writes exactly the `n` pollfds we pass.
-        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, POLL_MS) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout) };
+        if rc < 0 {
+            // EINTR: look at everything rather than nothing.
+            return Ready {
+                udp: true,
+                tun: true,
+            };
+        }
+        let readable = |fd: &libc::pollfd| fd.revents & (libc::POLLIN | libc::POLLERR) != 0;
+        Ready {
+            udp: readable(&fds[0]),
+            tun: readable(&fds[1]) || fds[1].revents & libc::POLLHUP != 0,
+        }
     }
 
-    fn receive(&mut self) {
-        self.receive_xdp();
+    /// Datagrams on the UDP socket: everything on the UDP backend,
+    /// handshakes (and transport from interfaces without XDP) on AF_XDP.
+    /// True when it stopped with more to read.
+    fn receive_udp(&mut self) -> bool {
         for _ in 0..8 {
             let n = match self.sock.recv_batch(&mut self.rx) {
                 Ok(n) => n,
-                Err(_) => return,
+                Err(_) => return false,
             };
-            let rx = std::mem::take(&mut self.rx);
-            for slot in &rx[..n] {
-                self.datagram(slot.src(), slot.local(), slot.data());
+            let mut rx = std::mem::take(&mut self.rx);
+            for slot in &mut rx[..n] {
+                let (src, local) = (slot.src(), slot.local());
+                self.datagram(src, local, slot.data_mut());
             }
             self.rx = rx;
             self.flush_out();
             if n < BATCH {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// Frames the XDP program steered to our AF_XDP sockets: transport
-    /// messages only. Each frame returns to the fill ring after its turn.
-    fn receive_xdp(&mut self) {
+    /// messages only, opened where they lie in the UMEM. Each frame returns
+    /// to the fill ring after its turn. Looking at the rx ring costs no
+    /// system call, so this runs every turn. True when it stopped with
+    /// more to read.
+    fn receive_xdp(&mut self) -> bool {
         if self.xdp.is_empty() {
-            return;
+            return false;
         }
+        let mut more = false;
         let mut ports = std::mem::take(&mut self.xdp);
         for p in &mut ports {
+            let mut full = true;
             for _ in 0..8 {
-                let n = p.sock.rx_batch(BATCH, |frame| {
-                    if let Some(u) = parse_udp_frame(frame.data()) {
-                        self.datagram(u.src, Some(u.dst.ip()), u.payload);
+                let n = p.sock.rx_batch(BATCH, |mut frame| {
+                    let Some((src, local, at)) = parse_udp_frame(frame.data()).map(|u| {
+                        let start = u.payload.as_ptr() as usize - frame.data().as_ptr() as usize;
+                        (u.src, Some(u.dst.ip()), start..start + u.payload.len())
+                    }) else {
+                        return;
+                    };
+                    if let Some(payload) = frame.data_mut().get_mut(at) {
+                        self.datagram(src, local, payload);
                     }
                 });
                 if n < BATCH {
+                    full = false;
                     break;
                 }
             }
+            more |= full;
         }
         self.xdp = ports;
+        more
     }
 
-    fn datagram(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
+    fn datagram(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &mut [u8]) {
         match message_type(data) {
             Ok(MSG_TRANSPORT) => self.transport(src, local, data),
             Ok(_) if data.len() <= MAX_DATAGRAM => {
@@ -214,13 +263,16 @@ impl Worker {
         }
     }
 
-    fn transport(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &[u8]) {
+    /// Opens a transport message in place (`data` is the received
+    /// datagram's payload) and writes its packet to the TUN.
+    fn transport(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &mut [u8]) {
         let Ok(Message::Transport(t)) = Message::parse(data) else {
             return;
         };
+        let (receiver, counter, wire_len) = (t.receiver, t.counter, data.len());
         let region = &self.shared.region;
-        let slot = slot_of_index(t.receiver);
-        let Some(key) = self.keys.by_index(region, t.receiver) else {
+        let slot = slot_of_index(receiver);
+        let Some(key) = self.keys.by_index(region, receiver) else {
             return;
         };
         let age = key.age_ns(self.now);
@@ -229,18 +281,18 @@ impl Worker {
         }
         let (seq, peer, initiator) = (key.seq, key.peer, key.initiator);
         let shm_key = region.key(slot);
-        if !shm_key.replay(seq, t.counter, false) {
+        if !shm_key.replay(seq, counter, false) {
             return;
         }
-        if transport::open(&key.recv, &t, &mut self.plain).is_err() {
+        let Ok(plain) = transport::open_in_place(&key.recv, data) else {
             return;
-        }
-        if !shm_key.replay(seq, t.counter, true) {
+        };
+        if !shm_key.replay(seq, counter, true) {
             return;
         }
         let p = region.peer(peer as usize);
-        let is_data = !self.plain.is_empty();
-        p.note_rx(data.len() as u64, self.now, is_data);
+        let is_data = !plain.is_empty();
+        p.note_rx(wire_len as u64, self.now, is_data);
 
         // The kernel's rule: remember both the peer's address and the local
         // address it wrote to, so replies leave from that address.
@@ -274,7 +326,7 @@ impl Worker {
                 self.id,
                 &ToControl::SessionConfirmed {
                     peer,
-                    local_index: t.receiver,
+                    local_index: receiver,
                 },
             );
         }
@@ -284,29 +336,36 @@ impl Worker {
         if !is_data {
             return;
         }
-        let Some(len) = ip::packet_len(&self.plain) else {
+        let Some(len) = ip::packet_len(plain) else {
             return p.note_drop();
         };
-        let Some(inner_src) = ip::source(&self.plain[..len]) else {
+        let Some(inner_src) = ip::source(&plain[..len]) else {
             return p.note_drop();
         };
         if self.routes.table.lookup(inner_src) != Some(peer) {
             return p.note_drop();
         }
-        let _ = self.tun.send(&self.plain[..len]);
+        let _ = self.tun.send(&plain[..len]);
     }
 
-    fn read_tun(&mut self) {
+    /// Reads, seals and sends packets from the TUN queue. True when it
+    /// stopped at the burst limit with more to read.
+    fn read_tun(&mut self) -> bool {
+        let mut more = true;
         for _ in 0..TUN_BURST {
             let n = match self.tun.recv(&mut self.tunbuf) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     // The interface is gone: nothing left to serve.
                     self.shared
                         .stop
                         .store(true, std::sync::atomic::Ordering::Relaxed);
+                    more = false;
                     break;
                 }
             };
@@ -327,6 +386,7 @@ impl Worker {
             }
         }
         self.flush_out();
+        more
     }
 
     /// Seals `packet` (empty: keepalive) for `peer` under its current key
