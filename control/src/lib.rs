@@ -10,6 +10,7 @@ pub mod device;
 pub mod handshake;
 pub mod index;
 pub mod keys;
+pub mod metrics;
 pub mod noise;
 pub mod peer;
 pub mod ratelimit;

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use control::daemon::{Daemon, LogLevel, Options};
 
-const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--workers N] INTERFACE
+const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--workers N] [--backend B]
+                 [--metrics ADDR:PORT] INTERFACE
        wirespeed --version
 
 Creates INTERFACE (a TUN device) and its UAPI socket /var/run/wireguard/INTERFACE.sock,
@@ -18,7 +19,9 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
   -v, --verbose      log every handshake decision (also LOG_LEVEL=debug)
   --workers N        data plane worker threads (default: one per core)
   --backend B        auto (default), xdp or udp (also WIRESPEED_BACKEND): auto uses
-                     AF_XDP on the Ethernet uplinks when it can and says why not";
+                     AF_XDP on the Ethernet uplinks when it can and says why not
+  --metrics ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics (also
+                     WIRESPEED_METRICS); off unless asked for";
 
 fn log_level(verbose: bool) -> LogLevel {
     let env = std::env::var("LOG_LEVEL")
@@ -101,6 +104,18 @@ fn main() -> ExitCode {
     let mut verbose = false;
     let mut workers = 0usize;
     let mut backend = std::env::var("WIRESPEED_BACKEND").unwrap_or_else(|_| "auto".into());
+    // wg-quick starts us with only the interface name: the environment is
+    // how it asks for metrics. An empty value means off.
+    let mut metrics = match std::env::var("WIRESPEED_METRICS") {
+        Ok(v) if !v.trim().is_empty() => match control::metrics::parse_addr(&v) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("wirespeed: WIRESPEED_METRICS: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let mut iface = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -120,6 +135,17 @@ fn main() -> ExitCode {
                 }
                 _ => {
                     eprintln!("wirespeed: --backend takes auto, xdp or udp\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--metrics" => match it.next().map(|a| control::metrics::parse_addr(a)) {
+                Some(Ok(a)) => metrics = Some(a),
+                Some(Err(e)) => {
+                    eprintln!("wirespeed: --metrics: {e}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+                None => {
+                    eprintln!("wirespeed: --metrics needs ADDR:PORT\n{USAGE}");
                     return ExitCode::from(2);
                 }
             },
@@ -163,6 +189,7 @@ fn main() -> ExitCode {
         log,
         workers,
         backend,
+        metrics,
     });
     match started {
         Ok((daemon, uapi)) => {

@@ -23,6 +23,7 @@ use dataplane::shm::{default_path, monotonic_ns, Region};
 use dataplane::tun::{Tun, TunQueue};
 
 use crate::device::{Activity, Device, DeviceSettings, PeerId};
+use crate::metrics::MetricsServer;
 use crate::uapi::server::{UapiCall, UapiServer};
 
 use child::DataplaneChild;
@@ -48,6 +49,8 @@ pub struct Options {
     pub workers: usize,
     /// "auto", "xdp" or "udp", passed to the data plane.
     pub backend: String,
+    /// Where to serve Prometheus metrics (`--metrics`, WIRESPEED_METRICS).
+    pub metrics: Option<SocketAddr>,
 }
 
 pub struct Daemon {
@@ -68,6 +71,8 @@ pub struct Daemon {
     _tun_queue: TunQueue,
     wake: OwnedFd,
     child: DataplaneChild,
+    /// Serves until the daemon is dropped.
+    metrics: Option<MetricsServer>,
 }
 
 pub fn now() -> Duration {
@@ -109,6 +114,18 @@ impl Daemon {
         // SAFETY: a fresh descriptor that nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(efd) };
         let uapi = UapiServer::bind(&opts.iface)?;
+        // Before the data plane starts: a taken port fails the start cleanly.
+        let metrics = match opts.metrics {
+            Some(addr) => match MetricsServer::start(addr, &shm_path, &opts.iface) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&shm_path);
+                    let msg = format!("metrics endpoint on {addr}: {e}");
+                    return Err(io::Error::new(e.kind(), msg));
+                }
+            },
+            None => None,
+        };
         let unix_at_zero = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -144,11 +161,18 @@ impl Daemon {
             _tun_queue: queue,
             wake,
             child,
+            metrics,
         };
         d.log(
             LogLevel::Info,
             format!("interface created, data plane pid {}", d.child.pid()),
         );
+        if let Some(m) = &d.metrics {
+            d.log(
+                LogLevel::Info,
+                format!("metrics on http://{}/metrics", m.local_addr()),
+            );
+        }
         Ok((d, uapi))
     }
 
@@ -334,6 +358,13 @@ impl Daemon {
         let peers: Vec<(PeerId, u32)> = self.slots.iter().collect();
         let mut out = Vec::new();
         for (id, slot) in peers {
+            if let Some(p) = self.dev.peer(id) {
+                // For the metrics endpoint, which reads only the region.
+                let hs = p.last_handshake.map_or(0, |d| d.as_nanos() as u64);
+                self.region
+                    .peer_info(slot as usize)
+                    .set_control_figures(hs, p.rx_bytes, p.tx_bytes);
+            }
             let c = self.region.peer(slot as usize).counters();
             let prev = self.seen.insert(id, c).unwrap_or_default();
             let newer = |a: u64, b: u64| (a > b).then(|| Duration::from_nanos(a));

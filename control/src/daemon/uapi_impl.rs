@@ -140,6 +140,11 @@ impl UapiHandler for Daemon {
                     self.dev.remove_peer(id);
                     continue;
                 };
+                // Who the slot belongs to first: a reader that sees the slot
+                // in use can name the peer.
+                self.region
+                    .peer_info(slot as usize)
+                    .activate(change.public_key.as_bytes());
                 self.region.peer(slot as usize).activate();
                 self.log(LogLevel::Info, format!("peer {} added", change.public_key));
             }
@@ -201,6 +206,7 @@ impl Daemon {
         if let Some(s) = self.slots.release(id) {
             let p = self.region.peer(s as usize);
             p.deactivate();
+            self.region.peer_info(s as usize).deactivate();
         }
         self.seen.remove(&id);
     }

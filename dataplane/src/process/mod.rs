@@ -6,6 +6,7 @@
 mod backend;
 mod keycache;
 mod shared;
+mod stats;
 mod worker;
 
 use std::io;
@@ -16,13 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::consts::REJECT_AFTER_TIME;
-use crate::shm::layout::{KEY_SLOTS, MAX_WORKERS};
+use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, KEY_SLOTS, MAX_WORKERS};
 use crate::shm::{monotonic_ns, Region};
 use crate::tun;
 use crate::udp::UdpSocketBatch;
 
 pub use backend::BackendChoice;
 use shared::Shared;
+pub use stats::Stats;
 use worker::Worker;
 
 pub struct Options {
@@ -35,6 +37,9 @@ pub struct Options {
 }
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+/// How often the supervisor copies the XDP programs' counters into the region.
+const STATS_INTERVAL_NS: u64 = 1_000_000_000;
 
 extern "C" fn on_signal(_: libc::c_int) {
     TERMINATE.store(true, Ordering::Relaxed);
@@ -127,6 +132,8 @@ pub fn run(opts: Options) -> io::Result<()> {
     for i in 0..KEY_SLOTS {
         region.key(i).break_replay_lock();
     }
+    // Worker and uplink figures describe this data plane, from zero.
+    crate::shm::stats::reset(&region);
     let n = opts.workers.clamp(1, MAX_WORKERS);
     region.header().workers.store(n as u32, Ordering::Release);
     let sockets = bind_sockets(&region, n)?;
@@ -155,6 +162,18 @@ pub fn run(opts: Options) -> io::Result<()> {
             Err(e) => return Err(io::Error::new(e.kind(), format!("AF_XDP backend: {e}"))),
         },
     };
+    let backend_code = if xdp.is_some() {
+        BACKEND_XDP
+    } else {
+        BACKEND_UDP
+    };
+    region
+        .header()
+        .backend
+        .store(backend_code, Ordering::Release);
+    if let Some(x) = &xdp {
+        stats::publish_uplinks(&region, &x.programs);
+    }
     let mut xdp_ports: Vec<Vec<backend::XdpPort>> = match xdp.as_mut() {
         Some(x) => std::mem::take(&mut x.per_worker),
         None => Vec::new(),
@@ -196,10 +215,18 @@ pub fn run(opts: Options) -> io::Result<()> {
     let mut config_gen = h.config_gen.load(Ordering::Acquire);
     let mut addrs = local_addresses_hash();
     let mut ticks = 0u64;
+    let mut next_stats_ns = 0u64;
     h.applied_gen.store(config_gen, Ordering::Release);
     while !TERMINATE.load(Ordering::Relaxed) && !shared.stopping() {
         std::thread::sleep(Duration::from_millis(10));
         ticks += 1;
+        let now = monotonic_ns();
+        if now >= next_stats_ns {
+            next_stats_ns = now + STATS_INTERVAL_NS;
+            if let Some(x) = &xdp {
+                stats::publish_xdp(&shared.region, &x.programs);
+            }
+        }
         if ticks % 5 == 0 {
             let a = local_addresses_hash();
             if a != addrs {
@@ -255,6 +282,7 @@ pub fn run(opts: Options) -> io::Result<()> {
         let _ = t.join();
     }
     if let Some(x) = &xdp {
+        stats::publish_xdp(&shared.region, &x.programs);
         for p in &x.programs {
             if let Ok(st) = p.stats() {
                 log(&format!(

@@ -25,8 +25,10 @@ use crate::udp::{RecvSlot, SendMsg, UdpSocketBatch};
 use super::backend::XdpPort;
 use super::keycache::KeyCache;
 use super::shared::{Routes, Shared};
+use super::stats::Stats;
 use crate::frame::{parse_udp_frame, write_udp_frame, FrameHeader};
 use crate::netlink::{NextHopCache, Resolve};
+use crate::shm::stats::DropReason;
 
 const BATCH: usize = 32;
 const TUN_BURST: usize = 64;
@@ -78,6 +80,8 @@ pub struct Worker {
     now: u64,
     /// The last turn stopped at a burst limit: poll without sleeping.
     more: bool,
+    /// This worker's counters in the region (it is their only writer).
+    stats: Stats,
 }
 
 /// Which of the worker's file descriptors poll found readable.
@@ -108,6 +112,7 @@ impl Worker {
             addr_gen: 0,
             now: monotonic_ns(),
             more: false,
+            stats: Stats::new(&shared.region, id),
         }
     }
 
@@ -130,6 +135,8 @@ impl Worker {
             }
             let ready = self.wait();
             self.now = monotonic_ns();
+            self.stats
+                .publish_xsk_stats(self.now, self.xdp.iter().map(|p| &p.sock));
             if self.routes.seq != crate::shm::allowed::table_seq(&self.shared.region) {
                 self.routes = self.shared.routes();
             }
@@ -252,6 +259,7 @@ impl Worker {
         match message_type(data) {
             Ok(MSG_TRANSPORT) => self.transport(src, local, data),
             Ok(_) if data.len() <= MAX_DATAGRAM => {
+                self.stats.handshake();
                 let ev = ToControl::Handshake {
                     from: src,
                     local,
@@ -259,7 +267,7 @@ impl Worker {
                 };
                 self.shared.notify(self.id, &ev);
             }
-            _ => {}
+            _ => self.stats.drop_packet(DropReason::Malformed),
         }
     }
 
@@ -267,32 +275,33 @@ impl Worker {
     /// datagram's payload) and writes its packet to the TUN.
     fn transport(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &mut [u8]) {
         let Ok(Message::Transport(t)) = Message::parse(data) else {
-            return;
+            return self.stats.drop_packet(DropReason::Malformed);
         };
         let (receiver, counter, wire_len) = (t.receiver, t.counter, data.len());
         let region = &self.shared.region;
         let slot = slot_of_index(receiver);
         let Some(key) = self.keys.by_index(region, receiver) else {
-            return;
+            return self.stats.drop_packet(DropReason::UnknownIndex);
         };
         let age = key.age_ns(self.now);
         if age >= REJECT_NS {
-            return;
+            return self.stats.drop_packet(DropReason::KeyExpired);
         }
         let (seq, peer, initiator) = (key.seq, key.peer, key.initiator);
         let shm_key = region.key(slot);
         if !shm_key.replay(seq, counter, false) {
-            return;
+            return self.stats.drop_packet(DropReason::Replay);
         }
         let Ok(plain) = transport::open_in_place(&key.recv, data) else {
-            return;
+            return self.stats.drop_packet(DropReason::DecryptFailed);
         };
         if !shm_key.replay(seq, counter, true) {
-            return;
+            return self.stats.drop_packet(DropReason::Replay);
         }
         let p = region.peer(peer as usize);
         let is_data = !plain.is_empty();
         p.note_rx(wire_len as u64, self.now, is_data);
+        self.stats.rx(wire_len);
 
         // The kernel's rule: remember both the peer's address and the local
         // address it wrote to, so replies leave from that address.
@@ -337,15 +346,20 @@ impl Worker {
             return;
         }
         let Some(len) = ip::packet_len(plain) else {
+            self.stats.drop_packet(DropReason::Malformed);
             return p.note_drop();
         };
         let Some(inner_src) = ip::source(&plain[..len]) else {
+            self.stats.drop_packet(DropReason::Malformed);
             return p.note_drop();
         };
         if self.routes.table.lookup(inner_src) != Some(peer) {
+            self.stats.drop_packet(DropReason::SourceNotAllowed);
             return p.note_drop();
         }
-        let _ = self.tun.send(&plain[..len]);
+        if self.tun.send(&plain[..len]).is_err() {
+            self.stats.drop_packet(DropReason::TxFull);
+        }
     }
 
     /// Reads, seals and sends packets from the TUN queue. True when it
@@ -370,9 +384,11 @@ impl Worker {
                 }
             };
             let Some(dst) = ip::destination(&self.tunbuf[..n]) else {
+                self.stats.drop_packet(DropReason::Malformed);
                 continue;
             };
             let Some(peer) = self.routes.table.lookup(dst) else {
+                self.stats.drop_packet(DropReason::NoRoute);
                 continue;
             };
             let packet = std::mem::take(&mut self.tunbuf);
@@ -409,6 +425,7 @@ impl Worker {
         }
         let Some((dst, src)) = p.endpoint() else {
             p.note_drop();
+            self.stats.drop_packet(DropReason::NoEndpoint);
             return true; // nowhere to send: the kernel drops too
         };
         let Some(counter) = region.key(slot as usize).reserve_counters(key.seq, 1) else {
@@ -438,6 +455,7 @@ impl Worker {
             );
             if let Some(len) = sent {
                 p.note_tx(len as u64, self.now, data);
+                self.stats.tx(len);
                 let stale = (key.initiator && age >= REKEY_NS) || counter >= REKEY_AFTER_MESSAGES;
                 if stale {
                     self.need_handshake(peer);
@@ -466,6 +484,7 @@ impl Worker {
             &mut o.buf,
         );
         p.note_tx(o.buf.len() as u64, self.now, data);
+        self.stats.tx(o.buf.len());
         self.out_len += 1;
         let stale = (key.initiator && age >= REKEY_NS) || counter >= REKEY_AFTER_MESSAGES;
         if stale {
@@ -499,13 +518,18 @@ impl Worker {
                 .send_batch(&msgs[sent..], |i| stale_source.push(base + i))
             {
                 // msgs[sent] itself failed (unreachable, too big): drop it.
-                Err(_) => sent += 1,
+                Err(_) => {
+                    self.stats.drop_packet(DropReason::SendFailed);
+                    sent += 1;
+                }
                 Ok(n) => {
                     sent += n;
                     if n == 0 {
                         // Socket buffer full: wait for room, but not forever.
                         stalls += 1;
                         if stalls > 100 {
+                            self.stats
+                                .drop_packets(DropReason::TxFull, (msgs.len() - sent) as u64);
                             break;
                         }
                         let mut pfd = libc::pollfd {

@@ -8,6 +8,9 @@
 //! off_peers         PeerSlot x PEER_SLOTS    endpoint, send key, counters
 //! off_allowed       AllowedHeader + AllowedEntry x ALLOWED_MAX
 //! off_rings         Ring x (2 * MAX_WORKERS) event rings, to control then to data plane
+//! off_worker_stats  WorkerStats x MAX_WORKERS per-worker counters (one writer each)
+//! off_peer_info     PeerInfo x PEER_SLOTS    what only control knows of a peer
+//! off_uplinks       UplinkStats x MAX_UPLINKS XDP program counters per uplink
 //! ```
 
 use core::cell::UnsafeCell;
@@ -17,7 +20,7 @@ use crate::replay::ReplayWindow;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WSPDSHM\0");
 /// Bumped on any change to the records below.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Key slots; a receiver index's low bits name its slot, so the data plane
 /// finds a session in O(1) without a shared hash table.
@@ -30,6 +33,15 @@ pub const RING_ENTRIES: usize = 1024;
 pub const RECORD_SIZE: usize = 256;
 /// "No key slot" in a peer's `current_key`.
 pub const NO_SLOT: u32 = u32::MAX;
+/// Uplink interfaces whose XDP counters the region carries.
+pub const MAX_UPLINKS: usize = 16;
+/// Drop reasons a worker counts (see `stats::DropReason`).
+pub const DROP_REASONS: usize = 10;
+
+/// `Header::backend`: what the running data plane meets the network with.
+pub const BACKEND_UNKNOWN: u32 = 0;
+pub const BACKEND_UDP: u32 = 1;
+pub const BACKEND_XDP: u32 = 2;
 
 pub const HEADER_SIZE: usize = 4096;
 
@@ -63,6 +75,10 @@ pub struct Header {
     pub bind_errno: AtomicU32,
     /// The control process's last sign of life (CLOCK_MONOTONIC ns).
     pub control_heartbeat_ns: AtomicU64,
+    /// BACKEND_* of the running data plane, set once it has chosen.
+    pub backend: AtomicU32,
+    /// Entries of the uplink table in use (≤ MAX_UPLINKS).
+    pub uplinks: AtomicU32,
 }
 
 /// Session keys for one receiver index, published with a seqlock.
@@ -146,13 +162,82 @@ pub struct RingHeader {
 
 pub const RING_SIZE: usize = core::mem::size_of::<RingHeader>() + RING_ENTRIES * RECORD_SIZE;
 
+/// One worker's counters. Only that worker writes its block (plain
+/// load + store, no locked instruction: see `stats.rs`); anyone may read it.
+/// 128-byte alignment keeps neighbouring workers off each other's cache
+/// lines, adjacent-line prefetch included.
+#[repr(C, align(128))]
+pub struct WorkerStats {
+    /// Transport messages that authenticated (what peers' `rx_bytes` count).
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    /// Transport messages sealed and handed to the wire (keepalives included).
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Handshake messages (initiation, response, cookie) passed to control.
+    pub handshake_rx: AtomicU64,
+    /// Packets dropped, indexed by `stats::DropReason`.
+    pub drops: [AtomicU64; DROP_REASONS],
+    /// The kernel's XDP_STATISTICS, summed over this worker's AF_XDP
+    /// sockets, as the worker last published them (about once a second).
+    pub xsk_rx_dropped: AtomicU64,
+    pub xsk_rx_invalid_descs: AtomicU64,
+    pub xsk_rx_ring_full: AtomicU64,
+    pub xsk_rx_fill_ring_empty: AtomicU64,
+    pub xsk_tx_invalid_descs: AtomicU64,
+    pub xsk_tx_ring_empty: AtomicU64,
+    /// AF_XDP sockets summed into the figures above.
+    pub xsk_sockets: AtomicU64,
+}
+
+/// What only control knows about the peer in the same-numbered peer slot:
+/// who it is, its last handshake, and the handshake bytes control counted
+/// (the data plane counts transport bytes in the `PeerSlot`). Lets anything
+/// attached to the region (the metrics endpoint) report `wg show` figures.
+#[repr(C, align(64))]
+pub struct PeerInfo {
+    /// Seqlock over `public_key`.
+    pub seq: AtomicU64,
+    pub public_key: [AtomicU64; 4],
+    /// Wall-clock time of the last handshake, ns since the Unix epoch (0: none).
+    pub last_handshake_unix_ns: AtomicU64,
+    pub control_rx_bytes: AtomicU64,
+    pub control_tx_bytes: AtomicU64,
+}
+
+/// The XDP steering program's counters on one uplink, summed over CPUs,
+/// copied by the data plane's supervisor about once a second.
+#[repr(C, align(64))]
+pub struct UplinkStats {
+    /// Seqlock over `name` and `ifindex`.
+    pub seq: AtomicU64,
+    /// Interface name, NUL-padded (IFNAMSIZ).
+    pub name: [AtomicU64; 2],
+    pub ifindex: AtomicU32,
+    pub _pad: u32,
+    pub steered: AtomicU64,
+    pub passed: AtomicU64,
+    pub malformed: AtomicU64,
+    pub no_socket: AtomicU64,
+}
+
 pub const OFF_KEYS: usize = HEADER_SIZE;
 pub const OFF_PEERS: usize = OFF_KEYS + KEY_SLOTS * core::mem::size_of::<KeySlot>();
 pub const OFF_ALLOWED: usize = OFF_PEERS + PEER_SLOTS * core::mem::size_of::<PeerSlot>();
 pub const OFF_RINGS: usize = OFF_ALLOWED + 64 + ALLOWED_MAX * core::mem::size_of::<AllowedEntry>();
-pub const TOTAL_SIZE: usize = (OFF_RINGS + 2 * MAX_WORKERS * RING_SIZE).next_multiple_of(4096);
+pub const OFF_WORKER_STATS: usize = (OFF_RINGS + 2 * MAX_WORKERS * RING_SIZE)
+    .next_multiple_of(core::mem::align_of::<WorkerStats>());
+pub const OFF_PEER_INFO: usize =
+    OFF_WORKER_STATS + MAX_WORKERS * core::mem::size_of::<WorkerStats>();
+pub const OFF_UPLINKS: usize = OFF_PEER_INFO + PEER_SLOTS * core::mem::size_of::<PeerInfo>();
+pub const TOTAL_SIZE: usize =
+    (OFF_UPLINKS + MAX_UPLINKS * core::mem::size_of::<UplinkStats>()).next_multiple_of(4096);
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
 const _: () = assert!(core::mem::size_of::<AllowedHeader>() == 64);
 const _: () = assert!(OFF_PEERS % 64 == 0 && OFF_ALLOWED % 64 == 0 && OFF_RINGS % 64 == 0);
 const _: () = assert!(RING_SIZE % 64 == 0);
+const _: () =
+    assert!(OFF_WORKER_STATS % 128 == 0 && core::mem::size_of::<WorkerStats>() % 128 == 0);
+const _: () = assert!(core::mem::size_of::<PeerInfo>() == 64 && OFF_PEER_INFO % 64 == 0);
+const _: () = assert!(core::mem::size_of::<UplinkStats>() == 64 && OFF_UPLINKS % 64 == 0);

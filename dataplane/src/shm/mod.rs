@@ -1,7 +1,8 @@
 //! The shared-memory contract between the control process and the data
 //! plane (see `layout.rs` for the map). Control writes session keys, peer
 //! endpoints and AllowedIPs; the data plane reads them on every packet and
-//! writes counters; event rings carry everything else both ways.
+//! writes counters (per peer, per worker, per uplink: `stats.rs`); event
+//! rings carry everything else both ways.
 //!
 //! The region is a file under /dev/shm so a restarted process of either kind
 //! re-attaches to it and sessions survive.
@@ -13,6 +14,7 @@ pub mod layout;
 pub mod peers;
 pub mod ring;
 mod seqlock;
+pub mod stats;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -165,6 +167,27 @@ impl Region {
         assert!(i < ALLOWED_MAX, "allowed entry out of range");
         // SAFETY: in range; entries are 8-aligned after the 64-byte header.
         unsafe { self.at(OFF_ALLOWED + 64 + i * core::mem::size_of::<AllowedEntry>()) }
+    }
+
+    /// What control publishes about the peer in peer slot `i` (`i < PEER_SLOTS`).
+    pub fn peer_info(&self, i: usize) -> &PeerInfo {
+        assert!(i < PEER_SLOTS, "peer slot out of range");
+        // SAFETY: in range and 64-aligned by the layout's asserts.
+        unsafe { self.at(OFF_PEER_INFO + i * core::mem::size_of::<PeerInfo>()) }
+    }
+
+    /// Worker `w`'s counters (`w < MAX_WORKERS`); only that worker writes them.
+    pub fn worker_stats(&self, w: usize) -> &WorkerStats {
+        assert!(w < MAX_WORKERS, "worker out of range");
+        // SAFETY: in range and 128-aligned by the layout's asserts.
+        unsafe { self.at(OFF_WORKER_STATS + w * core::mem::size_of::<WorkerStats>()) }
+    }
+
+    /// Entry `i` of the uplink table (`i < MAX_UPLINKS`).
+    pub fn uplink(&self, i: usize) -> &UplinkStats {
+        assert!(i < MAX_UPLINKS, "uplink out of range");
+        // SAFETY: in range and 64-aligned by the layout's asserts.
+        unsafe { self.at(OFF_UPLINKS + i * core::mem::size_of::<UplinkStats>()) }
     }
 
     /// Ring carrying events from worker `w` to control.

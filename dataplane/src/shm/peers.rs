@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 use std::net::{IpAddr, SocketAddr};
 
 use super::events::{decode_addr, decode_ip, encode_addr, encode_ip, ADDR_LEN, IP_LEN};
-use super::layout::{PeerSlot, NO_SLOT};
+use super::layout::{PeerInfo, PeerSlot, NO_SLOT};
 use super::seqlock;
 
 /// What the data plane counted for a peer.
@@ -128,9 +128,91 @@ impl PeerSlot {
     }
 }
 
+/// What control publishes about a peer besides what the data plane needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerInfoFigures {
+    pub public_key: [u8; 32],
+    /// Ns since the Unix epoch; 0: no handshake yet.
+    pub last_handshake_unix_ns: u64,
+    /// Handshake bytes counted by control (`wg show` adds them to the
+    /// data plane's transport bytes).
+    pub control_rx_bytes: u64,
+    pub control_tx_bytes: u64,
+}
+
+impl PeerInfo {
+    /// Control: the slot now belongs to the peer with this public key.
+    pub fn activate(&self, public_key: &[u8; 32]) {
+        seqlock::write(&self.seq, || {
+            seqlock::store_bytes(&self.public_key, public_key);
+            for c in [
+                &self.last_handshake_unix_ns,
+                &self.control_rx_bytes,
+                &self.control_tx_bytes,
+            ] {
+                c.store(0, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Control: the slot is free again.
+    pub fn deactivate(&self) {
+        self.activate(&[0; 32]);
+    }
+
+    /// Control: the peer's last handshake and the bytes control counted.
+    pub fn set_control_figures(&self, last_handshake_unix_ns: u64, rx_bytes: u64, tx_bytes: u64) {
+        self.last_handshake_unix_ns
+            .store(last_handshake_unix_ns, Ordering::Relaxed);
+        self.control_rx_bytes.store(rx_bytes, Ordering::Relaxed);
+        self.control_tx_bytes.store(tx_bytes, Ordering::Relaxed);
+    }
+
+    /// Anyone: a consistent copy; `None` if a writer died mid-update.
+    pub fn figures(&self) -> Option<PeerInfoFigures> {
+        let (f, _) = seqlock::read(&self.seq, || {
+            let mut public_key = [0u8; 32];
+            seqlock::load_bytes(&self.public_key, &mut public_key);
+            PeerInfoFigures {
+                public_key,
+                last_handshake_unix_ns: self.last_handshake_unix_ns.load(Ordering::Relaxed),
+                control_rx_bytes: self.control_rx_bytes.load(Ordering::Relaxed),
+                control_tx_bytes: self.control_tx_bytes.load(Ordering::Relaxed),
+            }
+        })?;
+        Some(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::temp_region;
+
+    #[test]
+    fn peer_info_round_trips() {
+        let (r, path) = temp_region("peerinfo");
+        let i = r.peer_info(5);
+        assert_eq!(i.figures().unwrap().public_key, [0; 32]);
+        i.activate(&[7; 32]);
+        i.set_control_figures(1_700_000_000_123_456_789, 92, 148);
+        let f = i.figures().unwrap();
+        assert_eq!(f.public_key, [7; 32]);
+        assert_eq!(
+            (
+                f.last_handshake_unix_ns,
+                f.control_rx_bytes,
+                f.control_tx_bytes
+            ),
+            (1_700_000_000_123_456_789, 92, 148)
+        );
+        // A new peer in the same slot starts from nothing.
+        i.activate(&[9; 32]);
+        let f = i.figures().unwrap();
+        assert_eq!((f.public_key, f.control_rx_bytes), ([9; 32], 0));
+        i.deactivate();
+        assert_eq!(i.figures().unwrap().public_key, [0; 32]);
+        std::fs::remove_file(path).unwrap();
+    }
 
     #[test]
     fn endpoint_key_and_counters() {
