@@ -52,7 +52,7 @@ link() {
     for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
     ip -n "$NS_A" link set "$VETH_A" up; ip -n "$NS_B" link set "$VETH_B" up
     for ((i = 0; w > 1 && i < w; i++)); do
-        ip netns exec "$NS_B" bash -c "printf '%x' $((1 << (w + i))) >/sys/class/net/$VETH_B/queues/tx-$i/xps_cpus"
+        ip netns exec "$NS_B" bash -c "printf '%x' $((1 << (w + i))) >/sys/class/net/$VETH_B/queues/tx-$i/xps_cpus" 2>/dev/null || true
     done
 }
 
@@ -61,11 +61,23 @@ unlink() {
     sleep 0.2
 }
 
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""; }
+# KEEP_LOGS=DIR keeps each daemon's log there.
+stop() {
+    kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        for f in "$LOG"/*.log; do cat "$f" >>"$KEEP_LOGS/$(basename "$f")"; done
+    fi
+    rm -f "$LOG"/*.log
+}
 
+# wait_iface NAME: waits for the TUN to appear and its owner to be running.
 wait_iface() {
-    for _ in $(seq 100); do ip -n "$NS_A" link show "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    echo "$1 did not appear:" >&2; cat "$LOG"/*.log >&2; return 1
+    local i
+    for i in $(seq 100); do ip -n "$NS_A" link show "$1" >/dev/null 2>&1 && break; sleep 0.05; done
+    sleep 0.3
+    if ! kill -0 "$PID" 2>/dev/null || ! ip -n "$NS_A" link show "$1" >/dev/null 2>&1; then
+        echo "$1 did not come up:" >&2; cat "$LOG"/*.log >&2 || true; return 1
+    fi
 }
 
 # generate W SIZE TUN WATCH_PID WATCH_PREFIX [UAPI]: prints delivered Mpps,
@@ -79,7 +91,7 @@ generate() {
         --count "$count" --cpus "$(seq_csv "$w" "$w")" ${uapi:+--uapi "$uapi"} \
         --watch-pid "$pid" --watch-threads "$prefix" \
         --warmup-ms 500 --duration-ms 3000 >"$LOG/gen.out" 2>"$LOG/gen.err" \
-        || { cat "$LOG/gen.err" >&2; echo 0 0 0; return; }
+        || { cat "$LOG/gen.err" "$LOG"/*.log >&2 || true; echo 0 0 0; return; }
     sed -n 's/.*delivered_mpps=\([0-9.]*\).*offered_mpps=\([0-9.]*\).*busy_cores=\([0-9.]*\).*/\1 \2 \3/p' "$LOG/gen.out"
 }
 
@@ -122,8 +134,11 @@ printf '%-3s %5s | %6s %6s %5s %7s | %6s %6s %5s %7s | %9s | %5s %6s %6s\n' W si
 for w in "${WORKERS[@]}"; do
     link "$w"
     for size in $SIZES; do
-        read -r io io_off io_busy < <(ceiling_io "$w" "$size")
-        read -r ws ws_off ws_busy < <(through_wirespeed "$w" "$size")
+        # A failed measurement (its logs go to stderr) reads as zeros.
+        read -r io io_off io_busy < <(ceiling_io "$w" "$size") || true
+        read -r ws ws_off ws_busy < <(through_wirespeed "$w" "$size") || true
+        io=${io:-0} io_off=${io_off:-0} io_busy=${io_busy:-0}
+        ws=${ws:-0} ws_off=${ws_off:-0} ws_busy=${ws_busy:-0}
         io_core=$(per_core "$io" "$io_busy"); ws_core=$(per_core "$ws" "$ws_busy")
         cr=$(ceiling_crypto "$size")
         lower=$(awk -v a="$io_core" -v b="$cr" 'BEGIN { print (a < b ? a : b) }')

@@ -28,11 +28,37 @@ pub fn configure(
         ));
     }
     req.push('\n');
+    // The socket appears before the daemon has finished starting; a refused
+    // or dropped connection in that window is worth another try.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match request(socket, &req) {
+            Err(e) if std::time::Instant::now() < deadline && transient(&e) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::NotFound
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+fn request(socket: &str, req: &str) -> io::Result<()> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(req.as_bytes())?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
+    if BufReader::new(s).read_line(&mut line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     match line.trim() {
         "errno=0" => Ok(()),
         other => Err(io::Error::other(format!(
