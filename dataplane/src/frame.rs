@@ -53,6 +53,7 @@
 //! Frames shorter than the Ethernet minimum (60 bytes without FCS) are not
 //! padded here; NICs and veth pad or accept them.
 
+use crate::checksum::{add, fold};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Length of an untagged Ethernet II header.
@@ -385,39 +386,6 @@ pub fn write_udp_frame(buf: &mut [u8], hdr: &FrameHeader, payload_len: usize) ->
     }
     udp[6..8].copy_from_slice(&csum.to_be_bytes());
     Some(total)
-}
-
-/// Adds `data`, as big-endian 16-bit words (an odd last byte padded with a
-/// zero byte), to a one's-complement accumulator. Eight bytes at a time: a
-/// one's-complement sum of 64-bit words with end-around carry folds to the
-/// same 16-bit sum (RFC 1071), and `data` always starts at an even offset of
-/// the checksummed whole, so the word boundaries agree.
-fn add(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let (s, carry) = sum.overflowing_add(w);
-        sum = s + u64::from(carry);
-    }
-    let mut words = chunks.remainder().chunks_exact(2);
-    let mut tail = 0u64;
-    for w in &mut words {
-        tail += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        tail += u64::from(*last) << 8;
-    }
-    // tail < 4 * 65536, so this cannot wrap twice.
-    let (s, carry) = sum.overflowing_add(tail);
-    s + u64::from(carry)
-}
-
-/// Folds a one's-complement accumulator to 16 bits (not yet inverted).
-fn fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 #[cfg(test)]

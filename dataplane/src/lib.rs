@@ -4,11 +4,14 @@
 //! table. No I/O lives in the protocol modules; the backends feed them bytes.
 
 pub mod allowedips;
+pub mod checksum;
 pub mod consts;
 pub mod frame;
+pub mod gro;
 pub mod ip;
 pub mod messages;
 pub mod netlink;
+pub mod offload;
 pub mod process;
 pub mod replay;
 pub mod shm;

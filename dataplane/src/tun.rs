@@ -5,7 +5,10 @@
 //! flow on one queue, which is what keeps each inner flow in order (reading
 //! one queue from several threads reorders packets and throttles TCP).
 //! `IFF_NO_PI` because the IP version nibble already says what a packet is;
-//! no `IFF_VNET_HDR` yet, so every read and write is one plain IP packet.
+//! `IFF_VNET_HDR` so that the kernel can hand over TCP super-packets and
+//! partial checksums once offloads are on ([`TunQueue::set_offload`]; see
+//! [`crate::offload`]); writes always go out as plain packets behind a zero
+//! header.
 //!
 //! Lifetime: a TUN interface exists while at least one queue fd is open,
 //! attached or not. The control process keeps one *detached* queue
@@ -17,6 +20,7 @@
 //! calling *thread's* network namespace, and a queue's device lives in the
 //! namespace of the thread that opened it.
 
+use crate::offload::{VnetHdr, VNET_HDR_LEN};
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
@@ -29,8 +33,16 @@ pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
 /// Largest MTU a TUN device accepts (the kernel's `MAX_MTU` for tun).
 pub const MAX_MTU: u32 = 65535;
 
-/// Flags every queue of a wirespeed device is opened with.
-const TUN_FLAGS: libc::c_int = libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+/// Flags every queue of a wirespeed device is opened with. The virtio-net
+/// header is always there (the flag is device-wide, so every queue must
+/// agree); whether the kernel uses it for offloads is [`TunQueue::set_offload`].
+const TUN_FLAGS: libc::c_int =
+    libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | libc::IFF_VNET_HDR;
+
+/// What [`TunQueue::set_offload`] offers the kernel: checksum offload and TCP
+/// segmentation (IPv4, IPv6, with ECN); never UDP segmentation.
+const OFFLOADS: libc::c_uint =
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
 
 /// The `TUNGETIFF` flag bits that change the packet format a queue sees; an
 /// existing device must agree on all of them before we read from it.
@@ -178,8 +190,39 @@ impl TunQueue {
     /// have been truncated. [`io::ErrorKind::WouldBlock`] when the queue is empty, and
     /// always while the queue is detached (no error tells a worker that its
     /// queue was detached).
+    ///
+    /// The virtio-net header is dropped: right only while offloads are off
+    /// (see [`recv_offload`](Self::recv_offload)).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         read(self.fd.as_fd(), buf)
+    }
+
+    /// Reads one packet into `buf` with its virtio-net header: with
+    /// offloads on it may be a TCP super-packet or carry a partial checksum,
+    /// which [`crate::offload::for_each_packet`] turns into plain packets.
+    /// `buf` should hold 64 KiB.
+    pub fn recv_offload(&self, buf: &mut [u8]) -> io::Result<(VnetHdr, usize)> {
+        read_with_header(self.fd.as_fd(), buf)
+    }
+
+    /// Offers the kernel checksum and TCP segmentation offload on this
+    /// device (`on`), or takes it back. Device-wide; must be called on an
+    /// attached queue.
+    pub fn set_offload(&self, on: bool) -> io::Result<()> {
+        let flags = if on { OFFLOADS } else { 0 };
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; `fd` is an open
+        // TUN queue.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                libc::c_ulong::from(flags),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Writes one IP packet into the kernel, as if it arrived on the
@@ -187,6 +230,12 @@ impl TunQueue {
     /// the interface is down. A detached queue still injects what it writes.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
         write(self.fd.as_fd(), packet)
+    }
+
+    /// Writes one packet behind the given virtio-net header: a TCP
+    /// super-packet ([`crate::gro`]) for the kernel to take in one piece.
+    pub fn send_offload(&self, hdr: &VnetHdr, packet: &[u8]) -> io::Result<usize> {
+        write_with_header(self.fd.as_fd(), &hdr.to_bytes(), packet)
     }
 
     /// Stops the kernel from delivering packets to this queue while keeping
@@ -239,7 +288,7 @@ impl From<TunQueue> for OwnedFd {
 /// have the same ifindex after; otherwise the new fd is closed, which
 /// removes any interface it created, and the error is NotFound.
 /// An interface that exists with other flags (not multi-queue, with packet
-/// info or vnet headers, a TAP, not a TUN at all) is InvalidInput.
+/// info, without vnet headers, a TAP, not a TUN at all) is InvalidInput.
 pub fn open_queue(name: &str) -> io::Result<TunQueue> {
     check_name(name, false)?;
     let before = ifindex(name).ok_or_else(|| no_such_interface(name))?;
@@ -280,7 +329,7 @@ pub fn open_queue(name: &str) -> io::Result<TunQueue> {
             io::ErrorKind::InvalidInput,
             format!(
                 "TUN interface {name:?} was made with flags {flags:#x}, not {TUN_FLAGS:#x} \
-                 (multi-queue, no packet info, no vnet header)"
+                 (multi-queue, no packet info, vnet header)"
             ),
         ));
     }
@@ -313,14 +362,32 @@ fn set_queue(fd: BorrowedFd<'_>, flag: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads one packet from a TUN queue fd; see [`TunQueue::recv`].
+/// Reads one packet from a TUN queue fd, dropping its virtio-net header;
+/// see [`TunQueue::recv`].
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    read_with_header(fd, buf).map(|(_, n)| n)
+}
+
+/// Reads the virtio-net header and one packet (into `buf`) with one readv.
+pub fn read_with_header(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(VnetHdr, usize)> {
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+    ];
     loop {
-        // SAFETY: the kernel writes at most buf.len() bytes into buf, which
-        // is valid, exclusively borrowed memory of that length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: both iovecs describe valid, exclusively borrowed memory of
+        // the stated lengths, which the kernel fills and nothing else sees.
+        let n = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) };
         if n >= 0 {
-            return Ok(n as usize);
+            let n = n as usize;
+            return Ok((VnetHdr::parse(&hdr), n.saturating_sub(VNET_HDR_LEN)));
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
@@ -329,14 +396,34 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes one packet to a TUN queue fd; see [`TunQueue::send`].
+/// Writes one plain packet to a TUN queue fd behind an all-zero virtio-net
+/// header (no offload asked of the kernel); see [`TunQueue::send`]. Returns
+/// the packet bytes written.
 pub fn write(fd: BorrowedFd<'_>, packet: &[u8]) -> io::Result<usize> {
+    write_with_header(fd, &[0u8; VNET_HDR_LEN], packet)
+}
+
+fn write_with_header(
+    fd: BorrowedFd<'_>,
+    hdr: &[u8; VNET_HDR_LEN],
+    packet: &[u8],
+) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut libc::c_void,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: packet.as_ptr() as *mut libc::c_void,
+            iov_len: packet.len(),
+        },
+    ];
     loop {
-        // SAFETY: the kernel reads packet.len() bytes from packet, which is
-        // valid memory of that length.
-        let n = unsafe { libc::write(fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+        // SAFETY: the kernel only reads the two buffers, valid for their
+        // stated lengths for the duration of the call.
+        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
         if n >= 0 {
-            return Ok(n as usize);
+            return Ok((n as usize).saturating_sub(VNET_HDR_LEN));
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {

@@ -97,6 +97,17 @@ impl Daemon {
         }
         let (tun, queue) = Tun::create(&opts.iface)?;
         tun.set_mtu(DEFAULT_MTU as u32)?;
+        // TCP segmentation and checksum offload: local TCP hands the TUN
+        // 64 KiB super-packets that the workers cut up, instead of one
+        // packet (and one read) per segment. Offload bugs exist in some
+        // kernels, so WIRESPEED_TUN_OFFLOAD=off turns it off; a kernel that
+        // refuses just leaves it off. Set before detaching: the ioctl needs
+        // an attached queue.
+        if dataplane::offload::wanted_by_env() {
+            if let Err(e) = queue.set_offload(true) {
+                eprintln!("wirespeed({}): TUN offloads unavailable: {e}", opts.iface);
+            }
+        }
         // Keeps the interface alive across data plane restarts without
         // taking a share of its packets.
         queue.detach()?;

@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use crate::consts::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
 };
+use crate::gro::Gro;
 use crate::ip;
 use crate::messages::{message_type, Message, MSG_TRANSPORT};
+use crate::offload::{self, VnetHdr};
 use crate::shm::events::{ToControl, ToDataplane, MAX_DATAGRAM};
 use crate::shm::keys::slot_of_index;
 use crate::shm::layout::RECORD_SIZE;
@@ -33,8 +35,9 @@ use crate::shm::stats::DropReason;
 const BATCH: usize = 32;
 const TUN_BURST: usize = 64;
 const POLL_MS: i32 = 5;
-/// Largest inner packet read from the TUN (its MTU is at most 65535).
-const TUN_BUF: usize = 65536;
+/// Largest inner packet read from the TUN: its MTU is at most 65535, and a
+/// TCP super-packet is at most an IPv6 header plus 65535 bytes of payload.
+const TUN_BUF: usize = 40 + 65535;
 /// At most one "handshake needed" per peer per this long from one worker.
 const NEED_INTERVAL_NS: u64 = 1_000_000_000;
 /// An endpoint change not yet visible in the region is reported again after this.
@@ -65,6 +68,11 @@ pub struct Worker {
     out: Vec<Out>,
     out_len: usize,
     tunbuf: Vec<u8>,
+    /// One segment of a TCP super-packet at a time (TUN offloads).
+    segbuf: Vec<u8>,
+    /// Coalescing of received TCP segments into TUN super-packets; None
+    /// when TUN offloads are off.
+    gro: Option<Gro>,
     /// The last endpoint reported per peer and when: the same report is not
     /// repeated while control is still publishing it, but is repeated after
     /// that (an address can come back after moving away and back).
@@ -103,6 +111,8 @@ impl Worker {
             out: Vec::new(),
             out_len: 0,
             tunbuf: vec![0u8; TUN_BUF],
+            segbuf: vec![0u8; TUN_BUF],
+            gro: offload::wanted_by_env().then(Gro::new),
             reported_move: HashMap::new(),
             reported_confirm: HashMap::new(),
             last_need: HashMap::new(),
@@ -211,6 +221,7 @@ impl Worker {
                 self.datagram(src, local, slot.data_mut());
             }
             self.rx = rx;
+            self.flush_gro();
             self.flush_out();
             if n < BATCH {
                 return false;
@@ -252,6 +263,7 @@ impl Worker {
             more |= full;
         }
         self.xdp = ports;
+        self.flush_gro();
         more
     }
 
@@ -357,8 +369,21 @@ impl Worker {
             self.stats.drop_packet(DropReason::SourceNotAllowed);
             return p.note_drop();
         }
-        if self.tun.send(&plain[..len]).is_err() {
-            self.stats.drop_packet(DropReason::TxFull);
+        let (tun, stats, scratch) = (&self.tun, &mut self.stats, &mut self.segbuf);
+        let mut sink = |hdr: Option<&VnetHdr>, p: &[u8]| write_tun(tun, stats, scratch, hdr, p);
+        match &mut self.gro {
+            Some(gro) => gro.push(&plain[..len], &mut sink),
+            None => sink(None, &plain[..len]),
+        }
+    }
+
+    /// Writes out what coalescing still holds: the end of a receive batch.
+    fn flush_gro(&mut self) {
+        let (tun, stats, scratch) = (&self.tun, &mut self.stats, &mut self.segbuf);
+        if let Some(gro) = &mut self.gro {
+            gro.flush(&mut |hdr: Option<&VnetHdr>, p: &[u8]| {
+                write_tun(tun, stats, scratch, hdr, p)
+            });
         }
     }
 
@@ -367,8 +392,8 @@ impl Worker {
     fn read_tun(&mut self) -> bool {
         let mut more = true;
         for _ in 0..TUN_BURST {
-            let n = match self.tun.recv(&mut self.tunbuf) {
-                Ok(n) => n,
+            let (hdr, n) = match self.tun.recv_offload(&mut self.tunbuf) {
+                Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     more = false;
                     break;
@@ -383,26 +408,37 @@ impl Worker {
                     break;
                 }
             };
-            let Some(dst) = ip::destination(&self.tunbuf[..n]) else {
+            let mut packet = std::mem::take(&mut self.tunbuf);
+            let mut scratch = std::mem::take(&mut self.segbuf);
+            let cut = offload::for_each_packet(&hdr, &mut packet[..n], &mut scratch, |p| {
+                self.send_packet(p)
+            });
+            if cut.is_err() {
                 self.stats.drop_packet(DropReason::Malformed);
-                continue;
-            };
-            let Some(peer) = self.routes.table.lookup(dst) else {
-                self.stats.drop_packet(DropReason::NoRoute);
-                continue;
-            };
-            let packet = std::mem::take(&mut self.tunbuf);
-            if !self.seal_for(peer, &packet[..n]) {
-                self.shared.stage(peer, packet[..n].to_vec());
-                self.need_handshake(peer);
             }
             self.tunbuf = packet;
-            if self.out_len >= BATCH {
-                self.flush_out();
-            }
+            self.segbuf = scratch;
         }
         self.flush_out();
         more
+    }
+
+    /// Routes one plain packet from the TUN to its peer and seals it, or
+    /// stages it until a session exists.
+    fn send_packet(&mut self, packet: &[u8]) {
+        let Some(dst) = ip::destination(packet) else {
+            return self.stats.drop_packet(DropReason::Malformed);
+        };
+        let Some(peer) = self.routes.table.lookup(dst) else {
+            return self.stats.drop_packet(DropReason::NoRoute);
+        };
+        if !self.seal_for(peer, packet) {
+            self.shared.stage(peer, packet.to_vec());
+            self.need_handshake(peer);
+        }
+        if self.out_len >= BATCH {
+            self.flush_out();
+        }
     }
 
     /// Seals `packet` (empty: keepalive) for `peer` under its current key
@@ -606,6 +642,36 @@ impl Worker {
             }
         }
         self.flush_out();
+    }
+}
+
+/// Writes a packet, or a coalesced super-packet, to the TUN. A kernel that
+/// refuses the super-packet (some versions fail GSO writes with EINVAL)
+/// gets its segments one by one instead: nothing is lost to an offload bug.
+fn write_tun(
+    tun: &TunQueue,
+    stats: &mut Stats,
+    scratch: &mut [u8],
+    hdr: Option<&VnetHdr>,
+    packet: &[u8],
+) {
+    let Some(hdr) = hdr else {
+        if tun.send(packet).is_err() {
+            stats.drop_packet(DropReason::TxFull);
+        }
+        return;
+    };
+    if tun.send_offload(hdr, packet).is_ok() {
+        return;
+    }
+    let mut whole = packet.to_vec();
+    let cut = offload::for_each_packet(hdr, &mut whole, scratch, |seg| {
+        if tun.send(seg).is_err() {
+            stats.drop_packet(DropReason::TxFull);
+        }
+    });
+    if cut.is_err() {
+        stats.drop_packet(DropReason::Malformed);
     }
 }
 

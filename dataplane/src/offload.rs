@@ -1,0 +1,436 @@
+//! TUN offloads: what the kernel hands us when the TUN advertises checksum
+//! and TCP segmentation offload (IFF_VNET_HDR + TUNSETOFFLOAD), turned back
+//! into the plain, fully checksummed IP packets WireGuard seals.
+//!
+//! With TSO a local TCP sender (or GRO on a forwarding path) gives the TUN
+//! one super-packet of up to 64 KiB instead of ~45 MTU-sized ones, so the
+//! sender's stack and our read path each pay once per super-packet rather
+//! than once per segment. The price is doing here what a NIC would: cut the
+//! payload at `gso_size`, fix lengths, IDs, sequence numbers, flags and
+//! checksums. Every packet also comes with a virtio-net header (10 bytes,
+//! the legacy layout the TUN uses, in host byte order); a packet whose
+//! checksum the kernel left partial (NEEDS_CSUM) gets it completed.
+//!
+//! Only TCP segmentation is offered to the kernel (no UDP segmentation), so
+//! any other GSO type is refused rather than guessed at.
+
+use crate::checksum::{add, fold};
+
+/// Bytes of the virtio-net header in front of every packet on the TUN.
+pub const VNET_HDR_LEN: usize = 10;
+/// `flags`: the checksum at `csum_start + csum_offset` is partial.
+pub const F_NEEDS_CSUM: u8 = 1;
+pub const GSO_NONE: u8 = 0;
+pub const GSO_TCPV4: u8 = 1;
+pub const GSO_TCPV6: u8 = 4;
+/// Or'd into `gso_type` when the segments carry ECN (CWR on the first).
+pub const GSO_ECN: u8 = 0x80;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+const IPPROTO_TCP: u8 = 6;
+
+/// Whether TUN offloads (segmentation and checksum offload on the way in,
+/// coalescing on the way out) are wanted: on unless WIRESPEED_TUN_OFFLOAD
+/// says `off`/`0`/`no`/`false`, because offload bugs exist in some kernels.
+/// Control and data plane read the same variable (the data plane inherits
+/// it), so they always agree.
+pub fn wanted_by_env() -> bool {
+    !matches!(
+        std::env::var("WIRESPEED_TUN_OFFLOAD").as_deref(),
+        Ok("0" | "off" | "no" | "false")
+    )
+}
+
+/// The legacy virtio-net header (`struct virtio_net_hdr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub fn parse(b: &[u8; VNET_HDR_LEN]) -> VnetHdr {
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+}
+
+/// Why a packet from the TUN could not be turned into plain packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadError {
+    /// A GSO type we never offered (UDP, or TCP behind IPv6 extension headers).
+    Unsupported,
+    /// Headers or offsets that do not fit the packet.
+    Malformed,
+}
+
+/// Calls `emit` with each plain packet `packet` stands for: itself (its
+/// checksum completed if the kernel left it partial), or the segments of a
+/// TCP super-packet, built one at a time in `scratch` (which must hold the
+/// headers plus `gso_size`). Returns how many packets were emitted.
+pub fn for_each_packet(
+    hdr: &VnetHdr,
+    packet: &mut [u8],
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, OffloadError> {
+    match hdr.gso_type & !GSO_ECN {
+        GSO_NONE => {
+            if hdr.flags & F_NEEDS_CSUM != 0 {
+                complete_checksum(packet, hdr.csum_start.into(), hdr.csum_offset.into())?;
+            }
+            emit(packet);
+            Ok(1)
+        }
+        GSO_TCPV4 | GSO_TCPV6 => segment_tcp(hdr, packet, scratch, emit),
+        _ => Err(OffloadError::Unsupported),
+    }
+}
+
+/// Finishes a partial checksum: the field holds the pseudo-header sum, so
+/// the one's-complement sum from `start` to the end, field included, is the
+/// checksum. 0 goes out as 0xffff, as the kernel's skb_checksum_help does.
+pub fn complete_checksum(
+    packet: &mut [u8],
+    start: usize,
+    offset: usize,
+) -> Result<(), OffloadError> {
+    let at = start.checked_add(offset).ok_or(OffloadError::Malformed)?;
+    if at.checked_add(2).is_none_or(|end| end > packet.len()) || start % 2 != 0 {
+        return Err(OffloadError::Malformed);
+    }
+    let sum = !fold(add(0, &packet[start..]));
+    let sum = if sum == 0 { 0xffff } else { sum };
+    packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn segment_tcp(
+    hdr: &VnetHdr,
+    packet: &[u8],
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, OffloadError> {
+    let v6 = match packet.first().map(|b| b >> 4) {
+        Some(4) => false,
+        Some(6) => true,
+        _ => return Err(OffloadError::Malformed),
+    };
+    if v6 != (hdr.gso_type & !GSO_ECN == GSO_TCPV6) {
+        return Err(OffloadError::Malformed);
+    }
+    let ip_len = if v6 {
+        40
+    } else {
+        usize::from(packet[0] & 0x0f) * 4
+    };
+    if packet.len() < ip_len + 20 || (!v6 && ip_len < 20) {
+        return Err(OffloadError::Malformed);
+    }
+    let proto = if v6 { packet[6] } else { packet[9] };
+    if proto != IPPROTO_TCP {
+        return Err(OffloadError::Unsupported);
+    }
+    let tcp_len = usize::from(packet[ip_len + 12] >> 4) * 4;
+    let headers = ip_len + tcp_len;
+    let mss = usize::from(hdr.gso_size);
+    if tcp_len < 20 || packet.len() < headers || mss == 0 || scratch.len() < headers + mss {
+        return Err(OffloadError::Malformed);
+    }
+    let payload = &packet[headers..];
+    let segments = payload.len().div_ceil(mss).max(1);
+    let seq = u32::from_be_bytes(packet[ip_len + 4..ip_len + 8].try_into().expect("4 bytes"));
+    let flags = packet[ip_len + 13];
+    let id = be16(packet, 4);
+    for i in 0..segments {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let len = headers + chunk.len();
+        let seg = &mut scratch[..len];
+        seg[..headers].copy_from_slice(&packet[..headers]);
+        seg[headers..].copy_from_slice(chunk);
+        if v6 {
+            seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        } else {
+            seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            seg[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+            seg[10..12].fill(0);
+            let sum = !fold(add(0, &seg[..ip_len]));
+            seg[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        let tcp = ip_len;
+        let seg_seq = seq.wrapping_add((i * mss) as u32);
+        seg[tcp + 4..tcp + 8].copy_from_slice(&seg_seq.to_be_bytes());
+        let mut f = flags;
+        if i + 1 < segments {
+            f &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            f &= !TCP_CWR;
+        }
+        seg[tcp + 13] = f;
+        seg[tcp + 16..tcp + 18].fill(0);
+        // Pseudo-header: addresses, protocol and TCP length.
+        let mut sum = if v6 {
+            add(0, &seg[8..40])
+        } else {
+            add(0, &seg[12..20])
+        };
+        sum = add(sum, &[0, IPPROTO_TCP]);
+        sum = add(sum, &((len - tcp) as u32).to_be_bytes());
+        let csum = !fold(add(sum, &seg[tcp..]));
+        seg[tcp + 16..tcp + 18].copy_from_slice(&csum.to_be_bytes());
+        emit(seg);
+    }
+    Ok(segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// RFC 1071 the slow way, for checking.
+    fn sum16(data: &[u8]) -> u32 {
+        let mut s = 0u32;
+        for c in data.chunks(2) {
+            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        s
+    }
+
+    fn fold32(mut s: u32) -> u16 {
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    /// Whether a plain IPv4/IPv6 TCP packet's checksums verify.
+    fn checksums_ok(p: &[u8]) -> bool {
+        let v6 = p[0] >> 4 == 6;
+        let ip_len = if v6 { 40 } else { usize::from(p[0] & 0xf) * 4 };
+        if !v6 && fold32(sum16(&p[..ip_len])) != 0xffff {
+            return false;
+        }
+        let tcp = &p[ip_len..];
+        let mut pseudo = if v6 {
+            sum16(&p[8..40])
+        } else {
+            sum16(&p[12..20])
+        };
+        pseudo += 6 + tcp.len() as u32;
+        fold32(pseudo + sum16(tcp)) == 0xffff
+    }
+
+    /// A TCP super-packet with `payload` bytes, the way the kernel hands it
+    /// over: lengths of the whole, TCP checksum holding the pseudo-header sum.
+    fn super_packet(v6: bool, payload: usize, flags: u8) -> Vec<u8> {
+        let ip_len = if v6 { 40 } else { 20 };
+        let tcp_len = 32; // with the timestamp option
+        let mut p = vec![0u8; ip_len + tcp_len + payload];
+        let total = p.len();
+        if v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = 6;
+            p[7] = 64;
+            p[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            p[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&0xfffeu16.to_be_bytes());
+            p[6] = 0x40;
+            p[8] = 64;
+            p[9] = 6;
+            p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+            p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        }
+        let t = ip_len;
+        p[t..t + 2].copy_from_slice(&5555u16.to_be_bytes());
+        p[t + 2..t + 4].copy_from_slice(&80u16.to_be_bytes());
+        p[t + 4..t + 8].copy_from_slice(&0xffff_ff00u32.to_be_bytes());
+        p[t + 12] = ((tcp_len / 4) as u8) << 4;
+        p[t + 13] = flags;
+        for (i, b) in p[ip_len + tcp_len..].iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        p
+    }
+
+    fn gso(v6: bool, mss: u16) -> VnetHdr {
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            hdr_len: if v6 { 72 } else { 52 },
+            gso_size: mss,
+            csum_start: if v6 { 40 } else { 20 },
+            csum_offset: 16,
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = gso(true, 1368);
+        assert_eq!(VnetHdr::parse(&h.to_bytes()), h);
+        assert_eq!(VnetHdr::parse(&[0; VNET_HDR_LEN]), VnetHdr::default());
+    }
+
+    #[test]
+    fn tcp_super_packets_are_cut_into_valid_segments() {
+        for v6 in [false, true] {
+            for payload in [1usize, 1368, 1369, 10_000, 65_000 - 72] {
+                let mut p = super_packet(v6, payload, 0x18 | TCP_FIN | TCP_CWR);
+                let original = p.clone();
+                let mut scratch = vec![0u8; 65536];
+                let mut segs: Vec<Vec<u8>> = Vec::new();
+                let n = for_each_packet(&gso(v6, 1368), &mut p, &mut scratch, |s| {
+                    segs.push(s.to_vec())
+                })
+                .unwrap();
+                assert_eq!(n, payload.div_ceil(1368));
+                assert_eq!(segs.len(), n);
+                let hl = if v6 { 72 } else { 52 };
+                let mut rebuilt = Vec::new();
+                for (i, s) in segs.iter().enumerate() {
+                    assert!(checksums_ok(s), "segment {i} of {payload} (v6 {v6})");
+                    assert!(s.len() <= hl + 1368);
+                    assert_eq!(crate::ip::packet_len(s), Some(s.len()));
+                    let t = hl - 32;
+                    let seq = u32::from_be_bytes(s[t + 4..t + 8].try_into().unwrap());
+                    assert_eq!(seq, 0xffff_ff00u32.wrapping_add((i * 1368) as u32));
+                    let last = i + 1 == n;
+                    assert_eq!(s[t + 13] & TCP_FIN != 0, last);
+                    assert_eq!(s[t + 13] & TCP_PSH != 0, last);
+                    assert_eq!(s[t + 13] & TCP_CWR != 0, i == 0);
+                    assert_eq!(s[t + 13] & 0x10, 0x10, "ACK kept");
+                    if !v6 {
+                        assert_eq!(be16(s, 4), 0xfffeu16.wrapping_add(i as u16));
+                    }
+                    rebuilt.extend_from_slice(&s[hl..]);
+                }
+                assert_eq!(rebuilt, original[hl..]);
+            }
+        }
+    }
+
+    #[test]
+    fn partial_checksums_are_completed() {
+        // A single TCP segment whose checksum field holds the pseudo-header
+        // sum, as the kernel leaves it with NEEDS_CSUM.
+        let mut p = super_packet(false, 100, 0x18);
+        let t = 20;
+        let len = p.len() - t;
+        let pseudo = fold32(sum16(&p[12..20]) + 6 + len as u32);
+        p[t + 16..t + 18].copy_from_slice(&pseudo.to_be_bytes());
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 20,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        let mut out = Vec::new();
+        // The IPv4 header checksum is the sender's job, not the offload's.
+        let ip = !fold32(sum16(&p[..20]));
+        p[10..12].copy_from_slice(&ip.to_be_bytes());
+        assert_eq!(
+            for_each_packet(&hdr, &mut p, &mut [], |s| out.push(s.to_vec())),
+            Ok(1)
+        );
+        assert!(checksums_ok(&out[0]));
+    }
+
+    #[test]
+    fn plain_packets_pass_untouched() {
+        let mut p = super_packet(true, 10, 0x18);
+        let before = p.clone();
+        let mut out = Vec::new();
+        let n = for_each_packet(&VnetHdr::default(), &mut p, &mut [], |s| {
+            out.push(s.to_vec())
+        });
+        assert_eq!(n, Ok(1));
+        assert_eq!(out, vec![before]);
+    }
+
+    #[test]
+    fn refuses_what_was_never_offered_or_does_not_fit() {
+        let mut p = super_packet(false, 3000, 0x18);
+        let mut scratch = vec![0u8; 2048];
+        let mut udp = gso(false, 1368);
+        udp.gso_type = 5; // UDP_L4
+        assert_eq!(
+            for_each_packet(&udp, &mut p, &mut scratch, |_| {}),
+            Err(OffloadError::Unsupported)
+        );
+        // Family does not match the GSO type.
+        assert_eq!(
+            for_each_packet(&gso(true, 1368), &mut p, &mut scratch, |_| {}),
+            Err(OffloadError::Malformed)
+        );
+        assert_eq!(
+            for_each_packet(&gso(false, 0), &mut p, &mut scratch, |_| {}),
+            Err(OffloadError::Malformed)
+        );
+        // Scratch smaller than one segment.
+        assert_eq!(
+            for_each_packet(&gso(false, 4000), &mut p, &mut scratch, |_| {}),
+            Err(OffloadError::Malformed)
+        );
+        let csum = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 60,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        assert_eq!(
+            for_each_packet(&csum, &mut p[..70], &mut [], |_| {}),
+            Err(OffloadError::Malformed)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+            flags in any::<u8>(),
+            gso_type in prop::sample::select(vec![0u8, 1, 3, 4, 5, 0x81, 0x84]),
+            hdr_len in any::<u16>(),
+            gso_size in any::<u16>(),
+            csum_start in any::<u16>(),
+            csum_offset in any::<u16>(),
+        ) {
+            let hdr = VnetHdr { flags, gso_type, hdr_len, gso_size, csum_start, csum_offset };
+            let mut p = bytes;
+            let mut scratch = vec![0u8; 4096];
+            let _ = for_each_packet(&hdr, &mut p, &mut scratch, |s| assert!(s.len() <= 4096));
+        }
+    }
+}
