@@ -38,15 +38,25 @@ tl_link() {
     ip -n "$NS_A" link set "$VETH_A" up; ip -n "$NS_B" link set "$VETH_B" up
 }
 
+# Both ends of a tunnel share this host, but each stands for a host of its
+# own: with PIN=1 (the default where there are two CPUs or more) the daemon
+# in A runs on CPU 0 and the one in B on CPU 1, whatever the implementation.
+# Without it, two daemons that pin their workers (wirespeed) pile onto the
+# same core. iperf3 itself is never pinned.
+CPUS=$(nproc)
+PIN=${PIN:-$([ "$CPUS" -ge 2 ] && echo 1 || echo 0)}
+tl_cpu_of() { [ "$1" = "$NS_A" ] && echo 0 || echo $((1 % CPUS)); }
+
 # tl_start IMPL NS IFACE: runs a userspace WireGuard implementation in NS.
 tl_start() {
-    local impl=$1 ns=$2 ifc=$3
+    local impl=$1 ns=$2 ifc=$3 pin=()
+    [ "$PIN" = 1 ] && pin=(taskset -c "$(tl_cpu_of "$ns")")
     case $impl in
-        wirespeed) ip netns exec "$ns" "$WIRESPEED" -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
-        wirespeed-xdp) ip netns exec "$ns" "$WIRESPEED" -f --backend xdp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
-        wirespeed-udp) ip netns exec "$ns" "$WIRESPEED" -f --backend udp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
-        wireguard-go) WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec "$ns" wireguard-go -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
-        boringtun) ip netns exec "$ns" "$BORINGTUN" --foreground --disable-drop-privileges "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wirespeed) ip netns exec "$ns" "${pin[@]}" "$WIRESPEED" -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wirespeed-xdp) ip netns exec "$ns" "${pin[@]}" "$WIRESPEED" -f --backend xdp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wirespeed-udp) ip netns exec "$ns" "${pin[@]}" "$WIRESPEED" -f --backend udp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wireguard-go) WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec "$ns" "${pin[@]}" wireguard-go -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        boringtun) ip netns exec "$ns" "${pin[@]}" "$BORINGTUN" --foreground --disable-drop-privileges "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         *) echo "unknown implementation $impl" >&2; return 1 ;;
     esac
     PIDS+=($!)

@@ -118,8 +118,15 @@ impl Impl {
             // WG_SUDO = --disable-drop-privileges: as root without a login
             // terminal boringtun exits when it tries to drop privileges.
             Impl::Boringtun => vec![("WG_SUDO", "true"), ("WG_LOG_LEVEL", "info")],
+            // TUN offloads (segmentation in, coalescing out) are the default
+            // and run with AF_XDP; the UDP backend runs without them, so
+            // every scenario also covers the plain TUN path. The TUN side
+            // is the same code under either backend.
             Impl::Wirespeed => vec![("WIRESPEED_BACKEND", "xdp")],
-            Impl::WirespeedUdp => vec![("WIRESPEED_BACKEND", "udp")],
+            Impl::WirespeedUdp => vec![
+                ("WIRESPEED_BACKEND", "udp"),
+                ("WIRESPEED_TUN_OFFLOAD", "off"),
+            ],
         }
     }
 
