@@ -33,3 +33,17 @@ pub fn fold(mut sum: u64) -> u16 {
     }
     sum as u16
 }
+
+/// The pseudo-header of a TCP or UDP checksum (RFC 793/768, RFC 8200 §8.1)
+/// for the IP packet starting with `ip`: its addresses, `proto` and the
+/// transport length `len`, as an accumulator for [`add`].
+pub fn pseudo_header(ip: &[u8], proto: u8, len: usize) -> u64 {
+    let addrs = if ip[0] >> 4 == 6 {
+        &ip[8..40]
+    } else {
+        &ip[12..20]
+    };
+    let sum = add(0, addrs);
+    let sum = add(sum, &[0, proto]);
+    add(sum, &(len as u32).to_be_bytes())
+}

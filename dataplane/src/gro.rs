@@ -11,7 +11,7 @@
 //! fragments) is written as it came, after whatever of its flow was held, so
 //! no flow is ever reordered.
 
-use crate::checksum::{add, fold};
+use crate::checksum::{add, fold, pseudo_header};
 use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6};
 
 /// Flows held at once within a batch; a new flow beyond that flushes the
@@ -210,13 +210,7 @@ impl Flow {
             let sum = !fold(add(0, &b[..tcp]));
             b[10..12].copy_from_slice(&sum.to_be_bytes());
         }
-        let mut sum = if self.v6 {
-            add(0, &b[8..40])
-        } else {
-            add(0, &b[12..20])
-        };
-        sum = add(sum, &[0, IPPROTO_TCP]);
-        sum = add(sum, &((len - tcp) as u32).to_be_bytes());
+        let sum = pseudo_header(b, IPPROTO_TCP, len - tcp);
         b[tcp + 16..tcp + 18].copy_from_slice(&fold(sum).to_be_bytes());
         VnetHdr {
             flags: F_NEEDS_CSUM,
@@ -343,14 +337,7 @@ mod tests {
         p[t + 20..t + 24].copy_from_slice(&[1, 1, 8, 10]);
         p[t + 27] = ts;
         p[ip_len + tcp_len..].copy_from_slice(payload);
-        let mut sum = if v6 {
-            add(0, &p[8..40])
-        } else {
-            add(0, &p[12..20])
-        };
-        sum = add(sum, &[0, 6]);
-        sum = add(sum, &((total - t) as u32).to_be_bytes());
-        let c = !fold(add(sum, &p[t..]));
+        let c = !fold(add(pseudo_header(&p, 6, total - t), &p[t..]));
         p[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
         p
     }

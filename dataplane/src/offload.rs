@@ -14,7 +14,7 @@
 //! Only TCP segmentation is offered to the kernel (no UDP segmentation), so
 //! any other GSO type is refused rather than guessed at.
 
-use crate::checksum::{add, fold};
+use crate::checksum::{add, fold, pseudo_header};
 
 /// Bytes of the virtio-net header in front of every packet on the TUN.
 pub const VNET_HDR_LEN: usize = 10;
@@ -197,14 +197,7 @@ fn segment_tcp(
         }
         seg[tcp + 13] = f;
         seg[tcp + 16..tcp + 18].fill(0);
-        // Pseudo-header: addresses, protocol and TCP length.
-        let mut sum = if v6 {
-            add(0, &seg[8..40])
-        } else {
-            add(0, &seg[12..20])
-        };
-        sum = add(sum, &[0, IPPROTO_TCP]);
-        sum = add(sum, &((len - tcp) as u32).to_be_bytes());
+        let sum = pseudo_header(seg, IPPROTO_TCP, len - tcp);
         let csum = !fold(add(sum, &seg[tcp..]));
         seg[tcp + 16..tcp + 18].copy_from_slice(&csum.to_be_bytes());
         emit(seg);

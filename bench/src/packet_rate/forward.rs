@@ -41,11 +41,7 @@ pub fn run(o: &Options) -> io::Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let mut prog = XdpSteering::attach(&o.iface, &[o.port])?;
-    let queues = std::fs::read_dir(format!("/sys/class/net/{}/queues", o.iface))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count()
-        .max(1) as u32;
+    let queues = dataplane::process::backend::rx_queues(&o.iface);
     let (tun, first) = Tun::create(&o.tun)?;
     tun.set_up()?;
     let mut tun_queues = vec![first];

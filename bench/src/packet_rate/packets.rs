@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use dataplane::checksum::{add, fold};
 use dataplane::messages::{write_transport_header, TAG_LEN, TRANSPORT_HEADER_LEN};
 use dataplane::transport::{self, SessionKey};
 
@@ -28,13 +29,8 @@ pub fn inner_packet(src: Ipv4Addr, size: usize) -> Vec<u8> {
     p[9] = 17;
     p[12..16].copy_from_slice(&src.octets());
     p[16..20].copy_from_slice(&INNER_DST.octets());
-    let sum = p[..20]
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let sum = !fold(add(0, &p[..20]));
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
     p[20..22].copy_from_slice(&9u16.to_be_bytes());
     p[22..24].copy_from_slice(&9u16.to_be_bytes());
     p[24..26].copy_from_slice(&((size - 20) as u16).to_be_bytes());

@@ -82,7 +82,8 @@ fn uplinks(own_iface: &str) -> Vec<String> {
     v
 }
 
-fn rx_queues(iface: &str) -> u32 {
+/// Receive queues of `iface` (one AF_XDP socket each), at least 1.
+pub fn rx_queues(iface: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
         .map(|d| {
             d.filter_map(|e| e.ok())

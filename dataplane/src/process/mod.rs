@@ -3,7 +3,7 @@
 //! per worker, pins each worker to a core and forwards until told to stop,
 //! the interface disappears, or control is gone and every key expired.
 
-mod backend;
+pub mod backend;
 mod keycache;
 mod shared;
 mod stats;
