@@ -46,9 +46,11 @@
 //! of 0 (RFC 6864 §4.1: the ID of an atomic datagram, DF set and not a
 //! fragment, has no meaning; Linux, too, sends 0 for DF-set datagrams from
 //! an unconnected socket, which a WireGuard socket is); TOS 0. IPv6 packets
-//! carry hop limit 64, traffic class 0 and flow label 0. The UDP checksum is always computed, for IPv4 too: a
-//! receiving stack on veth drops frames whose checksum is wrong, and 0
-//! ("no checksum") would forgo the check at the peer.
+//! carry hop limit 64, traffic class 0 and flow label 0. The UDP checksum
+//! is computed (a receiving stack on veth drops frames whose checksum is
+//! wrong), except where the caller asks for none over IPv4
+//! ([`UdpChecksum::NoneOverIpv4`]): the data plane does for its sealed
+//! messages, which Poly1305 already protects byte for byte.
 //!
 //! Frames shorter than the Ethernet minimum (60 bytes without FCS) are not
 //! padded here; NICs and veth pad or accept them.
@@ -303,6 +305,28 @@ pub fn verify_checksums(frame: &[u8]) -> bool {
 /// ID is above 4095, the payload is longer than the IP length fields allow
 /// ([`MAX_PAYLOAD_V4`], [`MAX_PAYLOAD_V6`]), or `buf` is too short.
 pub fn write_udp_frame(buf: &mut [u8], hdr: &FrameHeader, payload_len: usize) -> Option<usize> {
+    write_udp_frame_with(buf, hdr, payload_len, UdpChecksum::Full)
+}
+
+/// Whether [`write_udp_frame_with`] computes the UDP checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpChecksum {
+    /// Always computed (one pass over the payload).
+    Full,
+    /// 0 ("none", RFC 768) over IPv4, computed over IPv6 (where it is
+    /// mandatory). For payloads that carry their own authentication, such
+    /// as sealed WireGuard messages, whose Poly1305 tag already fails any
+    /// corrupted byte: the pass over the payload buys nothing there.
+    NoneOverIpv4,
+}
+
+/// [`write_udp_frame`] with a choice of UDP checksum.
+pub fn write_udp_frame_with(
+    buf: &mut [u8],
+    hdr: &FrameHeader,
+    payload_len: usize,
+    checksum: UdpChecksum,
+) -> Option<usize> {
     let ipv6 = match (hdr.src.ip(), hdr.dst.ip()) {
         (IpAddr::V4(_), IpAddr::V4(_)) => false,
         (IpAddr::V6(_), IpAddr::V6(_)) => true,
@@ -376,6 +400,9 @@ pub fn write_udp_frame(buf: &mut [u8], hdr: &FrameHeader, payload_len: usize) ->
     udp[2..4].copy_from_slice(&hdr.dst.port().to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     udp[6..8].copy_from_slice(&[0, 0]);
+    if checksum == UdpChecksum::NoneOverIpv4 && !ipv6 {
+        return Some(total);
+    }
     sum = add(sum, udp);
     sum = add(sum, payload);
     let mut csum = !fold(sum);
@@ -561,6 +588,31 @@ mod tests {
         // Pseudo-header 0a00+0001+0a00+0002+0011+0009 = 0x141d; UDP header
         // 0001+0002+0009 and payload 0100 bring it to 0x1529; !0x1529 = 0xead6.
         assert_eq!(&f[40..42], &[0xea, 0xd6]);
+    }
+
+    #[test]
+    fn no_checksum_over_ipv4_only_when_asked() {
+        let payload = [0xabu8; 100];
+        for (src, dst, zero) in [
+            ("10.0.0.1:51820", "10.0.0.2:51820", true),
+            ("[fd00::1]:51820", "[fd00::2]:51820", false),
+        ] {
+            let h = hdr(src, dst, None);
+            let mut buf = [0u8; 256];
+            let off = h.header_len();
+            buf[off..off + payload.len()].copy_from_slice(&payload);
+            let n = write_udp_frame_with(&mut buf, &h, payload.len(), UdpChecksum::NoneOverIpv4)
+                .unwrap();
+            let udp_csum = &buf[off - 2..off];
+            assert_eq!(udp_csum == [0, 0], zero, "{src}");
+            assert!(verify_checksums(&buf[..n]), "{src}");
+            let parsed = parse_udp_frame(&buf[..n]).unwrap();
+            assert_eq!(parsed.payload, payload);
+            // The default still computes it.
+            let n = write_udp_frame(&mut buf, &h, payload.len()).unwrap();
+            assert_ne!(&buf[off - 2..off], &[0, 0]);
+            assert!(verify_checksums(&buf[..n]));
+        }
     }
 
     #[test]
