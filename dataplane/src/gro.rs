@@ -287,59 +287,11 @@ mod tests {
     use super::*;
     use crate::offload::for_each_packet;
 
+    use crate::offload::test_packets::tcp as segment_with_id;
+
     /// A valid TCP segment (full checksums) with `payload` bytes.
     fn segment(v6: bool, sport: u16, seq: u32, payload: &[u8], flags: u8, ts: u8) -> Vec<u8> {
         segment_with_id(v6, sport, seq, payload, flags, ts, (seq / 100) as u16)
-    }
-
-    fn segment_with_id(
-        v6: bool,
-        sport: u16,
-        seq: u32,
-        payload: &[u8],
-        flags: u8,
-        ts: u8,
-        id: u16,
-    ) -> Vec<u8> {
-        let ip_len = if v6 { 40 } else { 20 };
-        let tcp_len = 32;
-        let mut p = vec![0u8; ip_len + tcp_len + payload.len()];
-        let total = p.len();
-        if v6 {
-            p[0] = 0x60;
-            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-            p[6] = 6;
-            p[7] = 64;
-            p[8] = 0xfd;
-            p[23] = 1;
-            p[24] = 0xfd;
-            p[39] = 2;
-        } else {
-            p[0] = 0x45;
-            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            p[4..6].copy_from_slice(&id.to_be_bytes());
-            p[6] = 0x40;
-            p[8] = 64;
-            p[9] = 6;
-            p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-            p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-            let s = !fold(add(0, &p[..20]));
-            p[10..12].copy_from_slice(&s.to_be_bytes());
-        }
-        let t = ip_len;
-        p[t..t + 2].copy_from_slice(&sport.to_be_bytes());
-        p[t + 2..t + 4].copy_from_slice(&5201u16.to_be_bytes());
-        p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
-        p[t + 8..t + 12].copy_from_slice(&77u32.to_be_bytes());
-        p[t + 12] = 8 << 4;
-        p[t + 13] = flags;
-        p[t + 14..t + 16].copy_from_slice(&512u16.to_be_bytes());
-        p[t + 20..t + 24].copy_from_slice(&[1, 1, 8, 10]);
-        p[t + 27] = ts;
-        p[ip_len + tcp_len..].copy_from_slice(payload);
-        let c = !fold(add(pseudo_header(&p, 6, total - t), &p[t..]));
-        p[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
-        p
     }
 
     fn run(packets: &[Vec<u8>]) -> Vec<(Option<VnetHdr>, Vec<u8>)> {

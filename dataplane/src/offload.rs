@@ -205,6 +205,64 @@ fn segment_tcp(
     Ok(segments)
 }
 
+/// Test packets shared by the offload and coalescing tests.
+#[cfg(test)]
+pub(crate) mod test_packets {
+    use crate::checksum::{add, fold, pseudo_header};
+
+    /// A valid IPv4 or IPv6 TCP packet (full checksums, 12 bytes of
+    /// options with a timestamp byte `ts`) carrying `payload`.
+    pub fn tcp(
+        v6: bool,
+        sport: u16,
+        seq: u32,
+        payload: &[u8],
+        flags: u8,
+        ts: u8,
+        id: u16,
+    ) -> Vec<u8> {
+        let ip_len = if v6 { 40 } else { 20 };
+        let tcp_len = 32;
+        let mut p = vec![0u8; ip_len + tcp_len + payload.len()];
+        let total = p.len();
+        if v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = 6;
+            p[7] = 64;
+            p[8] = 0xfd;
+            p[23] = 1;
+            p[24] = 0xfd;
+            p[39] = 2;
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&id.to_be_bytes());
+            p[6] = 0x40;
+            p[8] = 64;
+            p[9] = 6;
+            p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+            p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+            let s = !fold(add(0, &p[..20]));
+            p[10..12].copy_from_slice(&s.to_be_bytes());
+        }
+        let t = ip_len;
+        p[t..t + 2].copy_from_slice(&sport.to_be_bytes());
+        p[t + 2..t + 4].copy_from_slice(&5201u16.to_be_bytes());
+        p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+        p[t + 8..t + 12].copy_from_slice(&77u32.to_be_bytes());
+        p[t + 12] = 8 << 4;
+        p[t + 13] = flags;
+        p[t + 14..t + 16].copy_from_slice(&512u16.to_be_bytes());
+        p[t + 20..t + 24].copy_from_slice(&[1, 1, 8, 10]);
+        p[t + 27] = ts;
+        p[ip_len + tcp_len..].copy_from_slice(payload);
+        let c = !fold(add(pseudo_header(&p, 6, total - t), &p[t..]));
+        p[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,40 +301,11 @@ mod tests {
         fold32(pseudo + sum16(tcp)) == 0xffff
     }
 
-    /// A TCP super-packet with `payload` bytes, the way the kernel hands it
-    /// over: lengths of the whole, TCP checksum holding the pseudo-header sum.
+    /// A TCP super-packet with `payload` bytes, as the kernel hands one
+    /// over (lengths of the whole; the checksums do not matter to the cut).
     fn super_packet(v6: bool, payload: usize, flags: u8) -> Vec<u8> {
-        let ip_len = if v6 { 40 } else { 20 };
-        let tcp_len = 32; // with the timestamp option
-        let mut p = vec![0u8; ip_len + tcp_len + payload];
-        let total = p.len();
-        if v6 {
-            p[0] = 0x60;
-            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-            p[6] = 6;
-            p[7] = 64;
-            p[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-            p[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        } else {
-            p[0] = 0x45;
-            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            p[4..6].copy_from_slice(&0xfffeu16.to_be_bytes());
-            p[6] = 0x40;
-            p[8] = 64;
-            p[9] = 6;
-            p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-            p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-        }
-        let t = ip_len;
-        p[t..t + 2].copy_from_slice(&5555u16.to_be_bytes());
-        p[t + 2..t + 4].copy_from_slice(&80u16.to_be_bytes());
-        p[t + 4..t + 8].copy_from_slice(&0xffff_ff00u32.to_be_bytes());
-        p[t + 12] = ((tcp_len / 4) as u8) << 4;
-        p[t + 13] = flags;
-        for (i, b) in p[ip_len + tcp_len..].iter_mut().enumerate() {
-            *b = (i * 7 + 3) as u8;
-        }
-        p
+        let body: Vec<u8> = (0..payload).map(|i| (i * 7 + 3) as u8).collect();
+        test_packets::tcp(v6, 5555, 0xffff_ff00, &body, flags, 9, 0xfffe)
     }
 
     fn gso(v6: bool, mss: u16) -> VnetHdr {
@@ -351,9 +380,6 @@ mod tests {
             ..VnetHdr::default()
         };
         let mut out = Vec::new();
-        // The IPv4 header checksum is the sender's job, not the offload's.
-        let ip = !fold32(sum16(&p[..20]));
-        p[10..12].copy_from_slice(&ip.to_be_bytes());
         assert_eq!(
             for_each_packet(&hdr, &mut p, &mut [], |s| out.push(s.to_vec())),
             Ok(1)
