@@ -166,6 +166,21 @@ fn data_plane_keeps_forwarding_after_control_is_killed() {
     assert!(alive(dp[0]), "the data plane outlives control");
     assert_ping(&t.a.ns, &b_addr, 3);
     assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
+    // With the interface gone the orphaned data plane exits, and takes the
+    // region its dead control left behind with it (40 MB of /dev/shm).
+    let region = format!("/dev/shm/wirespeed-{}", t.b.iface);
+    assert!(std::path::Path::new(&region).exists());
+    t.b.ns.ip(&["link", "del", &t.b.iface]);
+    assert!(
+        common::util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            !alive(dp[0])
+        }),
+        "the data plane exits with its interface"
+    );
+    assert!(
+        !std::path::Path::new(&region).exists(),
+        "{region} is removed by the last process that used it"
+    );
 }
 
 #[test]

@@ -117,7 +117,19 @@ fn any_live_key(region: &Region) -> bool {
 fn control_alive(region: &Region) -> bool {
     let pid = region.header().control_pid.load(Ordering::Relaxed) as libc::pid_t;
     // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
+}
+
+/// A killed process its parent has not reaped yet still answers signal 0.
+fn is_zombie(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The state follows the command name, which may hold ')'.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
 }
 
 pub fn run(opts: Options) -> io::Result<()> {
@@ -128,6 +140,10 @@ pub fn run(opts: Options) -> io::Result<()> {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     let region = Region::open(&opts.shm_path)?;
+    // The control process that started us: if it dies before we exit, the
+    // region is ours to remove (a new control for the interface would have
+    // put its own pid there).
+    let owner = region.header().control_pid.load(Ordering::Acquire);
     // Only one data plane runs at a time: a predecessor's locks are void.
     for i in 0..KEY_SLOTS {
         region.key(i).break_replay_lock();
@@ -280,6 +296,17 @@ pub fn run(opts: Options) -> io::Result<()> {
     shared.stop.store(true, Ordering::Relaxed);
     for t in handles {
         let _ = t.join();
+    }
+    if shared.region.header().control_pid.load(Ordering::Acquire) == owner
+        && !control_alive(&shared.region)
+    {
+        // Control was killed and we are the last user: nobody else would
+        // ever free this memory (/dev/shm is RAM).
+        match std::fs::remove_file(&opts.shm_path) {
+            Ok(()) => log("control is gone: removed the shared region"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log(&format!("cannot remove the shared region: {e}")),
+        }
     }
     if let Some(x) = &xdp {
         stats::publish_xdp(&shared.region, &x.programs);
