@@ -69,7 +69,7 @@ const AF_INET6: u8 = libc::AF_INET6 as u8;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `NLMSG_ALIGN` / `RTA_ALIGN`: round up to a multiple of 4, saturating.
-const fn align4(n: usize) -> usize {
+pub(crate) const fn align4(n: usize) -> usize {
     match n.checked_add(3) {
         Some(m) => m & !3,
         None => usize::MAX & !3,
@@ -566,7 +566,7 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = Option<Message<'_>>> {
 
 /// The attributes (type without the NESTED/BYTEORDER flags, payload) in
 /// `buf`; stops at the first malformed one.
-fn attrs_of(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs_of(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < 4 {
             return None;

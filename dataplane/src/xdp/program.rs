@@ -576,6 +576,8 @@ fn remove_stale_programs(ifindex: u32) -> io::Result<Vec<StaleProgram>> {
 
 mod netlink {
     use super::*;
+    // The attribute walk and alignment the route/neighbour client uses.
+    use crate::netlink::{align4, attrs_of as attrs};
 
     const NETLINK_ROUTE: libc::c_int = 0;
     const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -593,7 +595,6 @@ mod netlink {
     const RTM_GETLINK: u16 = 18;
     const RTM_SETLINK: u16 = 19;
     const NLA_F_NESTED: u16 = 1 << 15;
-    const NLA_TYPE_MASK: u16 = !(3 << 14);
 
     const IFLA_XDP: u16 = 43;
     const IFLA_XDP_FD: u16 = 1;
@@ -604,10 +605,6 @@ mod netlink {
     const IFLA_XDP_EXPECTED_FD: u16 = 8;
     const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 
-    const fn align4(n: usize) -> usize {
-        (n + 3) & !3
-    }
-
     /// Appends one attribute (header + payload, padded to 4 bytes).
     fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
         let len = 4 + payload.len();
@@ -615,23 +612,6 @@ mod netlink {
         buf.extend_from_slice(&kind.to_ne_bytes());
         buf.extend_from_slice(payload);
         buf.resize(align4(buf.len()), 0);
-    }
-
-    /// Iterates (type, payload) over a run of netlink attributes.
-    fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-        std::iter::from_fn(move || {
-            if buf.len() < 4 {
-                return None;
-            }
-            let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
-            let kind = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
-            if len < 4 || len > buf.len() {
-                return None;
-            }
-            let payload = &buf[4..len];
-            buf = &buf[align4(len).min(buf.len())..];
-            Some((kind, payload))
-        })
     }
 
     fn u32_of(payload: &[u8]) -> Option<u32> {
