@@ -36,8 +36,6 @@ struct FlowKey {
 /// What one plain TCP segment looks like, as far as merging goes.
 struct Segment {
     key: FlowKey,
-    v6: bool,
-    ip_len: usize,
     headers: usize,
     seq: u32,
     id: u16,
@@ -50,8 +48,6 @@ struct Segment {
 struct Flow {
     key: FlowKey,
     buf: Vec<u8>,
-    v6: bool,
-    ip_len: usize,
     headers: usize,
     mss: usize,
     next_seq: u32,
@@ -116,8 +112,6 @@ impl Gro {
         self.flows.push(Flow {
             key: seg.key,
             buf,
-            v6: seg.v6,
-            ip_len: seg.ip_len,
             headers: seg.headers,
             mss: seg.payload,
             next_seq: seg.seq.wrapping_add(seg.payload as u32),
@@ -153,10 +147,19 @@ impl Gro {
 }
 
 impl Flow {
+    /// Merged packets have no IPv4 options or IPv6 extension headers.
+    fn ip_len(&self) -> usize {
+        if self.key.v6 {
+            40
+        } else {
+            20
+        }
+    }
+
     fn accepts(&self, seg: &Segment, packet: &[u8]) -> bool {
         if self.closed
             || seg.seq != self.next_seq
-            || (!self.v6 && seg.id != self.next_id)
+            || (!self.key.v6 && seg.id != self.next_id)
             || seg.payload > self.mss
             || seg.headers != self.headers
             || self.buf.len() + seg.payload > MAX_LEN
@@ -164,10 +167,10 @@ impl Flow {
             return false;
         }
         let first = &self.buf;
-        let (ip, tcp) = (self.ip_len, self.ip_len);
+        let tcp = self.ip_len();
         // IP fields that must agree: v4 TOS, flags/fragment, TTL, protocol;
         // v6 version/class/flow label, next header, hop limit.
-        let ip_same = if self.v6 {
+        let ip_same = if self.key.v6 {
             first[..4] == packet[..4] && first[6..8] == packet[6..8]
         } else {
             first[1] == packet[1] && first[6..10] == packet[6..10]
@@ -178,7 +181,6 @@ impl Flow {
             && first[tcp + 8..tcp + 13] == packet[tcp + 8..tcp + 13]
             && first[tcp + 14..tcp + 16] == packet[tcp + 14..tcp + 16]
             && first[tcp + 20..self.headers] == packet[tcp + 20..seg.headers]
-            && ip == seg.ip_len
     }
 
     fn append(&mut self, seg: &Segment, packet: &[u8]) {
@@ -187,7 +189,8 @@ impl Flow {
         self.next_id = self.next_id.wrapping_add(1);
         self.segments += 1;
         if seg.flags & TCP_PSH != 0 {
-            self.buf[self.ip_len + 13] |= TCP_PSH;
+            let tcp = self.ip_len();
+            self.buf[tcp + 13] |= TCP_PSH;
             self.closed = true;
         }
         if seg.payload < self.mss {
@@ -200,9 +203,9 @@ impl Flow {
     /// pseudo-header sum) for the kernel to treat as CHECKSUM_PARTIAL.
     fn finish(&mut self) -> VnetHdr {
         let len = self.buf.len();
-        let tcp = self.ip_len;
+        let tcp = self.ip_len();
         let b = &mut self.buf;
-        if self.v6 {
+        if self.key.v6 {
             b[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
         } else {
             b[2..4].copy_from_slice(&(len as u16).to_be_bytes());
@@ -214,7 +217,7 @@ impl Flow {
         b[tcp + 16..tcp + 18].copy_from_slice(&fold(sum).to_be_bytes());
         VnetHdr {
             flags: F_NEEDS_CSUM,
-            gso_type: if self.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            gso_type: if self.key.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
             hdr_len: self.headers as u16,
             gso_size: self.mss as u16,
             csum_start: tcp as u16,
@@ -268,8 +271,6 @@ fn parse(p: &[u8]) -> Option<Segment> {
     }
     Some(Segment {
         key,
-        v6,
-        ip_len,
         headers,
         seq: u32::from_be_bytes(tcp[4..8].try_into().ok()?),
         id: if v6 {
