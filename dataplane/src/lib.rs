@@ -3,6 +3,7 @@
 //! Transport message layout and sealing, the replay window, the AllowedIPs
 //! table. No I/O lives in the protocol modules; the backends feed them bytes.
 
+pub mod aead;
 pub mod allowedips;
 pub mod checksum;
 pub mod consts;

@@ -33,6 +33,11 @@ impl SessionKey {
     pub fn raw(&self) -> &[u8; 32] {
         &self.raw
     }
+
+    /// ring's expanded key, for the batch's long messages.
+    pub(crate) fn ring(&self) -> &LessSafeKey {
+        &self.aead
+    }
 }
 
 impl core::fmt::Debug for SessionKey {
@@ -80,6 +85,29 @@ pub fn seal_into(
     mtu: usize,
     out: &mut [u8],
 ) -> Option<usize> {
+    let total = write_unsealed(receiver, counter, packet, mtu, out)?;
+    let padded = total - TRANSPORT_HEADER_LEN - TAG_LEN;
+    let (text, tag_out) = out[TRANSPORT_HEADER_LEN..total].split_at_mut(padded);
+    let tag = key
+        .aead
+        .seal_in_place_separate_tag(counter_nonce(counter), Aad::empty(), text)
+        .expect("plaintext within ChaCha20-Poly1305 limits");
+    tag_out.copy_from_slice(tag.as_ref());
+    Some(total)
+}
+
+/// Lays out a transport message still to be sealed: the header, `packet`
+/// padded with zeros, and room for the tag. Returns the message length, or
+/// `None` if `out` is shorter than [`sealed_len`]. Sealing the bytes after
+/// the header in place (see [`crate::aead::AeadBatch::seal`]) completes it;
+/// a batch lays out all its messages first and seals them together.
+pub fn write_unsealed(
+    receiver: u32,
+    counter: u64,
+    packet: &[u8],
+    mtu: usize,
+    out: &mut [u8],
+) -> Option<usize> {
     let padded = padded_len(packet.len(), mtu);
     let total = TRANSPORT_HEADER_LEN + padded + TAG_LEN;
     let out = out.get_mut(..total)?;
@@ -87,14 +115,8 @@ pub fn seal_into(
     let header: &mut [u8; TRANSPORT_HEADER_LEN] =
         header.try_into().expect("split at header length");
     write_transport_header(header, receiver, counter);
-    let (text, tag_out) = body.split_at_mut(padded);
-    text[..packet.len()].copy_from_slice(packet);
-    text[packet.len()..].fill(0);
-    let tag = key
-        .aead
-        .seal_in_place_separate_tag(counter_nonce(counter), Aad::empty(), text)
-        .expect("plaintext within ChaCha20-Poly1305 limits");
-    tag_out.copy_from_slice(tag.as_ref());
+    body[..packet.len()].copy_from_slice(packet);
+    body[packet.len()..].fill(0);
     Some(total)
 }
 
