@@ -9,12 +9,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
+use crate::aead::{AeadBatch, JobId};
 use crate::consts::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
 };
 use crate::gro::Gro;
 use crate::ip;
-use crate::messages::{message_type, Message, MSG_TRANSPORT};
+use crate::messages::{message_type, Message, MSG_TRANSPORT, TAG_LEN, TRANSPORT_HEADER_LEN};
 use crate::offload::{self, VnetHdr};
 use crate::shm::events::{ToControl, ToDataplane, MAX_DATAGRAM};
 use crate::shm::keys::slot_of_index;
@@ -23,6 +24,7 @@ use crate::shm::monotonic_ns;
 use crate::transport;
 use crate::tun::TunQueue;
 use crate::udp::{RecvSlot, SendMsg, UdpSocketBatch};
+use crate::xsk::HeldFrame;
 
 use super::backend::XdpPort;
 use super::keycache::KeyCache;
@@ -48,12 +50,27 @@ const REKEY_NS: u64 = REKEY_AFTER_TIME.as_nanos() as u64;
 const LASTMINUTE_NS: u64 =
     REJECT_NS - KEEPALIVE_TIMEOUT.as_nanos() as u64 - REKEY_TIMEOUT.as_nanos() as u64;
 
-/// A sealed message waiting for the next sendmmsg.
+/// A message waiting for the next sendmmsg: laid out by `seal_for`, sealed
+/// (its `job` done) by `flush_out`.
 struct Out {
     dst: SocketAddr,
     src: Option<IpAddr>,
     peer: u32,
     buf: Vec<u8>,
+    job: Option<JobId>,
+}
+
+/// A transport message laid out in an AF_XDP frame, to be sealed and given
+/// its headers at the next `flush_out`.
+struct PendingFrame {
+    /// Index into the worker's `xdp` ports.
+    port: usize,
+    frame: HeldFrame,
+    header: FrameHeader,
+    header_len: usize,
+    /// The transport message's length, after the headers.
+    len: usize,
+    job: JobId,
 }
 
 pub struct Worker {
@@ -90,6 +107,30 @@ pub struct Worker {
     more: bool,
     /// This worker's counters in the region (it is their only writer).
     stats: Stats,
+    /// The receive batch's opens, and the messages waiting for them
+    /// (reused buffers: nothing is allocated per packet).
+    rx_crypto: AeadBatch,
+    rx_udp_admitted: Vec<(usize, Incoming)>,
+    rx_xdp_admitted: Vec<(HeldFrame, std::ops::Range<usize>, Incoming)>,
+    /// The seals of messages laid out since the last flush.
+    tx_crypto: AeadBatch,
+    tx_xdp_pending: Vec<PendingFrame>,
+}
+
+/// A received transport message that passed the checks before
+/// decryption, waiting for its batch to be opened.
+#[derive(Clone, Copy)]
+struct Incoming {
+    job: JobId,
+    src: SocketAddr,
+    local: Option<IpAddr>,
+    counter: u64,
+    receiver: u32,
+    slot: usize,
+    seq: u64,
+    peer: u32,
+    initiator: bool,
+    age: u64,
 }
 
 /// Which of the worker's file descriptors poll found readable.
@@ -123,6 +164,11 @@ impl Worker {
             now: monotonic_ns(),
             more: false,
             stats: Stats::new(&shared.region, id),
+            rx_crypto: AeadBatch::new(),
+            rx_udp_admitted: Vec::with_capacity(BATCH),
+            rx_xdp_admitted: Vec::with_capacity(BATCH),
+            tx_crypto: AeadBatch::new(),
+            tx_xdp_pending: Vec::with_capacity(BATCH),
         }
     }
 
@@ -216,11 +262,20 @@ impl Worker {
                 Err(_) => return false,
             };
             let mut rx = std::mem::take(&mut self.rx);
-            for slot in &mut rx[..n] {
+            let mut admitted = std::mem::take(&mut self.rx_udp_admitted);
+            for (i, slot) in rx[..n].iter_mut().enumerate() {
                 let (src, local) = (slot.src(), slot.local());
-                self.datagram(src, local, slot.data_mut());
+                if let Some(inc) = self.datagram(src, local, slot.data_mut()) {
+                    admitted.push((i, inc));
+                }
             }
+            self.rx_crypto.generate();
+            for (i, inc) in admitted.drain(..) {
+                self.deliver(&inc, rx[i].data_mut());
+            }
+            self.rx_crypto.clear();
             self.rx = rx;
+            self.rx_udp_admitted = admitted;
             self.flush_gro();
             self.flush_out();
             if n < BATCH {
@@ -231,16 +286,17 @@ impl Worker {
     }
 
     /// Frames the XDP program steered to our AF_XDP sockets: transport
-    /// messages only, opened where they lie in the UMEM. Each frame returns
-    /// to the fill ring after its turn. Looking at the rx ring costs no
-    /// system call, so this runs every turn. True when it stopped with
-    /// more to read.
+    /// messages only, opened where they lie in the UMEM. A batch's frames
+    /// are held while it is checked and opened together, then each returns
+    /// to the fill ring. Looking at the rx ring costs no system call, so
+    /// this runs every turn. True when it stopped with more to read.
     fn receive_xdp(&mut self) -> bool {
         if self.xdp.is_empty() {
             return false;
         }
         let mut more = false;
         let mut ports = std::mem::take(&mut self.xdp);
+        let mut admitted = std::mem::take(&mut self.rx_xdp_admitted);
         for p in &mut ports {
             let mut full = true;
             for _ in 0..8 {
@@ -251,10 +307,24 @@ impl Worker {
                     }) else {
                         return;
                     };
-                    if let Some(payload) = frame.data_mut().get_mut(at) {
-                        self.datagram(src, local, payload);
+                    let Some(payload) = frame.data_mut().get_mut(at.clone()) else {
+                        return;
+                    };
+                    if let Some(inc) = self.datagram(src, local, payload) {
+                        // Offsets in the held buffer, which starts at the
+                        // frame's headroom rather than at its data.
+                        let off = frame.offset();
+                        admitted.push((frame.hold(), off + at.start..off + at.end, inc));
                     }
                 });
+                self.rx_crypto.generate();
+                for (held, at, inc) in admitted.drain(..) {
+                    if let Some(data) = p.sock.held_buf(&held).and_then(|b| b.get_mut(at)) {
+                        self.deliver(&inc, data);
+                    }
+                    p.sock.recycle(held);
+                }
+                self.rx_crypto.clear();
                 if n < BATCH {
                     full = false;
                     break;
@@ -263,13 +333,23 @@ impl Worker {
             more |= full;
         }
         self.xdp = ports;
+        self.rx_xdp_admitted = admitted;
         self.flush_gro();
         more
     }
 
-    fn datagram(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &mut [u8]) {
+    /// One received datagram: a transport message that passes the checks
+    /// before decryption is queued for the batch's open and returned, to be
+    /// [`deliver`](Self::deliver)ed once the batch is opened; anything else
+    /// is handled here.
+    fn datagram(
+        &mut self,
+        src: SocketAddr,
+        local: Option<IpAddr>,
+        data: &mut [u8],
+    ) -> Option<Incoming> {
         match message_type(data) {
-            Ok(MSG_TRANSPORT) => self.transport(src, local, data),
+            Ok(MSG_TRANSPORT) => self.admit(src, local, data),
             Ok(_) if data.len() <= MAX_DATAGRAM => {
                 self.stats.handshake();
                 let ev = ToControl::Handshake {
@@ -278,36 +358,78 @@ impl Worker {
                     datagram: data.to_vec(),
                 };
                 self.shared.notify(self.id, &ev);
+                None
             }
-            _ => self.stats.drop_packet(DropReason::Malformed),
+            _ => {
+                self.stats.drop_packet(DropReason::Malformed);
+                None
+            }
         }
     }
 
-    /// Opens a transport message in place (`data` is the received
-    /// datagram's payload) and writes its packet to the TUN.
-    fn transport(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &mut [u8]) {
+    /// The checks a transport message passes before it is worth opening:
+    /// a live session for its receiver index, and a counter the replay
+    /// window has not seen. Queues its open in the batch.
+    fn admit(&mut self, src: SocketAddr, local: Option<IpAddr>, data: &[u8]) -> Option<Incoming> {
         let Ok(Message::Transport(t)) = Message::parse(data) else {
-            return self.stats.drop_packet(DropReason::Malformed);
+            self.stats.drop_packet(DropReason::Malformed);
+            return None;
         };
-        let (receiver, counter, wire_len) = (t.receiver, t.counter, data.len());
+        let (receiver, counter, text_len) = (t.receiver, t.counter, t.sealed.len() - TAG_LEN);
         let region = &self.shared.region;
         let slot = slot_of_index(receiver);
         let Some(key) = self.keys.by_index(region, receiver) else {
-            return self.stats.drop_packet(DropReason::UnknownIndex);
+            self.stats.drop_packet(DropReason::UnknownIndex);
+            return None;
         };
         let age = key.age_ns(self.now);
         if age >= REJECT_NS {
-            return self.stats.drop_packet(DropReason::KeyExpired);
+            self.stats.drop_packet(DropReason::KeyExpired);
+            return None;
         }
-        let (seq, peer, initiator) = (key.seq, key.peer, key.initiator);
-        let shm_key = region.key(slot);
-        if !shm_key.replay(seq, counter, false) {
-            return self.stats.drop_packet(DropReason::Replay);
+        if !region.key(slot).replay(key.seq, counter, false) {
+            self.stats.drop_packet(DropReason::Replay);
+            return None;
         }
-        let Ok(plain) = transport::open_in_place(&key.recv, data) else {
+        let job = self.rx_crypto.push(&key.recv, counter, text_len);
+        Some(Incoming {
+            job,
+            src,
+            local,
+            counter,
+            receiver,
+            slot,
+            seq: key.seq,
+            peer: key.peer,
+            initiator: key.initiator,
+            age,
+        })
+    }
+
+    /// Opens an admitted transport message in place (`data` is the whole
+    /// message, as it was when admitted) and writes its packet to the TUN.
+    fn deliver(&mut self, inc: &Incoming, data: &mut [u8]) {
+        let wire_len = data.len();
+        let Some(body) = data.get_mut(TRANSPORT_HEADER_LEN..) else {
+            return self.stats.drop_packet(DropReason::Malformed);
+        };
+        let Ok(plain) = self.rx_crypto.open(inc.job, body) else {
             return self.stats.drop_packet(DropReason::DecryptFailed);
         };
-        if !shm_key.replay(seq, counter, true) {
+        let Incoming {
+            src,
+            local,
+            counter,
+            receiver,
+            slot,
+            seq,
+            peer,
+            initiator,
+            age,
+            ..
+        } = *inc;
+        let region = &self.shared.region;
+        if !region.key(slot).replay(seq, counter, true) {
             return self.stats.drop_packet(DropReason::Replay);
         }
         let p = region.peer(peer as usize);
@@ -436,7 +558,7 @@ impl Worker {
             self.shared.stage(peer, packet.to_vec());
             self.need_handshake(peer);
         }
-        if self.out_len >= BATCH {
+        if self.pending_out() >= BATCH {
             self.flush_out();
         }
     }
@@ -481,6 +603,8 @@ impl Worker {
             let sent = xdp_send(
                 &mut self.xdp,
                 &mut self.nexthops,
+                &mut self.tx_crypto,
+                &mut self.tx_xdp_pending,
                 key,
                 counter,
                 packet,
@@ -505,20 +629,22 @@ impl Worker {
                 src,
                 peer,
                 buf: Vec::with_capacity(2048),
+                job: None,
             });
         }
         let o = &mut self.out[self.out_len];
         o.dst = dst;
         o.src = src;
         o.peer = peer;
-        transport::seal(
+        o.buf.clear();
+        o.buf.resize(transport::sealed_len(packet.len(), mtu), 0);
+        let n = transport::write_unsealed(key.remote_index, counter, packet, mtu, &mut o.buf);
+        debug_assert_eq!(n, Some(o.buf.len()));
+        o.job = Some(self.tx_crypto.push(
             &key.send,
-            key.remote_index,
             counter,
-            packet,
-            mtu,
-            &mut o.buf,
-        );
+            o.buf.len() - TRANSPORT_HEADER_LEN - TAG_LEN,
+        ));
         p.note_tx(o.buf.len() as u64, self.now, data);
         self.stats.tx(o.buf.len());
         self.out_len += 1;
@@ -529,7 +655,51 @@ impl Worker {
         true
     }
 
+    /// Messages laid out but not yet sealed and sent.
+    fn pending_out(&self) -> usize {
+        self.out_len + self.tx_xdp_pending.len()
+    }
+
+    /// Seals every laid-out message as one batch, queues the AF_XDP ones on
+    /// their sockets' tx rings and sends the rest with sendmmsg.
     fn flush_out(&mut self) {
+        self.tx_crypto.generate();
+        for t in self.tx_xdp_pending.drain(..) {
+            let Some(port) = self.xdp.get_mut(t.port) else {
+                // The ports are only ever away during receive_xdp, which
+                // lays nothing out; a frame cannot be given back without
+                // its socket, so it would show in the frame counts.
+                self.stats.drop_packet(DropReason::TxFull);
+                continue;
+            };
+            let sock = &mut port.sock;
+            let built = sock.held_buf(&t.frame).and_then(|buf| {
+                let body =
+                    buf.get_mut(t.header_len + TRANSPORT_HEADER_LEN..t.header_len + t.len)?;
+                self.tx_crypto.seal(t.job, body).then_some(())?;
+                // No UDP checksum over IPv4: the Poly1305 tag already covers
+                // every byte, and skipping it saves a pass over each packet.
+                write_udp_frame_with(buf, &t.header, t.len, UdpChecksum::NoneOverIpv4)
+            });
+            let queued = match built {
+                Some(total) => sock.transmit_held(t.frame, 0, total),
+                None => Err(t.frame),
+            };
+            if let Err(frame) = queued {
+                sock.recycle(frame);
+                self.stats.drop_packet(DropReason::TxFull);
+            }
+        }
+        for o in &mut self.out[..self.out_len] {
+            if let Some(job) = o.job.take() {
+                let sealed = o
+                    .buf
+                    .get_mut(TRANSPORT_HEADER_LEN..)
+                    .is_some_and(|body| self.tx_crypto.seal(job, body));
+                debug_assert!(sealed, "laid out by seal_for for this job");
+            }
+        }
+        self.tx_crypto.clear();
         for p in &mut self.xdp {
             let _ = p.sock.flush();
         }
@@ -637,7 +807,7 @@ impl Worker {
                 self.need_handshake(peer);
                 break;
             }
-            if self.out_len >= BATCH {
+            if self.pending_out() >= BATCH {
                 self.flush_out();
             }
         }
@@ -675,15 +845,19 @@ fn write_tun(
     }
 }
 
-/// Seals `packet` straight into an AF_XDP frame with its Ethernet, IP and
-/// UDP headers in front. `None` when the next hop is not resolved yet, the
-/// route leaves through an interface we have no socket on, or no frame is
-/// free: the caller then sends through the kernel's UDP socket (which also
-/// makes the kernel resolve the neighbour for next time).
+/// Lays `packet` out as a transport message in an AF_XDP frame, after
+/// room for its Ethernet, IP and UDP headers, and queues its sealing in
+/// `crypto`; [`Worker::flush_out`] seals it, writes the headers and sends
+/// it. `None` when the next hop is not resolved yet, the route leaves
+/// through an interface we have no socket on, or no frame is free: the
+/// caller then sends through the kernel's UDP socket (which also makes the
+/// kernel resolve the neighbour for next time).
 #[allow(clippy::too_many_arguments)]
 fn xdp_send(
     ports: &mut [XdpPort],
     nexthops: &mut NextHopCache,
+    crypto: &mut AeadBatch,
+    pending: &mut Vec<PendingFrame>,
     key: &super::keycache::CachedKey,
     counter: u64,
     packet: &[u8],
@@ -695,7 +869,7 @@ fn xdp_send(
     let Ok(Resolve::Resolved(nh)) = nexthops.resolve(dst.ip()) else {
         return None;
     };
-    let port = ports.iter_mut().find(|p| p.ifindex == nh.ifindex)?;
+    let port = ports.iter().position(|p| p.ifindex == nh.ifindex)?;
     // A sticky source other than the route's own may be a secondary
     // address, or one that has vanished; only the kernel path can tell
     // (sendmsg with pktinfo fails for a non-local source), so those replies
@@ -703,27 +877,31 @@ fn xdp_send(
     if sticky_src.is_some_and(|ip| ip != nh.src_ip) {
         return None;
     }
-    let src_ip = nh.src_ip;
-    let hdr = FrameHeader {
+    let header = FrameHeader {
         src_mac: nh.src_mac,
         dst_mac: nh.dst_mac,
         vlan: None,
-        src: SocketAddr::new(src_ip, src_port),
+        src: SocketAddr::new(nh.src_ip, src_port),
         dst,
     };
-    let hl = hdr.header_len();
-    let mut frame = port.sock.tx_frame()?;
+    let header_len = header.header_len();
+    let mut frame = ports[port].sock.tx_frame()?;
     let buf = frame.buf();
-    let n = transport::seal_into(
-        &key.send,
+    let len = transport::write_unsealed(
         key.remote_index,
         counter,
         packet,
         mtu,
-        buf.get_mut(hl..)?,
+        buf.get_mut(header_len..)?,
     )?;
-    // No UDP checksum over IPv4: the Poly1305 tag already covers every
-    // byte, and skipping it saves a pass over each sealed packet.
-    let total = write_udp_frame_with(buf, &hdr, n, UdpChecksum::NoneOverIpv4)?;
-    frame.submit(total).then_some(n)
+    let job = crypto.push(&key.send, counter, len - TRANSPORT_HEADER_LEN - TAG_LEN);
+    pending.push(PendingFrame {
+        port,
+        frame: frame.hold(),
+        header,
+        header_len,
+        len,
+        job,
+    });
+    Some(len)
 }

@@ -517,7 +517,7 @@ impl XskSocket {
             return None;
         }
         // SAFETY: the HeldFrame token (not Clone, made only by RxFrame::hold
-        // of this socket, consumed by recycle/transmit_held) proves the
+        // or TxFrame::hold of this socket, consumed by recycle/transmit_held) proves the
         // frame is ours and out of the kernel's hands; the slice borrows
         // self mutably, so no other slice of any frame is live.
         Some(unsafe { self.umem.frame_mut(frame.base) })
@@ -824,7 +824,8 @@ impl RxFrame<'_> {
     }
 }
 
-/// A received frame kept past the rx callback. Not `Clone`: exactly one
+/// A frame kept by the caller: received and kept past the rx callback, or
+/// taken for transmission and not yet queued. Not `Clone`: exactly one
 /// token per frame, consumed when the frame is given back.
 #[must_use = "a dropped HeldFrame never returns to the fill ring; pass it to recycle()"]
 #[derive(Debug, PartialEq, Eq)]
@@ -899,6 +900,23 @@ impl TxFrame<'_> {
         } else {
             self.sock.counters.tx_dropped += 1;
             false
+        }
+    }
+}
+
+impl TxFrame<'_> {
+    /// Keeps the frame to finish later (a batch seals all its packets
+    /// before any is queued). The token goes to
+    /// [`XskSocket::transmit_held`] or [`XskSocket::recycle`] like a held
+    /// received frame.
+    pub fn hold(mut self) -> HeldFrame {
+        self.submitted = true;
+        self.sock.held += 1;
+        HeldFrame {
+            owner: self.sock.id,
+            base: self.base,
+            offset: 0,
+            len: 0,
         }
     }
 }

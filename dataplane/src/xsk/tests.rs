@@ -376,6 +376,60 @@ fn tx_batch_reaches_a_udp_socket() {
     });
 }
 
+/// A batch takes its frames first and finishes them later (the worker
+/// seals a whole batch before queueing any of it): held tx frames are
+/// written through `held_buf`, queued with `transmit_held`, and one given
+/// back with `recycle` never leaves.
+#[test]
+fn tx_frames_held_then_filled_and_sent() {
+    let Some(net) = TestNet::new("tx_frames_held_then_filled_and_sent") else {
+        return;
+    };
+    net.run(|| {
+        const N: u32 = 16;
+        const FRAMES: u32 = 64;
+        let rx = udp_receiver(SocketAddrV4::new(B_IP, 7778));
+        let mut xsk = XskSocket::new(ifindex("wska"), 0, opts(FRAMES, 64, ZeroCopy::Off)).unwrap();
+        let src = SocketAddrV4::new(A_IP, 4445);
+        let dst = SocketAddrV4::new(B_IP, 7778);
+        let held: Vec<HeldFrame> = (0..N + 1)
+            .map(|_| xsk.tx_frame().expect("tx frame").hold())
+            .collect();
+        assert_eq!(xsk.frame_counts().held, N + 1);
+        assert_eq!(xsk.frame_counts().tx_kernel, 0);
+        let mut held = held.into_iter();
+        xsk.recycle(held.next().unwrap());
+        for (seq, frame) in held.enumerate() {
+            let buf = xsk.held_buf(&frame).expect("our frame");
+            let n = build_udp4(buf, A_MAC, B_MAC, src, dst, &payload_for(seq as u32));
+            xsk.transmit_held(frame, 0, n).expect("tx ring has room");
+        }
+        assert_eq!(xsk.frame_counts().held, 0);
+        assert_eq!(xsk.frame_counts().tx_kernel, N);
+        xsk.flush().unwrap();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for seq in 0..N {
+            loop {
+                assert!(Instant::now() < deadline, "datagram {seq} never came");
+                match rx.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        assert_eq!(&buf[..n], &payload_for(seq)[..], "in order, intact");
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        xsk.flush().unwrap();
+                    }
+                    Err(e) => panic!("recv: {e}"),
+                }
+            }
+        }
+        wait_completions(&mut xsk);
+        assert_eq!(xsk.counters().tx_completed, u64::from(N));
+        assert_no_leak(&xsk, FRAMES);
+    });
+}
+
 #[test]
 fn tx_rejects_bad_lengths_without_losing_frames() {
     let Some(net) = TestNet::new("tx_rejects_bad_lengths_without_losing_frames") else {
