@@ -14,6 +14,7 @@
 # SIZES and COUNT (messages per generator) override the defaults.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WIRESPEED_GIVEN=${WIRESPEED:-}
 BIN=${PACKET_RATE:-$ROOT/target/release/packet-rate}
 WIRESPEED=${WIRESPEED:-$ROOT/target/release/wirespeed}
 SIZES=${SIZES:-"64 1420"}
@@ -27,17 +28,19 @@ PID=""
 
 cleanup() {
     [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    for ns in "$NS_A" "$NS_B"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null; done
+    # Under set -e a failing cleanup step would be the script's exit status.
+    for ns in "$NS_A" "$NS_B"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
     sleep 0.3
-    for ns in "$NS_A" "$NS_B"; do ip netns del "$ns" 2>/dev/null; done
+    for ns in "$NS_A" "$NS_B"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -f "/var/run/wireguard/$TUN_WS.sock"
     rm -rf "$LOG"
 }
 trap cleanup EXIT
-if [ ! -x "$BIN" ] || [ ! -x "$WIRESPEED" ]; then
+# Built every run unless both binaries are given (the device run carries
+# them): an old build would measure old code.
+if [ -z "${PACKET_RATE:-}" ] || [ -z "${WIRESPEED_GIVEN:-}" ]; then
     (cd "$ROOT" && cargo build --release -q -p wirespeed-control -p wirespeed-bench --bin wirespeed --bin packet-rate)
 fi
-
 seq_csv() { local from=$1 n=$2 i out=""; for ((i = from; i < from + n; i++)); do out+="${out:+,}$i"; done; echo "$out"; }
 
 # link W: the namespaces and a veth pair with W queues each way; generator

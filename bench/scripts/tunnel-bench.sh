@@ -12,7 +12,9 @@ SECS=${1:-10}; shift || true
 IMPLS=("$@"); [ ${#IMPLS[@]} -gt 0 ] || IMPLS=(wirespeed-xdp wirespeed-udp wireguard-go boringtun)
 . "$(dirname "$0")/tunnel-lib.sh"
 trap tl_cleanup EXIT
-[ -x "$WIRESPEED" ] || (cd "$ROOT" && cargo build --release -q -p wirespeed-control)
+# Built every run unless WIRESPEED names a binary: an old build would
+# measure old code.
+[ -n "$WIRESPEED_GIVEN" ] || (cd "$ROOT" && cargo build --release -q -p wirespeed-control)
 tl_link
 # UDP: unlimited rate, datagrams that fit the tunnel's 1420-byte MTU.
 UDP_ARGS=(-u -b 0 -l 1380)

@@ -13,6 +13,7 @@ UNDER_A=192.168.213.1; UNDER_B=192.168.213.2
 TUN_A=10.213.0.1; TUN_B=10.213.0.2
 WORK=$(mktemp -d /tmp/wirespeed-tl.XXXXXX)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+WIRESPEED_GIVEN=${WIRESPEED:-}
 WIRESPEED=${WIRESPEED:-$ROOT/target/release/wirespeed}
 BORINGTUN=${BORINGTUN:-$(command -v boringtun-cli || echo "$HOME/.cargo/bin/boringtun-cli")}
 PIDS=()
