@@ -289,7 +289,10 @@ fn uapi_server_limits() {
         max_line_len: 100,
         max_request_bytes: 10_000,
         max_connections: 2,
-        idle_timeout: Some(Duration::from_millis(500)),
+        // Long enough that a loaded machine (CI runs tests in parallel)
+        // cannot stall the test past it between connecting the two idle
+        // clients and seeing them both counted.
+        idle_timeout: Some(Duration::from_secs(2)),
     };
     let h = quiet(UapiServer::bind_path(dir.sock()).unwrap())
         .with_limits(limits)

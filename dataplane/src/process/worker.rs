@@ -696,7 +696,13 @@ impl Worker {
                     .buf
                     .get_mut(TRANSPORT_HEADER_LEN..)
                     .is_some_and(|body| self.tx_crypto.seal(job, body));
-                debug_assert!(sealed, "laid out by seal_for for this job");
+                if !sealed {
+                    // Laid out by seal_for for this very job, so this cannot
+                    // happen; if it did, the plaintext must not leave.
+                    debug_assert!(sealed, "laid out by seal_for for this job");
+                    o.buf.clear();
+                    self.stats.drop_packet(DropReason::SendFailed);
+                }
             }
         }
         self.tx_crypto.clear();
@@ -706,12 +712,16 @@ impl Worker {
         if self.out_len == 0 {
             return;
         }
-        let msgs: Vec<SendMsg<'_>> = self.out[..self.out_len]
+        // Which `out` entry each message is (unsealed ones are left out).
+        let from: Vec<usize> = (0..self.out_len)
+            .filter(|&i| !self.out[i].buf.is_empty())
+            .collect();
+        let msgs: Vec<SendMsg<'_>> = from
             .iter()
-            .map(|o| SendMsg {
-                dst: o.dst,
-                src: o.src,
-                data: &o.buf,
+            .map(|&i| SendMsg {
+                dst: self.out[i].dst,
+                src: self.out[i].src,
+                data: &self.out[i].buf,
             })
             .collect();
         let mut sent = 0;
@@ -752,7 +762,7 @@ impl Worker {
         drop(msgs);
         // A source address that vanished: tell control to forget it.
         for i in stale_source {
-            let o = &self.out[i];
+            let o = &self.out[from[i]];
             let ev = ToControl::EndpointMoved {
                 peer: o.peer,
                 endpoint: o.dst,
