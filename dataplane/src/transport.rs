@@ -8,7 +8,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use zeroize::Zeroizing;
 
 use crate::messages::{
-    padded_len, write_transport_header, Message, Transport, TAG_LEN, TRANSPORT_HEADER_LEN,
+    padded_len, write_transport_header, Transport, TAG_LEN, TRANSPORT_HEADER_LEN,
 };
 
 /// A ChaCha20-Poly1305 session key for one direction of one session.
@@ -145,55 +145,16 @@ pub fn open(key: &SessionKey, msg: &Transport<'_>, out: &mut Vec<u8>) -> Result<
     }
 }
 
-/// Opens a transport message where it lies (a received frame): `message`
-/// is the whole message, header included. Returns the padded plaintext,
-/// which overwrites the ciphertext right after the header; on failure the
-/// bytes are garbage and must be dropped. Saves the copy [`open`] makes.
-pub fn open_in_place<'m>(
-    key: &SessionKey,
-    message: &'m mut [u8],
-) -> Result<&'m mut [u8], OpenError> {
-    let (counter, body) = match Message::parse(message) {
-        Ok(Message::Transport(t)) => (t.counter, TRANSPORT_HEADER_LEN..message.len()),
-        _ => return Err(OpenError),
-    };
-    key.aead
-        .open_in_place(counter_nonce(counter), Aad::empty(), &mut message[body])
-        .map_err(|_| OpenError)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::Message;
 
     fn parse(b: &[u8]) -> Transport<'_> {
         match Message::parse(b).unwrap() {
             Message::Transport(t) => t,
             m => panic!("not transport: {m:?}"),
         }
-    }
-
-    #[test]
-    fn open_in_place_matches_open() {
-        let k = SessionKey::new([9; 32]);
-        for len in [0usize, 1, 63, 64, 1420] {
-            let packet: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut msg = Vec::new();
-            seal(&k, 7, 42, &packet, 1420, &mut msg);
-            let mut copied = Vec::new();
-            open(&k, &parse(&msg), &mut copied).unwrap();
-            let mut frame = msg.clone();
-            let plain = open_in_place(&k, &mut frame).unwrap();
-            assert_eq!(plain, &copied[..]);
-            let mut forged = msg.clone();
-            *forged.last_mut().unwrap() ^= 1;
-            assert_eq!(open_in_place(&k, &mut forged), Err(OpenError));
-            assert_eq!(
-                open_in_place(&SessionKey::new([1; 32]), &mut msg.clone()),
-                Err(OpenError)
-            );
-        }
-        assert_eq!(open_in_place(&k, &mut [4u8, 0, 0, 0][..]), Err(OpenError));
     }
 
     #[test]
