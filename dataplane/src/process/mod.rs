@@ -45,7 +45,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     TERMINATE.store(true, Ordering::Relaxed);
 }
 
-fn log(msg: &str) {
+pub(super) fn log(msg: &str) {
     eprintln!("wirespeed-dataplane[{}]: {msg}", std::process::id());
 }
 

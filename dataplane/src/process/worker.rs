@@ -35,6 +35,10 @@ use crate::netlink::{NextHopCache, Resolve};
 use crate::shm::stats::DropReason;
 
 const BATCH: usize = 32;
+/// Sealed messages for the UDP socket are sent once this many wait (a TUN
+/// super-packet's segments are always sent together, as one train): enough
+/// for the trains of a few super-packets per sendmmsg.
+const UDP_FLUSH_AT: usize = 128;
 const TUN_BURST: usize = 64;
 const POLL_MS: i32 = 5;
 /// Largest inner packet read from the TUN: its MTU is at most 65535, and a
@@ -110,11 +114,14 @@ pub struct Worker {
     /// The receive batch's opens, and the messages waiting for them
     /// (reused buffers: nothing is allocated per packet).
     rx_crypto: AeadBatch,
-    rx_udp_admitted: Vec<(usize, Incoming)>,
+    rx_udp_admitted: Vec<(usize, std::ops::Range<usize>, Incoming)>,
     rx_xdp_admitted: Vec<(HeldFrame, std::ops::Range<usize>, Incoming)>,
     /// The seals of messages laid out since the last flush.
     tx_crypto: AeadBatch,
     tx_xdp_pending: Vec<PendingFrame>,
+    /// The socket's count of refused GSO trains when last looked at (the
+    /// first refusal is logged).
+    gso_refusals_logged: u64,
 }
 
 /// A received transport message that passed the checks before
@@ -169,6 +176,7 @@ impl Worker {
             rx_xdp_admitted: Vec::with_capacity(BATCH),
             tx_crypto: AeadBatch::new(),
             tx_xdp_pending: Vec::with_capacity(BATCH),
+            gso_refusals_logged: 0,
         }
     }
 
@@ -265,13 +273,16 @@ impl Worker {
             let mut admitted = std::mem::take(&mut self.rx_udp_admitted);
             for (i, slot) in rx[..n].iter_mut().enumerate() {
                 let (src, local) = (slot.src(), slot.local());
-                if let Some(inc) = self.datagram(src, local, slot.data_mut()) {
-                    admitted.push((i, inc));
+                // A slot holds one datagram, or a train coalesced by UDP_GRO.
+                for at in slot.segments() {
+                    if let Some(inc) = self.datagram(src, local, &mut slot.data_mut()[at.clone()]) {
+                        admitted.push((i, at, inc));
+                    }
                 }
             }
             self.rx_crypto.generate();
-            for (i, inc) in admitted.drain(..) {
-                self.deliver(&inc, rx[i].data_mut());
+            for (i, at, inc) in admitted.drain(..) {
+                self.deliver(&inc, &mut rx[i].data_mut()[at]);
             }
             self.rx_crypto.clear();
             self.rx = rx;
@@ -540,6 +551,9 @@ impl Worker {
             }
             self.tunbuf = packet;
             self.segbuf = scratch;
+            if self.tx_xdp_pending.len() >= BATCH || self.out_len >= UDP_FLUSH_AT {
+                self.flush_out();
+            }
         }
         self.flush_out();
         more
@@ -558,7 +572,9 @@ impl Worker {
             self.shared.stage(peer, packet.to_vec());
             self.need_handshake(peer);
         }
-        if self.pending_out() >= BATCH {
+        // AF_XDP frames are few; the UDP socket's messages wait for the end
+        // of their super-packet (read_tun) unless far too many pile up.
+        if self.tx_xdp_pending.len() >= BATCH || self.out_len >= 4 * UDP_FLUSH_AT {
             self.flush_out();
         }
     }
@@ -760,6 +776,15 @@ impl Worker {
             }
         }
         drop(msgs);
+        let refused = self.sock.gso_fallbacks();
+        if refused != 0 && self.gso_refusals_logged == 0 {
+            super::log(&format!(
+                "worker {}: the kernel refused a UDP segmentation train; \
+                 that destination now gets one datagram per message",
+                self.id
+            ));
+        }
+        self.gso_refusals_logged = refused;
         // A source address that vanished: tell control to forget it.
         for i in stale_source {
             let o = &self.out[from[i]];

@@ -15,13 +15,27 @@
 //! disappears the kernel refuses the message; it is then sent again with a
 //! kernel-chosen source and the caller is told to forget the stale one, as
 //! the kernel's WireGuard does.
+//!
+//! Offloads: the kernel's cost is per socket buffer, not per byte, so where
+//! it allows (UDP_SEGMENT, UDP_GRO; `WIRESPEED_UDP_OFFLOAD=off` turns both
+//! off) datagrams to one destination leave as trains of up to
+//! [`MAX_SEGMENTS`] in one buffer (`gso.rs`), and datagrams of one flow
+//! arrive coalesced into one slot, to be cut at
+//! [`RecvSlot::segment_size`] ([`RecvSlot::segments`]).
 
 use std::fmt;
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+
+mod cmsg;
+mod gso;
+
+use cmsg::{CmsgBuf, CMSG_BUF_LEN};
+pub use gso::{MAX_SEGMENTS, MAX_TRAIN_BYTES};
 
 /// Most datagrams one `recv_batch` / one `sendmmsg` moves.
 pub const MAX_BATCH: usize = 64;
@@ -43,29 +57,6 @@ pub const MAX_UDP_PAYLOAD: usize = 65535 - 8;
 /// a worker that is busy for a few milliseconds must not drop a burst.
 pub const SOCKET_BUFFER_BYTES: usize = 7 << 20;
 
-/// Control-message space per datagram. A v4 datagram on the dual-stack
-/// socket carries both IP_PKTINFO (32 bytes) and IPV6_PKTINFO (40 bytes);
-/// the rest is headroom for UDP_GRO and timestamps later.
-const CMSG_BUF_LEN: usize = 128;
-
-// SAFETY: CMSG_SPACE is pure arithmetic on its argument.
-const _: () = assert!(
-    unsafe {
-        libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32)
-            + libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32)
-    } as usize
-        <= CMSG_BUF_LEN
-);
-
-/// Control-message buffer, aligned for `cmsghdr` as CMSG_FIRSTHDR requires.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct CmsgBuf([u8; CMSG_BUF_LEN]);
-
-impl CmsgBuf {
-    const ZERO: CmsgBuf = CmsgBuf([0; CMSG_BUF_LEN]);
-}
-
 /// One received datagram: a buffer the caller owns and reuses, and what
 /// `recv_batch` learned about the datagram in it.
 pub struct RecvSlot {
@@ -74,6 +65,7 @@ pub struct RecvSlot {
     src: SocketAddr,
     local: Option<IpAddr>,
     ifindex: u32,
+    segment_size: usize,
     truncated: bool,
 }
 
@@ -92,6 +84,7 @@ impl RecvSlot {
             src: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             local: None,
             ifindex: 0,
+            segment_size: 0,
             truncated: false,
         }
     }
@@ -139,6 +132,26 @@ impl RecvSlot {
         self.ifindex
     }
 
+    /// With UDP_GRO, the slot may hold several datagrams of one sender
+    /// back to back: each this long but the last, which may be shorter.
+    /// 0 when it holds one datagram.
+    pub fn segment_size(&self) -> usize {
+        self.segment_size
+    }
+
+    /// Where each datagram in the slot lies: one range, or one per
+    /// coalesced datagram. An empty datagram is one empty range.
+    pub fn segments(&self) -> impl Iterator<Item = Range<usize>> {
+        let len = self.len;
+        let step = match self.segment_size {
+            0 => len.max(1),
+            s => s,
+        };
+        (0..len.max(1))
+            .step_by(step)
+            .map(move |at| at..(at + step).min(len))
+    }
+
     /// The datagram was longer than the slot and lost its tail: drop it.
     pub fn truncated(&self) -> bool {
         self.truncated
@@ -158,6 +171,7 @@ impl fmt::Debug for RecvSlot {
             .field("src", &self.src)
             .field("local", &self.local)
             .field("ifindex", &self.ifindex)
+            .field("segment_size", &self.segment_size)
             .field("truncated", &self.truncated)
             .finish_non_exhaustive()
     }
@@ -186,6 +200,10 @@ pub struct UdpSocketBatch {
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_storage]>,
     cmsgs: Box<[CmsgBuf]>,
+    /// Datagrams in each entry of the last sendmmsg (a train or one).
+    entry_msgs: Box<[usize]>,
+    gso: gso::GsoState,
+    gro: bool,
 }
 
 // SAFETY: the raw pointers inside `hdrs` and `iovs` are rewritten before
@@ -205,6 +223,8 @@ impl fmt::Debug for UdpSocketBatch {
             .field("fd", &self.fd.as_raw_fd())
             .field("dual_stack", &self.dual_stack)
             .field("port", &self.port)
+            .field("gso", &self.gso.on)
+            .field("gro", &self.gro)
             .finish_non_exhaustive()
     }
 }
@@ -287,15 +307,47 @@ impl UdpSocketBatch {
         let hdr: libc::mmsghdr = unsafe { mem::zeroed() };
         // SAFETY: as above.
         let iov: libc::iovec = unsafe { mem::zeroed() };
-        Ok(UdpSocketBatch {
+        let mut sock = UdpSocketBatch {
             fd,
             dual_stack: v6,
             port,
             hdrs: vec![hdr; MAX_BATCH].into_boxed_slice(),
-            iovs: vec![iov; MAX_BATCH].into_boxed_slice(),
+            // A train's datagrams each have their own iovec.
+            iovs: vec![iov; MAX_BATCH * MAX_SEGMENTS].into_boxed_slice(),
             names: vec![name; MAX_BATCH].into_boxed_slice(),
             cmsgs: vec![CmsgBuf::ZERO; MAX_BATCH].into_boxed_slice(),
-        })
+            entry_msgs: vec![0; MAX_BATCH].into_boxed_slice(),
+            gso: gso::GsoState::default(),
+            gro: false,
+        };
+        let on = offload_wanted_by_env();
+        sock.set_offloads(on, on);
+        Ok(sock)
+    }
+
+    /// Turns segmentation offload (trains on the way out) and receive
+    /// coalescing on or off, as far as the kernel allows; returns what is
+    /// on now, as [`offloads`](Self::offloads) does.
+    pub fn set_offloads(&mut self, gso: bool, gro: bool) -> (bool, bool) {
+        let fd = self.fd.as_fd();
+        // Asking for the option is how a kernel without UDP_SEGMENT (before
+        // 4.18) says so; the value itself is per message.
+        self.gso.on = gso && getsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok();
+        let want = libc::c_int::from(gro);
+        self.gro = setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, want).is_ok() && gro;
+        self.offloads()
+    }
+
+    /// (segmentation offload, receive coalescing): whether trains are sent
+    /// and whether received datagrams may arrive coalesced.
+    pub fn offloads(&self) -> (bool, bool) {
+        (self.gso.on, self.gro)
+    }
+
+    /// Trains the kernel refused so far, whose datagrams then went out one
+    /// by one (their destinations get no more trains).
+    pub fn gso_fallbacks(&self) -> u64 {
+        self.gso.fallbacks
     }
 
     /// A second handle on the same socket with its own batch arrays, so one
@@ -309,6 +361,9 @@ impl UdpSocketBatch {
             iovs: self.iovs.clone(),
             names: self.names.clone(),
             cmsgs: self.cmsgs.clone(),
+            entry_msgs: self.entry_msgs.clone(),
+            gso: self.gso.clone(),
+            gro: self.gro,
         })
     }
 
@@ -396,9 +451,10 @@ impl UdpSocketBatch {
             slot.truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             slot.src = read_sockaddr(&self.names[i], h.msg_hdr.msg_namelen)
                 .unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)));
-            let (local, ifindex) = read_pktinfo(&h.msg_hdr);
-            slot.local = local;
-            slot.ifindex = ifindex;
+            let info = cmsg::read_received(&h.msg_hdr);
+            slot.local = info.local;
+            slot.ifindex = info.ifindex;
+            slot.segment_size = info.segment_size;
         }
         Ok(got.min(n))
     }
@@ -424,67 +480,29 @@ impl UdpSocketBatch {
         mut on_stale_source: F,
     ) -> io::Result<usize> {
         let mut done = 0;
+        // Messages before this index go one per entry: their train was refused.
+        let mut single_until = 0;
+        // A refused train's destination, blamed once its first datagram
+        // goes out alone (if that fails too, the train was not the problem).
+        let mut refused_train: Option<SocketAddr> = None;
         while done < msgs.len() {
-            let chunk = &msgs[done..msgs.len().min(done + MAX_BATCH)];
-            let mut prepared = 0;
-            let mut encode_err = None;
-            // Bit i: chunk[i]'s source is of the wrong family; reported once
-            // the message is known to have gone out. MAX_BATCH fits in a u64.
-            let mut mismatched: u64 = 0;
-            for (i, msg) in chunk.iter().enumerate() {
-                let enc = match encode(
-                    msg,
-                    self.dual_stack,
-                    true,
-                    &mut self.names[i],
-                    &mut self.cmsgs[i],
-                ) {
-                    Ok(enc) => enc,
-                    Err(e) => {
-                        encode_err = Some(e);
-                        break;
-                    }
-                };
-                if enc.src_mismatch {
-                    mismatched |= 1 << i;
-                }
-                self.iovs[i] = libc::iovec {
-                    // The kernel only reads from a send buffer.
-                    iov_base: msg.data.as_ptr().cast_mut().cast(),
-                    iov_len: msg.data.len(),
-                };
-                let h = &mut self.hdrs[i];
-                h.msg_len = 0;
-                h.msg_hdr.msg_name = ptr::from_mut(&mut self.names[i]).cast();
-                h.msg_hdr.msg_namelen = enc.namelen;
-                h.msg_hdr.msg_iov = ptr::from_mut(&mut self.iovs[i]);
-                h.msg_hdr.msg_iovlen = 1;
-                if enc.controllen == 0 {
-                    h.msg_hdr.msg_control = ptr::null_mut();
-                    h.msg_hdr.msg_controllen = 0;
-                } else {
-                    h.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-                    h.msg_hdr.msg_controllen = enc.controllen as _;
-                }
-                h.msg_hdr.msg_flags = 0;
-                prepared += 1;
-            }
-            if prepared == 0 {
+            let (entries, encode_err, mismatched) = self.prepare(msgs, done, single_until);
+            if entries == 0 {
                 let err = encode_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
                 return if done == 0 { Err(err) } else { Ok(done) };
             }
 
             let rc = loop {
-                // SAFETY: the first `prepared` headers point at addresses,
-                // control messages and iovecs owned by self, and each iovec
-                // at a caller's payload borrowed for this call, all with the
-                // lengths given; sendmmsg only reads them (and writes
-                // msg_len).
+                // SAFETY: the first `entries` headers point at addresses,
+                // control messages and iovecs owned by self (prepare wrote
+                // them), and each iovec at a caller's payload borrowed for
+                // this call, all with the lengths given; sendmmsg only reads
+                // them (and writes msg_len).
                 let rc = unsafe {
                     libc::sendmmsg(
                         self.fd.as_raw_fd(),
                         self.hdrs.as_mut_ptr(),
-                        prepared as libc::c_uint,
+                        entries as libc::c_uint,
                         libc::MSG_DONTWAIT as _,
                     )
                 };
@@ -493,15 +511,19 @@ impl UdpSocketBatch {
                 }
             };
             if rc > 0 {
-                for i in 0..rc as usize {
-                    if mismatched & (1 << i) != 0 {
-                        on_stale_source(done + i);
-                    }
+                if let Some(dst) = refused_train.take() {
+                    self.gso.refuse(dst);
                 }
-                done += rc as usize;
+                for i in 0..rc as usize {
+                    let k = self.entry_msgs[i];
+                    if mismatched & (1 << i) != 0 {
+                        (done..done + k).for_each(&mut on_stale_source);
+                    }
+                    done += k;
+                }
                 continue;
             }
-            // Nothing went: the error belongs to msgs[done].
+            // Nothing went: the error belongs to the first entry.
             let err = if rc == 0 {
                 io::Error::from_raw_os_error(libc::EAGAIN)
             } else {
@@ -510,6 +532,14 @@ impl UdpSocketBatch {
             if err.kind() == io::ErrorKind::WouldBlock {
                 return Ok(done);
             }
+            let k = self.entry_msgs[0];
+            if k > 1 {
+                // Never lose a refused train: its datagrams go again alone.
+                single_until = done + k;
+                refused_train = gso::refuses_trains(&err).then_some(msgs[done].dst);
+                continue;
+            }
+            refused_train = None;
             let first = &msgs[done];
             if source_refused(&err) && has_source(first) {
                 match send_one(self.fd.as_fd(), self.dual_stack, first, false) {
@@ -525,6 +555,78 @@ impl UdpSocketBatch {
             return if done == 0 { Err(err) } else { Ok(done) };
         }
         Ok(done)
+    }
+
+    /// Lays out up to `MAX_BATCH` sendmmsg entries from `msgs[from..]`: a
+    /// train where GSO is allowed (and `from` is past `single_until`), one
+    /// datagram otherwise. Returns the number of entries, the error that
+    /// stopped it early (only an address family the socket cannot reach),
+    /// and a bitmask of entries whose source is of the wrong family.
+    fn prepare(
+        &mut self,
+        msgs: &[SendMsg<'_>],
+        from: usize,
+        single_until: usize,
+    ) -> (usize, Option<io::Error>, u64) {
+        let mut entries = 0;
+        let mut iov_used = 0;
+        let mut at = from;
+        let mut mismatched: u64 = 0;
+        while entries < MAX_BATCH && at < msgs.len() {
+            let msg = &msgs[at];
+            let enc = match encode(
+                msg,
+                self.dual_stack,
+                true,
+                &mut self.names[entries],
+                &mut self.cmsgs[entries],
+            ) {
+                Ok(enc) => enc,
+                Err(e) => return (entries, Some(e), mismatched),
+            };
+            if enc.src_mismatch {
+                mismatched |= 1 << entries;
+            }
+            let allowed = at >= single_until && self.gso.allows(msg.dst);
+            let k = gso::train_len(&msgs[at..], allowed);
+            let mut controllen = enc.controllen;
+            if k > 1 {
+                // Every segment but the last is this long (train_len made
+                // sure), and a datagram fits in u16 as the kernel wants.
+                let size = msg.data.len() as u16;
+                controllen =
+                    self.cmsgs[entries].push(controllen, libc::SOL_UDP, libc::UDP_SEGMENT, size);
+            }
+            for (iov, m) in self.iovs[iov_used..iov_used + k]
+                .iter_mut()
+                .zip(&msgs[at..at + k])
+            {
+                *iov = libc::iovec {
+                    // The kernel only reads from a send buffer.
+                    iov_base: m.data.as_ptr().cast_mut().cast(),
+                    iov_len: m.data.len(),
+                };
+            }
+            let h = &mut self.hdrs[entries];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = ptr::from_mut(&mut self.names[entries]).cast();
+            h.msg_hdr.msg_namelen = enc.namelen;
+            h.msg_hdr.msg_iov = ptr::from_mut(&mut self.iovs[iov_used]);
+            h.msg_hdr.msg_iovlen = k as _;
+            if controllen == 0 {
+                h.msg_hdr.msg_control = ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            } else {
+                h.msg_hdr.msg_control = self.cmsgs[entries].0.as_mut_ptr().cast();
+                h.msg_hdr.msg_controllen = controllen as _;
+            }
+            h.msg_hdr.msg_flags = 0;
+            self.entry_msgs[entries] = k;
+            iov_used += k;
+            at += k;
+            entries += 1;
+        }
+        (entries, None, mismatched)
     }
 
     /// Sends one datagram: the slow path (handshakes, cookie replies).
@@ -637,7 +739,7 @@ fn encode(
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            put_cmsg(cmsg, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
+            cmsg.push(0, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
         }
         (Some(IpAddr::V6(s)), SocketAddr::V6(d)) if with_src && dual_stack => {
             let info = libc::in6_pktinfo {
@@ -651,7 +753,7 @@ fn encode(
                     0
                 },
             };
-            put_cmsg(cmsg, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
+            cmsg.push(0, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
         }
         _ => 0,
     };
@@ -660,75 +762,6 @@ fn encode(
         controllen,
         src_mismatch: mismatch,
     })
-}
-
-/// Puts one control message at the start of `buf`; returns the control
-/// length to send.
-fn put_cmsg<T: Copy>(buf: &mut CmsgBuf, level: libc::c_int, ty: libc::c_int, value: T) -> usize {
-    *buf = CmsgBuf::ZERO;
-    // SAFETY: msghdr is a C struct of integers and pointers; all-zero is valid.
-    let mut mh: libc::msghdr = unsafe { mem::zeroed() };
-    mh.msg_control = buf.0.as_mut_ptr().cast();
-    mh.msg_controllen = CMSG_BUF_LEN as _;
-    // SAFETY: msg_control points at CMSG_BUF_LEN bytes aligned for cmsghdr,
-    // so CMSG_FIRSTHDR returns a pointer to its start (non-null, as the
-    // buffer holds a cmsghdr), and the const assertion above guarantees
-    // CMSG_SPACE(size_of::<T>()) fits for the pktinfo types used here; the
-    // payload is written unaligned because CMSG_DATA promises no alignment.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&mh);
-        if c.is_null() {
-            return 0;
-        }
-        (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<T>() as u32) as _;
-        (*c).cmsg_level = level;
-        (*c).cmsg_type = ty;
-        ptr::write_unaligned(libc::CMSG_DATA(c).cast::<T>(), value);
-        libc::CMSG_SPACE(mem::size_of::<T>() as u32) as usize
-    }
-}
-
-/// The local address and ifindex from a received message's pktinfo.
-fn read_pktinfo(mh: &libc::msghdr) -> (Option<IpAddr>, u32) {
-    let mut local = None;
-    let mut ifindex = 0;
-    // SAFETY: `mh` is a header the kernel just filled: msg_control points at
-    // a CmsgBuf of ours and msg_controllen says how much of it holds control
-    // messages, so CMSG_FIRSTHDR/CMSG_NXTHDR stay inside it; each payload is
-    // read only after checking its cmsg_len covers the type read, and read
-    // unaligned.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(mh);
-        while !c.is_null() {
-            let len = (*c).cmsg_len as usize;
-            let data = libc::CMSG_DATA(c);
-            match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO)
-                    if len
-                        >= libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as usize =>
-                {
-                    let info = ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
-                    local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        info.ipi_addr.s_addr,
-                    ))));
-                    ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
-                    if len
-                        >= libc::CMSG_LEN(mem::size_of::<libc::in6_pktinfo>() as u32) as usize =>
-                {
-                    let info = ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                    local = Some(canonical_ip(IpAddr::V6(Ipv6Addr::from(
-                        info.ipi6_addr.s6_addr,
-                    ))));
-                    ifindex = info.ipi6_ifindex;
-                }
-                _ => {}
-            }
-            c = libc::CMSG_NXTHDR(mh, c);
-        }
-    }
-    (local, ifindex)
 }
 
 /// Writes `addr` as a sockaddr_in or sockaddr_in6 and returns its length.
@@ -908,504 +941,15 @@ fn ipv6_unavailable(err: &io::Error) -> bool {
     )
 }
 
+/// UDP offloads are on unless `WIRESPEED_UDP_OFFLOAD=off` (as for the
+/// TUN's): drivers that mishandle coalesced UDP exist.
+pub fn offload_wanted_by_env() -> bool {
+    std::env::var("WIRESPEED_UDP_OFFLOAD").map_or(true, |v| v != "off")
+}
+
 fn bind_error(err: io::Error, port: u16) -> io::Error {
     io::Error::new(err.kind(), format!("cannot open UDP port {port}: {err}"))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tun::testns::{wait_readable, NetNs};
-    use std::net::UdpSocket;
-    use std::time::{Duration, Instant};
-
-    const A1: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
-    const A2: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
-    const A3: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 3);
-    const B1: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x78, 0, 0, 0, 0, 0, 1);
-    const B2: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x78, 0, 0, 0, 0, 0, 2);
-    const B3: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x78, 0, 0, 0, 0, 0, 3);
-
-    /// A namespace whose loopback carries three IPv4 and three IPv6
-    /// addresses, so "which local address" has more than one answer.
-    fn netns(tag: &str) -> Option<NetNs> {
-        let ns = NetNs::new(tag)?;
-        for a in [A1, A2, A3] {
-            ns.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
-        }
-        for b in [B1, B2, B3] {
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{b}/128"),
-                "dev",
-                "lo",
-                "nodad",
-            ]);
-        }
-        Some(ns)
-    }
-
-    struct Got {
-        data: Vec<u8>,
-        src: SocketAddr,
-        local: Option<IpAddr>,
-        ifindex: u32,
-    }
-
-    /// Receives exactly `n` datagrams (failing after two seconds).
-    fn recv_n(sock: &mut UdpSocketBatch, slots: &mut [RecvSlot], n: usize) -> Vec<Got> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut out = Vec::new();
-        while out.len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "got {} of {n} datagrams",
-                out.len()
-            );
-            if !wait_readable(sock.as_raw_fd(), 100) {
-                continue;
-            }
-            let want = (n - out.len()).min(slots.len());
-            match sock.recv_batch(&mut slots[..want]) {
-                Ok(k) => out.extend(slots[..k].iter().map(|s| {
-                    assert!(!s.truncated());
-                    Got {
-                        data: s.data().to_vec(),
-                        src: s.src(),
-                        local: s.local(),
-                        ifindex: s.ifindex(),
-                    }
-                })),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("recv_batch: {e}"),
-            }
-        }
-        out
-    }
-
-    /// Sends all of `msgs`, returning the indices reported stale.
-    fn send_all(sock: &mut UdpSocketBatch, msgs: &[SendMsg<'_>]) -> Vec<usize> {
-        let mut stale = Vec::new();
-        let mut done = 0;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while done < msgs.len() {
-            assert!(Instant::now() < deadline, "sent {done} of {}", msgs.len());
-            let base = done;
-            match sock.send_batch(&msgs[done..], |i| stale.push(base + i)) {
-                Ok(n) => done += n,
-                Err(e) => panic!("send_batch of message {done}: {e}"),
-            }
-        }
-        stale
-    }
-
-    fn no_more(sock: &mut UdpSocketBatch) {
-        let mut slot = [RecvSlot::with_capacity(2048)];
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            sock.recv_batch(&mut slot).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-    }
-
-    #[test]
-    fn batches_both_ways_with_sticky_source() {
-        let Some(ns) = netns("udp-batch") else { return };
-        ns.run(|| {
-            let mut server = UdpSocketBatch::bind(0, true).unwrap();
-            let mut client = UdpSocketBatch::bind(0, false).unwrap();
-            assert!(server.is_dual_stack());
-            let sport = server.local_port();
-            let cport = client.local_port();
-            assert_ne!(sport, 0);
-            let mut slots: Vec<RecvSlot> = (0..MAX_BATCH).map(|_| RecvSlot::new()).collect();
-
-            let cases: [(IpAddr, IpAddr); 4] = [
-                (A2.into(), A3.into()),
-                (A1.into(), A3.into()),
-                (B2.into(), B3.into()),
-                (B1.into(), B3.into()),
-            ];
-            for (server_ip, client_ip) in cases {
-                let payloads: Vec<Vec<u8>> =
-                    (0..32u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
-                let msgs: Vec<SendMsg<'_>> = payloads
-                    .iter()
-                    .map(|p| SendMsg {
-                        dst: SocketAddr::new(server_ip, sport),
-                        src: Some(client_ip),
-                        data: p,
-                    })
-                    .collect();
-                assert_eq!(client.send_batch(&msgs, |_| panic!("stale")).unwrap(), 32);
-                let got = recv_n(&mut server, &mut slots, 32);
-                for (g, p) in got.iter().zip(&payloads) {
-                    assert_eq!(&g.data, p);
-                    // IPv4 peers are plain V4 even on the dual-stack socket.
-                    assert_eq!(g.src, SocketAddr::new(client_ip, cport));
-                    assert_eq!(g.local, Some(server_ip));
-                    assert_eq!(g.ifindex, 1, "loopback");
-                }
-
-                // Reply from where the client wrote to: the client sees
-                // that address, not the route's preferred source.
-                let replies: Vec<SendMsg<'_>> = got
-                    .iter()
-                    .map(|g| SendMsg {
-                        dst: g.src,
-                        src: g.local,
-                        data: &g.data,
-                    })
-                    .collect();
-                assert!(send_all(&mut server, &replies).is_empty());
-                let back = recv_n(&mut client, &mut slots, 32);
-                for (g, p) in back.iter().zip(&payloads) {
-                    assert_eq!(&g.data, p);
-                    assert_eq!(g.src, SocketAddr::new(server_ip, sport));
-                    assert_eq!(g.local, Some(client_ip));
-                }
-                no_more(&mut server);
-                no_more(&mut client);
-            }
-        });
-    }
-
-    #[test]
-    fn more_than_a_batch_and_odd_sizes() {
-        let Some(ns) = netns("udp-big") else { return };
-        ns.run(|| {
-            let mut server = UdpSocketBatch::bind(0, false).unwrap();
-            let mut client = UdpSocketBatch::bind(0, false).unwrap();
-            let dst = SocketAddr::new(A1.into(), server.local_port());
-            let payload = [0x5au8; 64];
-            let msgs = vec![
-                SendMsg {
-                    dst,
-                    src: None,
-                    data: &payload
-                };
-                150
-            ];
-            assert_eq!(send_all(&mut client, &msgs), Vec::<usize>::new());
-            let mut slots: Vec<RecvSlot> = (0..MAX_BATCH + 10)
-                .map(|_| RecvSlot::with_capacity(2048))
-                .collect();
-            assert!(wait_readable(server.as_raw_fd(), 2000));
-            // One call never fills more than MAX_BATCH slots.
-            let first = server.recv_batch(&mut slots).unwrap();
-            assert!(first <= MAX_BATCH);
-            let rest = recv_n(&mut server, &mut slots, 150 - first);
-            assert!(rest.iter().all(|g| g.data == payload));
-
-            // Empty datagram, datagram larger than the slot, the largest
-            // datagram IPv4 allows.
-            let big = vec![1u8; 65507];
-            for data in [&[][..], &[9u8; 100][..], &big[..]] {
-                client
-                    .send_to(dst, None, data)
-                    .unwrap_or_else(|e| panic!("{}: {e}", data.len()));
-            }
-            let mut small = [RecvSlot::with_capacity(16)];
-            let mut full = [RecvSlot::new()];
-            assert!(wait_readable(server.as_raw_fd(), 2000));
-            assert_eq!(server.recv_batch(&mut small).unwrap(), 1);
-            assert!(small[0].is_empty() && !small[0].truncated());
-            assert_eq!(server.recv_batch(&mut small).unwrap(), 1);
-            assert_eq!(small[0].len(), 16);
-            assert!(small[0].truncated());
-            assert!(wait_readable(server.as_raw_fd(), 2000));
-            assert_eq!(server.recv_batch(&mut full).unwrap(), 1);
-            assert_eq!(full[0].data(), &big[..]);
-            assert!(!full[0].truncated());
-
-            assert_eq!(server.recv_batch(&mut []).unwrap(), 0);
-            assert_eq!(client.send_batch(&[], |_| {}).unwrap(), 0);
-            // Too big for UDP: an error for that message, not a panic.
-            let huge = vec![0u8; 70000];
-            let err = client
-                .send_batch(
-                    &[SendMsg {
-                        dst,
-                        src: None,
-                        data: &huge,
-                    }],
-                    |_| {},
-                )
-                .unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE));
-            let ok = SendMsg {
-                dst,
-                src: None,
-                data: b"ok",
-            };
-            let two = [
-                ok,
-                SendMsg {
-                    dst,
-                    src: None,
-                    data: &huge,
-                },
-                ok,
-            ];
-            assert_eq!(
-                client.send_batch(&two, |_| {}).unwrap(),
-                1,
-                "stops before the bad one"
-            );
-        });
-    }
-
-    #[test]
-    fn stale_source_falls_back() {
-        let Some(ns) = netns("udp-stale") else { return };
-        let (mut server, client4, client6) = ns.run(|| {
-            let server = UdpSocketBatch::bind(0, false).unwrap();
-            let client4 = UdpSocket::bind((A3, 0)).unwrap();
-            let client6 = UdpSocket::bind((B3, 0)).unwrap();
-            (server, client4, client6)
-        });
-        // The addresses the peers had been writing to disappear.
-        ns.ip(&["addr", "del", "10.78.0.2/32", "dev", "lo"]);
-        ns.ip(&["-6", "addr", "del", "fd00:78::2/128", "dev", "lo"]);
-        ns.run(|| {
-            let to4 = client4.local_addr().unwrap();
-            let to6 = client6.local_addr().unwrap();
-            let msgs = [
-                SendMsg {
-                    dst: to4,
-                    src: Some(A2.into()),
-                    data: b"stale v4",
-                },
-                SendMsg {
-                    dst: to4,
-                    src: Some(A1.into()),
-                    data: b"good v4",
-                },
-                SendMsg {
-                    dst: to6,
-                    src: Some(B2.into()),
-                    data: b"stale v6",
-                },
-                SendMsg {
-                    dst: to6,
-                    src: None,
-                    data: b"none v6",
-                },
-                // A source of the wrong family is dropped, too.
-                SendMsg {
-                    dst: to4,
-                    src: Some(B1.into()),
-                    data: b"mixed",
-                },
-            ];
-            let mut stale = Vec::new();
-            assert_eq!(server.send_batch(&msgs, |i| stale.push(i)).unwrap(), 5);
-            assert_eq!(stale, vec![0, 2, 4]);
-
-            for s in [&client4, &client6] {
-                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            }
-            let mut buf = [0u8; 64];
-            let mut recv = |s: &UdpSocket| {
-                let (n, from) = s.recv_from(&mut buf).unwrap();
-                (buf[..n].to_vec(), from.ip())
-            };
-            let (d, from) = recv(&client4);
-            assert_eq!(
-                (d.as_slice(), from == IpAddr::from(A2)),
-                (&b"stale v4"[..], false)
-            );
-            assert_eq!(recv(&client4), (b"good v4".to_vec(), A1.into()));
-            let (d, from) = recv(&client6);
-            assert_eq!(
-                (d.as_slice(), from == IpAddr::from(B2)),
-                (&b"stale v6"[..], false)
-            );
-            assert_eq!(recv(&client6).0, b"none v6");
-            assert_eq!(recv(&client4).0, b"mixed");
-
-            // The slow path falls back the same way and says so.
-            assert!(server.send_to(to4, Some(A2.into()), b"slow").unwrap());
-            assert!(!server.send_to(to4, Some(A1.into()), b"slow").unwrap());
-            assert_eq!(recv(&client4).0, b"slow");
-            assert_eq!(recv(&client4), (b"slow".to_vec(), A1.into()));
-        });
-    }
-
-    #[test]
-    fn reuseport_sockets_share_a_port() {
-        let Some(ns) = netns("udp-reuse") else { return };
-        ns.run(|| {
-            let mut a = UdpSocketBatch::bind(0, true).unwrap();
-            let port = a.local_port();
-            let mut b = UdpSocketBatch::bind(port, true).unwrap();
-            assert_eq!(b.local_port(), port);
-            let err = UdpSocketBatch::bind(port, false).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
-
-            // 64 peers: the kernel hashes them over both sockets.
-            let peers: Vec<UdpSocket> =
-                (0..64).map(|_| UdpSocket::bind((A3, 0)).unwrap()).collect();
-            for p in &peers {
-                p.send_to(b"hi", (A1, port)).unwrap();
-            }
-            let mut slots: Vec<RecvSlot> = (0..MAX_BATCH)
-                .map(|_| RecvSlot::with_capacity(2048))
-                .collect();
-            let mut got = [Vec::new(), Vec::new()];
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while got[0].len() + got[1].len() < 64 {
-                assert!(Instant::now() < deadline);
-                for (k, s) in [&mut a, &mut b].into_iter().enumerate() {
-                    if let Ok(n) = s.recv_batch(&mut slots) {
-                        got[k].extend(slots[..n].iter().map(|s| s.src()));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            assert!(
-                !got[0].is_empty() && !got[1].is_empty(),
-                "{} / {}",
-                got[0].len(),
-                got[1].len()
-            );
-
-            // Each socket answers its own peers, from the shared port.
-            for (k, s) in [&mut a, &mut b].into_iter().enumerate() {
-                let msgs: Vec<SendMsg<'_>> = got[k]
-                    .iter()
-                    .map(|&dst| SendMsg {
-                        dst,
-                        src: Some(A1.into()),
-                        data: b"back",
-                    })
-                    .collect();
-                assert_eq!(send_all(s, &msgs), Vec::<usize>::new());
-            }
-            let mut buf = [0u8; 16];
-            for p in &peers {
-                p.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let (n, from) = p.recv_from(&mut buf).unwrap();
-                assert_eq!(
-                    (&buf[..n], from),
-                    (&b"back"[..], SocketAddr::new(A1.into(), port))
-                );
-            }
-        });
-    }
-
-    #[test]
-    fn ipv4_only_socket_and_options() {
-        let Some(ns) = netns("udp-v4") else { return };
-        ns.run(|| {
-            let mut server = UdpSocketBatch::bind_v4(0, true).unwrap();
-            assert!(!server.is_dual_stack());
-            let mut clone = server.try_clone().unwrap();
-            let client = UdpSocket::bind((A3, 0)).unwrap();
-            client
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .unwrap();
-            client
-                .send_to(b"v4 only", (A2, server.local_port()))
-                .unwrap();
-            let mut slots = [RecvSlot::with_capacity(2048)];
-            let got = recv_n(&mut clone, &mut slots, 1);
-            assert_eq!(got[0].data, b"v4 only");
-            assert_eq!(got[0].local, Some(A2.into()));
-            assert_eq!(got[0].src, client.local_addr().unwrap());
-
-            let msg = SendMsg {
-                dst: got[0].src,
-                src: got[0].local,
-                data: b"reply",
-            };
-            assert_eq!(server.send_batch(&[msg], |_| panic!("stale")).unwrap(), 1);
-            let mut buf = [0u8; 16];
-            let (n, from) = client.recv_from(&mut buf).unwrap();
-            assert_eq!((&buf[..n], from.ip()), (&b"reply"[..], IpAddr::from(A2)));
-            // An IPv4-mapped destination is the same IPv4 peer.
-            let mapped = SocketAddr::new(A3.to_ipv6_mapped().into(), got[0].src.port());
-            assert!(!server.send_to(mapped, Some(A1.into()), b"mapped").unwrap());
-            let (n, from) = client.recv_from(&mut buf).unwrap();
-            assert_eq!((&buf[..n], from.ip()), (&b"mapped"[..], IpAddr::from(A1)));
-
-            // IPv6 destinations cannot be reached from here: an error.
-            let v6 = SocketAddr::new(B1.into(), 9);
-            let err = server
-                .send_batch(
-                    &[SendMsg {
-                        dst: v6,
-                        src: None,
-                        data: b"x",
-                    }],
-                    |_| {},
-                )
-                .unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::EAFNOSUPPORT));
-            assert!(server.send_to(v6, None, b"x").is_err());
-
-            server.set_fwmark(0x51820).unwrap();
-            let mark = getsockopt_int(server.as_fd(), libc::SOL_SOCKET, libc::SO_MARK).unwrap();
-            assert_eq!(mark, 0x51820);
-            let (rcv, snd) = server.buffer_sizes().unwrap();
-            assert!(
-                rcv >= SOCKET_BUFFER_BYTES && snd >= SOCKET_BUFFER_BYTES,
-                "{rcv} {snd}"
-            );
-        });
-    }
-
-    #[test]
-    fn address_conversions() {
-        let mapped = SocketAddr::new(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().into(), 51820);
-        assert_eq!(
-            canonical_sockaddr(mapped),
-            "192.0.2.1:51820".parse().unwrap()
-        );
-        // SAFETY: sockaddr_storage is plain bytes; all-zero is valid.
-        let mut st: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        for a in ["192.0.2.1:1", "[2001:db8::1]:65535", "[fe80::1%3]:7"] {
-            let a: SocketAddr = a.parse().unwrap();
-            let len = write_sockaddr(&mut st, a);
-            assert_eq!(read_sockaddr(&st, len), Some(a));
-        }
-        let len = write_sockaddr(&mut st, mapped);
-        assert_eq!(
-            read_sockaddr(&st, len),
-            Some("192.0.2.1:51820".parse().unwrap())
-        );
-        // A length too short for the family is refused, not over-read.
-        assert_eq!(read_sockaddr(&st, 4), None);
-    }
-
-    #[test]
-    fn ipv6_disabled_still_serves_ipv4() {
-        let Some(ns) = netns("udp-nov6") else { return };
-        ns.run(|| {
-            // /proc/sys/net follows the opening thread's namespace.
-            for f in ["all", "default", "lo"] {
-                std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1").unwrap();
-            }
-            let mut server = UdpSocketBatch::bind(0, true).unwrap();
-            let client = UdpSocket::bind((A3, 0)).unwrap();
-            client
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .unwrap();
-            client.send_to(b"v4", (A1, server.local_port())).unwrap();
-            let mut slots = [RecvSlot::with_capacity(2048)];
-            let got = recv_n(&mut server, &mut slots, 1);
-            assert_eq!(
-                (got[0].src, got[0].local),
-                (client.local_addr().unwrap(), Some(A1.into()))
-            );
-            assert!(!server.send_to(got[0].src, got[0].local, b"back").unwrap());
-            let mut buf = [0u8; 8];
-            let (n, from) = client.recv_from(&mut buf).unwrap();
-            assert_eq!((&buf[..n], from.ip()), (&b"back"[..], IpAddr::from(A1)));
-            let v6 = SocketAddr::new(B1.into(), 9);
-            assert!(server.send_to(v6, None, b"x").is_err());
-        });
-    }
-}
+mod tests;
