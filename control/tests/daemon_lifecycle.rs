@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -40,6 +41,13 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// Where the daemon `pid` keeps the region of `iface`: named after its
+/// network namespace, which the test (in another one) must look up.
+fn region_of(pid: u32, iface: &str) -> PathBuf {
+    let netns = dataplane::shm::netns_inode(Path::new(&format!("/proc/{pid}/ns/net"))).unwrap();
+    dataplane::shm::region_path_in(Path::new(dataplane::shm::REGION_DIR), netns, iface).unwrap()
 }
 
 fn kill9(pid: u32) {
@@ -124,6 +132,48 @@ fn starting_twice_on_one_interface_fails_cleanly() {
 }
 
 #[test]
+fn same_interface_in_another_namespace_leaves_the_running_one_alone() {
+    let Some(_serial) = common::netns_test("same_name_other_netns") else {
+        return;
+    };
+    let t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let b_addr = t.b.tunnel_ip.to_string();
+    assert_ping(&t.a.ns, &b_addr, 2);
+    let hs_before = t.a.peer().latest_handshake;
+    let dp = children_of(t.a.daemon.pid());
+    let region = region_of(t.a.daemon.pid(), &t.a.iface);
+    let ino = std::fs::metadata(&region).unwrap().ino();
+    let sock = common::impls::sock_path(&t.a.iface);
+
+    // The UAPI socket's name is not per namespace (as with wireguard-go):
+    // the newcomer is refused, and must leave everything of A's alone.
+    let other = Netns::new();
+    let out = other.cmd(WIRESPEED).arg(&t.a.iface).output().unwrap();
+    assert!(!out.status.success(), "the second instance is refused");
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty(), "says why");
+    drop(other);
+
+    assert!(sock.exists(), "A's UAPI socket is still there");
+    assert_eq!(
+        std::fs::metadata(&region).unwrap().ino(),
+        ino,
+        "A's region untouched"
+    );
+    assert_eq!(
+        children_of(t.a.daemon.pid()),
+        dp,
+        "A's data plane never died"
+    );
+    assert_ping(&t.a.ns, &b_addr, 3);
+    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
+    assert_eq!(
+        t.a.peer().latest_handshake,
+        hs_before,
+        "same session: A's keys were never touched"
+    );
+}
+
+#[test]
 fn killed_data_plane_is_restarted_and_sessions_resume() {
     let Some(_serial) = common::netns_test("killed_data_plane") else {
         return;
@@ -167,9 +217,9 @@ fn data_plane_keeps_forwarding_after_control_is_killed() {
     assert_ping(&t.a.ns, &b_addr, 3);
     assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
     // With the interface gone the orphaned data plane exits, and takes the
-    // region its dead control left behind with it (40 MB of /dev/shm).
-    let region = format!("/dev/shm/wirespeed-{}", t.b.iface);
-    assert!(std::path::Path::new(&region).exists());
+    // region its dead control left behind with it (40 MB of RAM).
+    let region = region_of(dp[0], &t.b.iface);
+    assert!(region.exists(), "{}", region.display());
     t.b.ns.ip(&["link", "del", &t.b.iface]);
     assert!(
         common::util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
@@ -178,8 +228,9 @@ fn data_plane_keeps_forwarding_after_control_is_killed() {
         "the data plane exits with its interface"
     );
     assert!(
-        !std::path::Path::new(&region).exists(),
-        "{region} is removed by the last process that used it"
+        !region.exists(),
+        "{} is removed by the last process that used it",
+        region.display()
     );
 }
 

@@ -19,7 +19,7 @@ use dataplane::consts::DEFAULT_MTU;
 use dataplane::shm::events::ToControl;
 use dataplane::shm::layout::{KEY_SLOT_BITS, RECORD_SIZE};
 use dataplane::shm::peers::PeerCounters;
-use dataplane::shm::{default_path, monotonic_ns, Region};
+use dataplane::shm::{monotonic_ns, region_path, Region};
 use dataplane::tun::{Tun, TunQueue};
 
 use crate::device::{Activity, Device, DeviceSettings, PeerId};
@@ -111,8 +111,13 @@ impl Daemon {
         // Keeps the interface alive across data plane restarts without
         // taking a share of its packets.
         queue.detach()?;
-        let shm_path = default_path(&opts.iface);
-        let region = Region::create(&shm_path)?;
+        // Only now that the interface and the socket are ours: a refused
+        // start must not touch another instance's region.
+        let uapi = UapiServer::bind(&opts.iface)?;
+        let shm_path = region_path(&opts.iface)?;
+        // Removed again when `region` is dropped, on every path out of here.
+        let region = Region::create_exclusive(&shm_path)
+            .map_err(|e| io::Error::new(e.kind(), format!("shared memory region: {e}")))?;
         let h = region.header();
         h.control_pid.store(std::process::id(), Ordering::Release);
         h.mtu.store(DEFAULT_MTU as u32, Ordering::Relaxed);
@@ -124,13 +129,11 @@ impl Daemon {
         }
         // SAFETY: a fresh descriptor that nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(efd) };
-        let uapi = UapiServer::bind(&opts.iface)?;
         // Before the data plane starts: a taken port fails the start cleanly.
         let metrics = match opts.metrics {
             Some(addr) => match MetricsServer::start(addr, &shm_path, &opts.iface) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&shm_path);
                     let msg = format!("metrics endpoint on {addr}: {e}");
                     return Err(io::Error::new(e.kind(), msg));
                 }
@@ -267,7 +270,7 @@ impl Daemon {
         }
         drop(uapi);
         self.child.stop();
-        let _ = std::fs::remove_file(&self.shm_path);
+        // The region's file goes when `self.region` is dropped.
         Ok(())
     }
 
