@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
@@ -129,6 +130,63 @@ fn starting_twice_on_one_interface_fails_cleanly() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty(), "says why");
     ns.ip(&["link", "del", &iface]);
+}
+
+/// The effective gid in /proc/PID/status.
+fn egid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn region_is_root_only_and_neither_process_is_dumpable() {
+    let Some(_serial) = common::netns_test("private_region") else {
+        return;
+    };
+    let ns = Netns::new();
+    let iface = format!("wsp{}", std::process::id() % 100_000);
+    // Root, but with another group: the files in /proc/PID of a dumpable
+    // process belong to its effective uid and gid, those of a non-dumpable
+    // one to root:root (the directory itself always shows the former).
+    // The group is what tells the two apart from outside when uid is 0.
+    const GID: u32 = 4242;
+    let st = ns.cmd(WIRESPEED).arg(&iface).gid(GID).status().unwrap();
+    assert!(st.success());
+    let pid: u32 = ns
+        .exec(&["pgrep", "-f", &format!("wirespeed {iface}$")])
+        .trim()
+        .parse()
+        .unwrap();
+    let dp = children_of(pid);
+    assert_eq!(dp.len(), 1, "one data plane child");
+    for (who, p) in [("control", pid), ("data plane", dp[0])] {
+        assert_eq!(egid(p), GID, "{who} runs with the test's group");
+        let owner = std::fs::metadata(format!("/proc/{p}/environ")).unwrap();
+        assert_eq!(
+            (owner.uid(), owner.gid()),
+            (0, 0),
+            "{who} is not dumpable: its /proc entries belong to root:root"
+        );
+    }
+    let region = region_of(pid, &iface);
+    let m = std::fs::symlink_metadata(&region).unwrap();
+    assert!(m.file_type().is_file());
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid()),
+        (0o600, 0),
+        "{}",
+        region.display()
+    );
+    let dir = std::fs::symlink_metadata(dataplane::shm::REGION_DIR).unwrap();
+    assert!(dir.file_type().is_dir());
+    assert_eq!((dir.mode() & 0o7777, dir.uid()), (0o700, 0));
+    ns.ip(&["link", "del", &iface]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid) && !alive(dp[0])),
+        "daemon exits with its interface"
+    );
+    assert!(!region.exists(), "control removes its region on exit");
 }
 
 #[test]

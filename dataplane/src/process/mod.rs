@@ -133,6 +133,9 @@ fn is_zombie(pid: libc::pid_t) -> bool {
 }
 
 pub fn run(opts: Options) -> io::Result<()> {
+    // Before the region and its keys are mapped; the binary's main already
+    // did this, but any other entry into the data plane must too.
+    crate::coredump::forbid_core_dumps()?;
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);

@@ -5,7 +5,9 @@
 //! rings carry everything else both ways.
 //!
 //! The region is a named file (see `file.rs` for where, and how it is
-//! claimed) so a restarted process of either kind can find it again.
+//! claimed) so a restarted process of either kind can find it again. It
+//! holds every live session key: it is kept out of core dumps and, where
+//! the kernel allows, its key slots out of swap.
 
 pub mod allowed;
 pub mod events;
@@ -24,6 +26,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
+use std::sync::Once;
 
 pub use file::{netns_inode, region_path, region_path_in, REGION_DIR};
 use layout::*;
@@ -150,12 +153,57 @@ impl Region {
             }
             return Err(e);
         };
-        Ok(Region {
+        // From here on, dropping `r` undoes everything.
+        let r = Region {
             base,
             len: TOTAL_SIZE,
             file,
             claim,
-        })
+        };
+        r.keep_out_of_dumps()?;
+        r.lock_key_slots();
+        Ok(r)
+    }
+
+    /// Session keys must not end up in a core file, whatever the process's
+    /// dumpable setting.
+    fn keep_out_of_dumps(&self) -> io::Result<()> {
+        // SAFETY: advises on exactly our own mapping; changes no contents.
+        let r = unsafe {
+            libc::madvise(
+                self.base.as_ptr() as *mut libc::c_void,
+                self.len,
+                libc::MADV_DONTDUMP,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Keeps the key slots (the part of the region that holds secrets, a
+    /// fraction of the whole) out of swap. Best effort: without
+    /// CAP_IPC_LOCK or with a low RLIMIT_MEMLOCK the kernel refuses, which
+    /// is said once and otherwise ignored.
+    fn lock_key_slots(&self) {
+        static WARNED: Once = Once::new();
+        // SAFETY: OFF_KEYS..OFF_PEERS lies inside our mapping; mlock
+        // changes no contents.
+        let r = unsafe {
+            libc::mlock(
+                self.base.as_ptr().add(OFF_KEYS) as *const libc::c_void,
+                OFF_PEERS - OFF_KEYS,
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "wirespeed: cannot lock session keys in memory (they may be swapped): {e}"
+                )
+            });
+        }
     }
 
     /// # Safety
@@ -437,6 +485,49 @@ mod tests {
         }
         assert!(user.remove_if_unclaimed(&dir.region()).unwrap());
         assert!(!dir.region().exists());
+    }
+
+    /// The kernel's flags ("dd": not dumped, "lo": locked) of the mapping
+    /// that holds `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if inside {
+                    return flags.to_string();
+                }
+            } else if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) =
+                        (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                    {
+                        inside = (a..b).contains(&addr);
+                    }
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn the_mapping_stays_out_of_core_dumps_and_its_keys_out_of_swap() {
+        let (r, _dir) = temp_region("nodump");
+        let base = r.base.as_ptr() as usize;
+        for off in [0, OFF_KEYS, OFF_PEERS, TOTAL_SIZE - 1] {
+            assert!(
+                vm_flags(base + off).split_whitespace().any(|f| f == "dd"),
+                "{off:#x}"
+            );
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let flags = vm_flags(base + OFF_KEYS);
+            assert!(
+                flags.split_whitespace().any(|f| f == "lo"),
+                "key slots locked: {flags}"
+            );
+        }
     }
 
     #[test]
