@@ -293,7 +293,7 @@ impl Daemon {
 
     /// Events the data plane's workers pushed.
     fn drain_events(&mut self) {
-        let workers = self.region.header().workers.load(Ordering::Acquire).max(1) as usize;
+        let workers = self.region.workers();
         let mut rec = [0u8; RECORD_SIZE];
         for w in 0..workers {
             // Bounded per pass so a handshake flood cannot starve the UAPI.
@@ -381,7 +381,10 @@ impl Daemon {
             }
             let c = self.region.peer(slot as usize).counters();
             let prev = self.seen.insert(id, c).unwrap_or_default();
-            let newer = |a: u64, b: u64| (a > b).then(|| Duration::from_nanos(a));
+            // A time from the future (the data plane's word) would hold
+            // timers off; it counts as now.
+            let now_ns = t.as_nanos() as u64;
+            let newer = |a: u64, b: u64| (a > b).then(|| Duration::from_nanos(a.min(now_ns)));
             let a = Activity {
                 tx_auth: newer(c.last_tx_auth_ns, prev.last_tx_auth_ns),
                 tx_data: newer(c.last_tx_data_ns, prev.last_tx_data_ns),

@@ -222,6 +222,13 @@ impl Region {
         unsafe { self.at(0) }
     }
 
+    /// The running data plane's worker count, as a bound for indexing its
+    /// rings and counters: within 1..=MAX_WORKERS whatever the header says
+    /// (the data plane writes it; control must not trust it blindly).
+    pub fn workers(&self) -> usize {
+        (self.header().workers.load(Ordering::Acquire) as usize).clamp(1, MAX_WORKERS)
+    }
+
     /// Key slot `i` (`i < KEY_SLOTS`).
     pub fn key(&self, i: usize) -> &KeySlot {
         assert!(i < KEY_SLOTS, "key slot out of range");
@@ -527,6 +534,17 @@ mod tests {
                 flags.split_whitespace().any(|f| f == "lo"),
                 "key slots locked: {flags}"
             );
+        }
+    }
+
+    #[test]
+    fn worker_count_is_clamped_to_the_layout() {
+        let (r, _dir) = temp_region("workers");
+        for (stored, seen) in [(0, 1), (3, 3), (33, MAX_WORKERS), (u32::MAX, MAX_WORKERS)] {
+            r.header().workers.store(stored, Ordering::Relaxed);
+            assert_eq!(r.workers(), seen, "{stored}");
+            r.ring_to_control(r.workers() - 1);
+            r.ring_to_dataplane(r.workers() - 1);
         }
     }
 
