@@ -15,7 +15,7 @@ use dataplane::transport::{open, seal, SessionKey};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 fn bench(c: &mut Criterion) {
-    let key = SessionKey::new([7; 32]);
+    let key = SessionKey::new(&[7; 32]);
     let raw = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7; 32]).unwrap());
     let mut g = c.benchmark_group("transport");
     for size in [64usize, 1420] {
@@ -70,7 +70,7 @@ fn aead(c: &mut Criterion) {
         .iter()
         .map(|k| LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, k).unwrap()))
         .collect();
-    let session_keys: [SessionKey; 4] = core::array::from_fn(|i| SessionKey::new(keys[i]));
+    let session_keys: [SessionKey; 4] = core::array::from_fn(|i| SessionKey::new(&keys[i]));
     // Message i: key i % 4, counter 1000 + i (distinct per key as on the
     // wire).
     let nonce = |i: usize| {

@@ -31,10 +31,11 @@ impl Keypair {
         remote_index: u32,
         now: Duration,
     ) -> Self {
+        // References, not copies: a key copied to the stack stays there.
         let (send, recv) = if is_initiator {
-            (keys.initiator_to_responder, keys.responder_to_initiator)
+            (&keys.initiator_to_responder, &keys.responder_to_initiator)
         } else {
-            (keys.responder_to_initiator, keys.initiator_to_responder)
+            (&keys.responder_to_initiator, &keys.initiator_to_responder)
         };
         Keypair {
             sending: SessionKey::new(send),

@@ -4,7 +4,9 @@
 
 mod common;
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -40,6 +42,13 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// Where the daemon `pid` keeps the region of `iface`: named after its
+/// network namespace, which the test (in another one) must look up.
+fn region_of(pid: u32, iface: &str) -> PathBuf {
+    let netns = dataplane::shm::netns_inode(Path::new(&format!("/proc/{pid}/ns/net"))).unwrap();
+    dataplane::shm::region_path_in(Path::new(dataplane::shm::REGION_DIR), netns, iface).unwrap()
 }
 
 fn kill9(pid: u32) {
@@ -123,6 +132,105 @@ fn starting_twice_on_one_interface_fails_cleanly() {
     ns.ip(&["link", "del", &iface]);
 }
 
+/// The effective gid in /proc/PID/status.
+fn egid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn region_is_root_only_and_neither_process_is_dumpable() {
+    let Some(_serial) = common::netns_test("private_region") else {
+        return;
+    };
+    let ns = Netns::new();
+    let iface = format!("wsp{}", std::process::id() % 100_000);
+    // Root, but with another group: the files in /proc/PID of a dumpable
+    // process belong to its effective uid and gid, those of a non-dumpable
+    // one to root:root (the directory itself always shows the former).
+    // The group is what tells the two apart from outside when uid is 0.
+    const GID: u32 = 4242;
+    let st = ns.cmd(WIRESPEED).arg(&iface).gid(GID).status().unwrap();
+    assert!(st.success());
+    let pid: u32 = ns
+        .exec(&["pgrep", "-f", &format!("wirespeed {iface}$")])
+        .trim()
+        .parse()
+        .unwrap();
+    let dp = children_of(pid);
+    assert_eq!(dp.len(), 1, "one data plane child");
+    for (who, p) in [("control", pid), ("data plane", dp[0])] {
+        assert_eq!(egid(p), GID, "{who} runs with the test's group");
+        let owner = std::fs::metadata(format!("/proc/{p}/environ")).unwrap();
+        assert_eq!(
+            (owner.uid(), owner.gid()),
+            (0, 0),
+            "{who} is not dumpable: its /proc entries belong to root:root"
+        );
+    }
+    let region = region_of(pid, &iface);
+    let m = std::fs::symlink_metadata(&region).unwrap();
+    assert!(m.file_type().is_file());
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid()),
+        (0o600, 0),
+        "{}",
+        region.display()
+    );
+    let dir = std::fs::symlink_metadata(dataplane::shm::REGION_DIR).unwrap();
+    assert!(dir.file_type().is_dir());
+    assert_eq!((dir.mode() & 0o7777, dir.uid()), (0o700, 0));
+    ns.ip(&["link", "del", &iface]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid) && !alive(dp[0])),
+        "daemon exits with its interface"
+    );
+    assert!(!region.exists(), "control removes its region on exit");
+}
+
+#[test]
+fn same_interface_in_another_namespace_leaves_the_running_one_alone() {
+    let Some(_serial) = common::netns_test("same_name_other_netns") else {
+        return;
+    };
+    let t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let b_addr = t.b.tunnel_ip.to_string();
+    assert_ping(&t.a.ns, &b_addr, 2);
+    let hs_before = t.a.peer().latest_handshake;
+    let dp = children_of(t.a.daemon.pid());
+    let region = region_of(t.a.daemon.pid(), &t.a.iface);
+    let ino = std::fs::metadata(&region).unwrap().ino();
+    let sock = common::impls::sock_path(&t.a.iface);
+
+    // The UAPI socket's name is not per namespace (as with wireguard-go):
+    // the newcomer is refused, and must leave everything of A's alone.
+    let other = Netns::new();
+    let out = other.cmd(WIRESPEED).arg(&t.a.iface).output().unwrap();
+    assert!(!out.status.success(), "the second instance is refused");
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty(), "says why");
+    drop(other);
+
+    assert!(sock.exists(), "A's UAPI socket is still there");
+    assert_eq!(
+        std::fs::metadata(&region).unwrap().ino(),
+        ino,
+        "A's region untouched"
+    );
+    assert_eq!(
+        children_of(t.a.daemon.pid()),
+        dp,
+        "A's data plane never died"
+    );
+    assert_ping(&t.a.ns, &b_addr, 3);
+    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
+    assert_eq!(
+        t.a.peer().latest_handshake,
+        hs_before,
+        "same session: A's keys were never touched"
+    );
+}
+
 #[test]
 fn killed_data_plane_is_restarted_and_sessions_resume() {
     let Some(_serial) = common::netns_test("killed_data_plane") else {
@@ -167,9 +275,9 @@ fn data_plane_keeps_forwarding_after_control_is_killed() {
     assert_ping(&t.a.ns, &b_addr, 3);
     assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
     // With the interface gone the orphaned data plane exits, and takes the
-    // region its dead control left behind with it (40 MB of /dev/shm).
-    let region = format!("/dev/shm/wirespeed-{}", t.b.iface);
-    assert!(std::path::Path::new(&region).exists());
+    // region its dead control left behind with it (40 MB of RAM).
+    let region = region_of(dp[0], &t.b.iface);
+    assert!(region.exists(), "{}", region.display());
     t.b.ns.ip(&["link", "del", &t.b.iface]);
     assert!(
         common::util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
@@ -178,8 +286,9 @@ fn data_plane_keeps_forwarding_after_control_is_killed() {
         "the data plane exits with its interface"
     );
     assert!(
-        !std::path::Path::new(&region).exists(),
-        "{region} is removed by the last process that used it"
+        !region.exists(),
+        "{} is removed by the last process that used it",
+        region.display()
     );
 }
 

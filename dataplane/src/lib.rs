@@ -7,6 +7,7 @@ pub mod aead;
 pub mod allowedips;
 pub mod checksum;
 pub mod consts;
+pub mod coredump;
 pub mod frame;
 pub mod gro;
 pub mod ip;

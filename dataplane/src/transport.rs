@@ -21,8 +21,12 @@ pub struct SessionKey {
 }
 
 impl SessionKey {
-    pub fn new(raw: [u8; 32]) -> Self {
-        let raw = Zeroizing::new(raw);
+    /// Takes the key by reference: a key passed by value would leave a
+    /// copy in the caller's frame that nothing wipes.
+    pub fn new(raw: &[u8; 32]) -> Self {
+        let mut copy = Zeroizing::new([0u8; 32]);
+        copy.copy_from_slice(raw);
+        let raw = copy;
         let aead = LessSafeKey::new(
             UnboundKey::new(&CHACHA20_POLY1305, &raw[..])
                 .expect("ChaCha20-Poly1305 takes any 32-byte key"),
@@ -159,7 +163,7 @@ mod tests {
 
     #[test]
     fn seal_open_roundtrip_with_padding() {
-        let k = SessionKey::new([5; 32]);
+        let k = SessionKey::new(&[5; 32]);
         let mut wire = Vec::new();
         seal(&k, 0x11223344, 7, b"hello", 1420, &mut wire);
         assert_eq!(wire.len(), 16 + 16 + 16);
@@ -174,7 +178,7 @@ mod tests {
 
     #[test]
     fn seal_into_a_dirty_buffer_matches_seal() {
-        let k = SessionKey::new([3; 32]);
+        let k = SessionKey::new(&[3; 32]);
         let mut v = Vec::new();
         seal(&k, 5, 9, b"abc", 1420, &mut v);
         let mut buf = [0xffu8; 100];
@@ -185,7 +189,7 @@ mod tests {
 
     #[test]
     fn keepalive_is_header_plus_tag() {
-        let k = SessionKey::new([1; 32]);
+        let k = SessionKey::new(&[1; 32]);
         let mut wire = Vec::new();
         seal(&k, 1, 0, &[], 1420, &mut wire);
         assert_eq!(wire.len(), 32);
@@ -196,7 +200,7 @@ mod tests {
 
     #[test]
     fn tampering_wrong_key_and_wrong_counter_fail() {
-        let k = SessionKey::new([9; 32]);
+        let k = SessionKey::new(&[9; 32]);
         let mut wire = Vec::new();
         seal(&k, 1, 3, b"data", 1420, &mut wire);
         let mut plain = Vec::new();
@@ -204,7 +208,7 @@ mod tests {
         bad[20] ^= 1;
         assert_eq!(open(&k, &parse(&bad), &mut plain), Err(OpenError));
         assert_eq!(
-            open(&SessionKey::new([8; 32]), &parse(&wire), &mut plain),
+            open(&SessionKey::new(&[8; 32]), &parse(&wire), &mut plain),
             Err(OpenError)
         );
         let mut t = parse(&wire);
@@ -216,7 +220,7 @@ mod tests {
     fn matches_ring_reference_nonce_layout() {
         // The same seal done by hand with ring: proves the nonce is 4 zero bytes + LE counter.
         let raw = [0x42u8; 32];
-        let k = SessionKey::new(raw);
+        let k = SessionKey::new(&raw);
         let mut wire = Vec::new();
         let counter = 0x0102_0304_0506_0708u64;
         seal(&k, 9, counter, &[0xaa; 32], 1420, &mut wire);

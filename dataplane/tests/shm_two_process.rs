@@ -84,8 +84,10 @@ fn two_processes_share_keys_tables_counters_and_rings() {
         child(PathBuf::from(std::env::var(PATH).unwrap()));
         return;
     }
-    let path = std::env::temp_dir().join(format!("wirespeed-shm-2p-{}", std::process::id()));
-    let r = Region::create(&path).unwrap();
+    // A private directory of the test's own: regions refuse shared ones.
+    let dir = std::env::temp_dir().join(format!("wirespeed-shm-2p-{}", std::process::id()));
+    let path = dir.join("wg0.region");
+    let r = Region::create_exclusive(&path).unwrap();
     let index = 0x1234_0007;
     r.key(slot_of_index(index)).publish(&material(1, index));
     let mut kid = Command::new(std::env::current_exe().unwrap())
@@ -139,5 +141,7 @@ fn two_processes_share_keys_tables_counters_and_rings() {
     assert_eq!(r.peer(3).counters().tx_bytes, 148);
     assert_eq!(r.key(slot_of_index(index)).send_counter(), 5);
     assert!(kid.wait().unwrap().success(), "child process failed");
-    std::fs::remove_file(path).unwrap();
+    drop(r);
+    assert!(!path.exists(), "the creator removes its region");
+    std::fs::remove_dir(dir).unwrap();
 }

@@ -247,7 +247,7 @@ fn handshake(
             send_outputs(sock, &out)?;
             if let Some(kp) = dev.peer(id).and_then(|p| p.keypairs.current.as_ref()) {
                 return Ok((
-                    SessionKey::new(*kp.sending.raw()),
+                    SessionKey::new(kp.sending.raw()),
                     kp.remote_index,
                     kp.send_counter,
                 ));

@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn sealed_messages_open_with_their_counters() {
-        let key = SessionKey::new([7; 32]);
+        let key = SessionKey::new(&[7; 32]);
         let inner = inner_packet(inner_source(0), 1420);
         let buf = build(Some((&key, 99)), 5, &inner, 3);
         let len = message_len(1420);

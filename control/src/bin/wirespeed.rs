@@ -96,6 +96,13 @@ fn quiet_stdio(keep_stderr: bool) {
 }
 
 fn main() -> ExitCode {
+    // First of all, in both modes (the data plane is this binary again, and
+    // exec makes a process dumpable anew): no key of ours in a core file or
+    // in reach of ptrace and /proc/PID/mem.
+    if let Err(e) = dataplane::coredump::forbid_core_dumps() {
+        eprintln!("wirespeed: cannot disable core dumps: {e}");
+        return ExitCode::FAILURE;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--dataplane") {
         return dataplane_main(&args[1..]);

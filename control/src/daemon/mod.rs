@@ -19,7 +19,7 @@ use dataplane::consts::DEFAULT_MTU;
 use dataplane::shm::events::ToControl;
 use dataplane::shm::layout::{KEY_SLOT_BITS, RECORD_SIZE};
 use dataplane::shm::peers::PeerCounters;
-use dataplane::shm::{default_path, monotonic_ns, Region};
+use dataplane::shm::{monotonic_ns, region_path, Region};
 use dataplane::tun::{Tun, TunQueue};
 
 use crate::device::{Activity, Device, DeviceSettings, PeerId};
@@ -111,8 +111,13 @@ impl Daemon {
         // Keeps the interface alive across data plane restarts without
         // taking a share of its packets.
         queue.detach()?;
-        let shm_path = default_path(&opts.iface);
-        let region = Region::create(&shm_path)?;
+        // Only now that the interface and the socket are ours: a refused
+        // start must not touch another instance's region.
+        let uapi = UapiServer::bind(&opts.iface)?;
+        let shm_path = region_path(&opts.iface)?;
+        // Removed again when `region` is dropped, on every path out of here.
+        let region = Region::create_exclusive(&shm_path)
+            .map_err(|e| io::Error::new(e.kind(), format!("shared memory region: {e}")))?;
         let h = region.header();
         h.control_pid.store(std::process::id(), Ordering::Release);
         h.mtu.store(DEFAULT_MTU as u32, Ordering::Relaxed);
@@ -124,13 +129,11 @@ impl Daemon {
         }
         // SAFETY: a fresh descriptor that nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(efd) };
-        let uapi = UapiServer::bind(&opts.iface)?;
         // Before the data plane starts: a taken port fails the start cleanly.
         let metrics = match opts.metrics {
             Some(addr) => match MetricsServer::start(addr, &shm_path, &opts.iface) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&shm_path);
                     let msg = format!("metrics endpoint on {addr}: {e}");
                     return Err(io::Error::new(e.kind(), msg));
                 }
@@ -267,7 +270,7 @@ impl Daemon {
         }
         drop(uapi);
         self.child.stop();
-        let _ = std::fs::remove_file(&self.shm_path);
+        // The region's file goes when `self.region` is dropped.
         Ok(())
     }
 
@@ -290,7 +293,7 @@ impl Daemon {
 
     /// Events the data plane's workers pushed.
     fn drain_events(&mut self) {
-        let workers = self.region.header().workers.load(Ordering::Acquire).max(1) as usize;
+        let workers = self.region.workers();
         let mut rec = [0u8; RECORD_SIZE];
         for w in 0..workers {
             // Bounded per pass so a handshake flood cannot starve the UAPI.
@@ -378,7 +381,10 @@ impl Daemon {
             }
             let c = self.region.peer(slot as usize).counters();
             let prev = self.seen.insert(id, c).unwrap_or_default();
-            let newer = |a: u64, b: u64| (a > b).then(|| Duration::from_nanos(a));
+            // A time from the future (the data plane's word) would hold
+            // timers off; it counts as now.
+            let now_ns = t.as_nanos() as u64;
+            let newer = |a: u64, b: u64| (a > b).then(|| Duration::from_nanos(a.min(now_ns)));
             let a = Activity {
                 tx_auth: newer(c.last_tx_auth_ns, prev.last_tx_auth_ns),
                 tx_data: newer(c.last_tx_data_ns, prev.last_tx_data_ns),

@@ -2,7 +2,6 @@
 //! data plane's command rings, keypair and endpoint changes into the region.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 
 use dataplane::shm::events::ToDataplane;
 
@@ -90,7 +89,7 @@ impl Daemon {
     /// others if its ring is full.
     fn command(&self, hint: usize, cmd: ToDataplane) {
         let Some(rec) = cmd.encode() else { return };
-        let n = self.region.header().workers.load(Ordering::Acquire).max(1) as usize;
+        let n = self.region.workers();
         for k in 0..n {
             if self.region.ring_to_dataplane((hint + k) % n).push(&rec) {
                 return;

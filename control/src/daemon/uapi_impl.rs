@@ -37,8 +37,9 @@ impl UapiHandler for Daemon {
                 s.preshared_key = (!p.preshared_key.is_zero()).then(|| p.preshared_key.clone());
                 s.endpoint = p.endpoint;
                 s.last_handshake = p.last_handshake;
-                s.rx_bytes = p.rx_bytes + c.rx_bytes;
-                s.tx_bytes = p.tx_bytes + c.tx_bytes;
+                // The data plane's figures are not trusted to stay in range.
+                s.rx_bytes = p.rx_bytes.wrapping_add(c.rx_bytes);
+                s.tx_bytes = p.tx_bytes.wrapping_add(c.tx_bytes);
                 s.persistent_keepalive = p
                     .persistent_keepalive
                     .map(|d| d.as_secs() as u16)
@@ -196,7 +197,8 @@ impl Daemon {
             e => {
                 h.listen_port.store(old_port as u32, Ordering::Release);
                 h.fwmark.store(old_mark, Ordering::Release);
-                Err(e as i32)
+                // Passed on to `wg` as an errno: only a real one, or EIO.
+                Err(if e < 4096 { e as i32 } else { errno::EIO })
             }
         }
     }

@@ -542,11 +542,11 @@ mod tests {
 
     #[test]
     fn reads_peers_workers_and_uplinks_from_a_region() {
-        let path = std::env::temp_dir().join(format!(
+        let dir = std::env::temp_dir().join(format!(
             "wirespeed-test-metrics-render-{}",
             std::process::id()
         ));
-        let r = Region::create(&path).unwrap();
+        let r = Region::create_exclusive(&dir.join("wg0.region")).unwrap();
         let h = r.header();
         h.workers.store(2, Ordering::Release);
         h.backend.store(BACKEND_XDP, Ordering::Release);
@@ -585,6 +585,6 @@ mod tests {
             1.0
         );
         drop(r);
-        std::fs::remove_file(path).unwrap();
+        std::fs::remove_dir(dir).unwrap();
     }
 }

@@ -141,7 +141,7 @@ fn batch_matches_ring_at_edges() {
             let tag = ring_seal(&key, counter, &mut text);
             text.extend_from_slice(&tag);
             want.push(text);
-            ids.push(batch.push(&SessionKey::new(key), counter, len));
+            ids.push(batch.push(&SessionKey::new(&key), counter, len));
         }
         if generate {
             batch.generate();
@@ -160,9 +160,9 @@ fn batch_matches_ring_at_edges() {
 #[test]
 fn generate_again_after_more_pushes() {
     let mut batch = AeadBatch::new();
-    let a = batch.push(&SessionKey::new([1; 32]), 1, 100);
+    let a = batch.push(&SessionKey::new(&[1; 32]), 1, 100);
     batch.generate();
-    let b = batch.push(&SessionKey::new([2; 32]), 2, 300);
+    let b = batch.push(&SessionKey::new(&[2; 32]), 2, 300);
     batch.generate();
     for (id, key, counter, len) in [(a, [1; 32], 1, 100), (b, [2; 32], 2, 300)] {
         let mut body = vec![9u8; len + TAG_LEN];
@@ -180,7 +180,7 @@ fn clear_wipes_and_reuses() {
     for round in 0..3u64 {
         for i in 0..100 {
             batch.push(
-                &SessionKey::new([7; 32]),
+                &SessionKey::new(&[7; 32]),
                 round * 1000 + i,
                 64 * (i as usize % 5),
             );
@@ -201,9 +201,9 @@ fn clear_wipes_and_reuses() {
 #[test]
 fn bad_lengths_and_ids() {
     let mut batch = AeadBatch::new();
-    let short = batch.push(&SessionKey::new([3; 32]), 9, 40);
-    let long = batch.push(&SessionKey::new([3; 32]), 9, 1400);
-    let huge = batch.push(&SessionKey::new([3; 32]), 9, usize::MAX);
+    let short = batch.push(&SessionKey::new(&[3; 32]), 9, 40);
+    let long = batch.push(&SessionKey::new(&[3; 32]), 9, 1400);
+    let huge = batch.push(&SessionKey::new(&[3; 32]), 9, usize::MAX);
     batch.generate();
     let cases = [
         (short, vec![0, 55, 57]),
@@ -268,7 +268,7 @@ proptest! {
             .collect();
 
         let mut batch = AeadBatch::new();
-        let ids: Vec<JobId> = msgs.iter().map(|m| batch.push(&SessionKey::new(m.key), m.counter, m.len)).collect();
+        let ids: Vec<JobId> = msgs.iter().map(|m| batch.push(&SessionKey::new(&m.key), m.counter, m.len)).collect();
         prop_assert_eq!(batch.len(), msgs.len());
         if generate {
             batch.generate();
@@ -289,7 +289,7 @@ proptest! {
 
         // Open in a fresh batch, as a receiver would.
         batch.clear();
-        let ids: Vec<JobId> = msgs.iter().map(|m| batch.push(&SessionKey::new(m.key), m.counter, m.len)).collect();
+        let ids: Vec<JobId> = msgs.iter().map(|m| batch.push(&SessionKey::new(&m.key), m.counter, m.len)).collect();
         batch.generate();
         let victim = flip.0.index(msgs.len());
         for (i, ((m, p), id)) in msgs.iter().zip(&plains).zip(&ids).enumerate() {

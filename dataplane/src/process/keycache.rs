@@ -27,8 +27,8 @@ impl CachedKey {
             remote_index: k.remote_index,
             initiator: k.initiator,
             created_ns: k.created_ns,
-            send: SessionKey::new(*k.send_key),
-            recv: SessionKey::new(*k.recv_key),
+            send: SessionKey::new(&k.send_key),
+            recv: SessionKey::new(&k.recv_key),
         }
     }
 

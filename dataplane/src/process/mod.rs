@@ -133,6 +133,9 @@ fn is_zombie(pid: libc::pid_t) -> bool {
 }
 
 pub fn run(opts: Options) -> io::Result<()> {
+    // Before the region and its keys are mapped; the binary's main already
+    // did this, but any other entry into the data plane must too.
+    crate::coredump::forbid_core_dumps()?;
     // SAFETY: installs an async-signal-safe handler that only stores an atomic.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -301,10 +304,11 @@ pub fn run(opts: Options) -> io::Result<()> {
         && !control_alive(&shared.region)
     {
         // Control was killed and we are the last user: nobody else would
-        // ever free this memory (/dev/shm is RAM).
-        match std::fs::remove_file(&opts.shm_path) {
-            Ok(()) => log("control is gone: removed the shared region"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        // ever free this memory (the region's directory is RAM). Only if
+        // nobody holds it: a control that restarted meanwhile may own it.
+        match shared.region.remove_if_unclaimed(&opts.shm_path) {
+            Ok(true) => log("control is gone: removed the shared region"),
+            Ok(false) => {}
             Err(e) => log(&format!("cannot remove the shared region: {e}")),
         }
     }

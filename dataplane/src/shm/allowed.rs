@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn write_then_read() {
-        let (r, path) = temp_region("allowed");
+        let (r, _dir) = temp_region("allowed");
         let t = vec![
             ("10.0.0.0".parse().unwrap(), 8, 1),
             ("2001:db8::".parse().unwrap(), 32, 2),
@@ -88,6 +88,5 @@ mod tests {
         let (got, seq) = read_table(&r).unwrap();
         assert_eq!(got, t);
         assert_eq!(seq, table_seq(&r));
-        std::fs::remove_file(path).unwrap();
     }
 }

@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn publish_read_clear() {
-        let (r, path) = temp_region("keys");
+        let (r, _dir) = temp_region("keys");
         let s = r.key(slot_of_index(0xabcd_0005));
         assert!(s.read().is_none());
         s.publish(&km(0xabcd_0005));
@@ -199,12 +199,11 @@ mod tests {
         s.clear();
         assert!(s.read().is_none());
         assert_eq!(s.reserve_counters(seq2, 1), None);
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn replay_window_resets_per_publication() {
-        let (r, path) = temp_region("replay");
+        let (r, _dir) = temp_region("replay");
         let s = r.key(1);
         s.publish(&km(1));
         let (_, seq) = s.read().unwrap();
@@ -214,6 +213,5 @@ mod tests {
         s.publish(&km(1));
         let (_, seq2) = s.read().unwrap();
         assert!(s.replay(seq2, 5, true), "new session, fresh window");
-        std::fs::remove_file(path).unwrap();
     }
 }

@@ -4,11 +4,14 @@
 //! writes counters (per peer, per worker, per uplink: `stats.rs`); event
 //! rings carry everything else both ways.
 //!
-//! The region is a file under /dev/shm so a restarted process of either kind
-//! re-attaches to it and sessions survive.
+//! The region is a named file (see `file.rs` for where, and how it is
+//! claimed) so a restarted process of either kind can find it again. It
+//! holds every live session key: it is kept out of core dumps and, where
+//! the kernel allows, its key slots out of swap.
 
 pub mod allowed;
 pub mod events;
+mod file;
 pub mod keys;
 pub mod layout;
 pub mod peers;
@@ -16,13 +19,16 @@ pub mod ring;
 mod seqlock;
 pub mod stats;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
+use std::sync::Once;
 
+pub use file::{netns_inode, region_path, region_path_in, REGION_DIR};
 use layout::*;
 
 /// CLOCK_MONOTONIC in nanoseconds: the one clock both processes share.
@@ -36,16 +42,17 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Where the region of interface `iface` lives.
-pub fn default_path(iface: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/wirespeed-{iface}"))
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
 /// A mapping of the whole region.
 pub struct Region {
     base: NonNull<u8>,
     len: usize,
-    _file: File,
+    file: File,
+    /// Set for the instance that created the file: its name goes with it.
+    claim: Option<file::Claim>,
 }
 
 // SAFETY: every field the region exposes is an atomic, or an UnsafeCell
@@ -56,17 +63,24 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// Creates (or truncates and re-initialises) the region at `path`.
-    pub fn create(path: &Path) -> io::Result<Region> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        file.set_len(TOTAL_SIZE as u64)?;
-        let r = Self::map(file)?;
-        let h = r.header();
+    /// Creates the region at `path` for a new instance: exclusively, mode
+    /// 0600, in a private directory, locked for as long as the region lives
+    /// (see `file.rs`); dropping the region removes the file. Refuses, and
+    /// leaves the file alone, while another instance holds it.
+    pub fn create_exclusive(path: &Path) -> io::Result<Region> {
+        let (file, claim) = file::claim(path)?;
+        if let Err(e) = file.set_len(TOTAL_SIZE as u64) {
+            // Still locked by us: the half-made file is ours to remove.
+            claim.release(&file);
+            return Err(e);
+        }
+        let r = Self::map(file, Some(claim))?;
+        r.initialise();
+        Ok(r)
+    }
+
+    fn initialise(&self) {
+        let h = self.header();
         h.version.store(VERSION, Ordering::Relaxed);
         h.key_slots.store(KEY_SLOTS as u32, Ordering::Relaxed);
         h.peer_slots.store(PEER_SLOTS as u32, Ordering::Relaxed);
@@ -75,35 +89,51 @@ impl Region {
         h.ring_entries.store(RING_ENTRIES as u32, Ordering::Relaxed);
         h.total_size.store(TOTAL_SIZE as u64, Ordering::Relaxed);
         for i in 0..PEER_SLOTS {
-            r.peer(i).current_key.store(NO_SLOT, Ordering::Relaxed);
+            self.peer(i).current_key.store(NO_SLOT, Ordering::Relaxed);
         }
         // Magic last: a reader that sees it sees an initialised region.
         h.magic.store(MAGIC, Ordering::Release);
-        Ok(r)
     }
 
-    /// Maps an existing region, checking magic, version and size.
+    /// Maps an existing region, checking that it is a private file of ours
+    /// (never through a symlink) with the right magic, version and size.
     pub fn open(path: &Path) -> io::Result<Region> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        if file.metadata()?.len() != TOTAL_SIZE as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "shared memory region has the wrong size",
-            ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)?;
+        let st = file::fstat(&file)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(invalid("shared memory region is not a plain file"));
         }
-        let r = Self::map(file)?;
+        file::check_private(path, &st)?;
+        if st.st_size as u64 != TOTAL_SIZE as u64 {
+            return Err(invalid("shared memory region has the wrong size"));
+        }
+        let r = Self::map(file, None)?;
         let h = r.header();
         if h.magic.load(Ordering::Acquire) != MAGIC || h.version.load(Ordering::Relaxed) != VERSION
         {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
+            return Err(invalid(
                 "shared memory region has another magic or layout version",
             ));
         }
         Ok(r)
     }
 
-    fn map(file: File) -> io::Result<Region> {
+    /// For a user that did not create the region (the data plane) and
+    /// outlived its creator: removes the file if it still names this region
+    /// and no live instance holds it. Returns whether it did.
+    pub fn remove_if_unclaimed(&self, path: &Path) -> io::Result<bool> {
+        if self.claim.is_some() {
+            return Ok(false);
+        }
+        file::remove_if_unclaimed(path, &self.file)
+    }
+
+    /// Maps `file`; with a `claim`, the file is removed if that fails.
+    fn map(file: File, claim: Option<file::Claim>) -> io::Result<Region> {
         // SAFETY: a fresh shared mapping of a file we hold open, of exactly
         // its size; the kernel picks the address. Failure is checked.
         let p = unsafe {
@@ -116,16 +146,64 @@ impl Region {
                 0,
             )
         };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base =
-            NonNull::new(p as *mut u8).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Region {
+        let Some(base) = NonNull::new(p as *mut u8).filter(|_| p != libc::MAP_FAILED) else {
+            let e = io::Error::last_os_error();
+            if let Some(c) = &claim {
+                c.release(&file);
+            }
+            return Err(e);
+        };
+        // From here on, dropping `r` undoes everything.
+        let r = Region {
             base,
             len: TOTAL_SIZE,
-            _file: file,
-        })
+            file,
+            claim,
+        };
+        r.keep_out_of_dumps()?;
+        r.lock_key_slots();
+        Ok(r)
+    }
+
+    /// Session keys must not end up in a core file, whatever the process's
+    /// dumpable setting.
+    fn keep_out_of_dumps(&self) -> io::Result<()> {
+        // SAFETY: advises on exactly our own mapping; changes no contents.
+        let r = unsafe {
+            libc::madvise(
+                self.base.as_ptr() as *mut libc::c_void,
+                self.len,
+                libc::MADV_DONTDUMP,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Keeps the key slots (the part of the region that holds secrets, a
+    /// fraction of the whole) out of swap. Best effort: without
+    /// CAP_IPC_LOCK or with a low RLIMIT_MEMLOCK the kernel refuses, which
+    /// is said once and otherwise ignored.
+    fn lock_key_slots(&self) {
+        static WARNED: Once = Once::new();
+        // SAFETY: OFF_KEYS..OFF_PEERS lies inside our mapping; mlock
+        // changes no contents.
+        let r = unsafe {
+            libc::mlock(
+                self.base.as_ptr().add(OFF_KEYS) as *const libc::c_void,
+                OFF_PEERS - OFF_KEYS,
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "wirespeed: cannot lock session keys in memory (they may be swapped): {e}"
+                )
+            });
+        }
     }
 
     /// # Safety
@@ -142,6 +220,13 @@ impl Region {
     pub fn header(&self) -> &Header {
         // SAFETY: the header is at offset 0 and HEADER_SIZE ≥ its size.
         unsafe { self.at(0) }
+    }
+
+    /// The running data plane's worker count, as a bound for indexing its
+    /// rings and counters: within 1..=MAX_WORKERS whatever the header says
+    /// (the data plane writes it; control must not trust it blindly).
+    pub fn workers(&self) -> usize {
+        (self.header().workers.load(Ordering::Acquire) as usize).clamp(1, MAX_WORKERS)
     }
 
     /// Key slot `i` (`i < KEY_SLOTS`).
@@ -218,6 +303,10 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        // Before the descriptor (and with it the lock) goes.
+        if let Some(c) = &self.claim {
+            c.release(&self.file);
+        }
         // SAFETY: unmaps exactly the mapping made in `map`; no reference into
         // it outlives self because every accessor borrows self.
         unsafe { libc::munmap(self.base.as_ptr() as *mut libc::c_void, self.len) };
@@ -227,37 +316,247 @@ impl Drop for Region {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
+    use std::path::PathBuf;
 
-    pub fn temp_region(tag: &str) -> (Region, PathBuf) {
-        let path =
-            std::env::temp_dir().join(format!("wirespeed-test-{tag}-{}", std::process::id()));
-        (Region::create(&path).unwrap(), path)
+    /// A private directory of its own for one test's region files, removed
+    /// (with whatever is left in it) on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            let d =
+                std::env::temp_dir().join(format!("wirespeed-test-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            TempDir(d)
+        }
+
+        pub fn region(&self) -> PathBuf {
+            self.0.join("wg0.region")
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh region in its own directory.
+    pub fn temp_region(tag: &str) -> (Region, TempDir) {
+        let dir = TempDir::new(tag);
+        (Region::create_exclusive(&dir.region()).unwrap(), dir)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testutil::{temp_region, TempDir};
     use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
 
     #[test]
     fn create_then_open_sees_the_same_memory() {
-        let (a, path) = testutil::temp_region("open");
-        let b = Region::open(&path).unwrap();
+        let (a, dir) = temp_region("open");
+        let b = Region::open(&dir.region()).unwrap();
         a.header().listen_port.store(51820, Ordering::Relaxed);
         assert_eq!(b.header().listen_port.load(Ordering::Relaxed), 51820);
         assert_eq!(b.peer(7).current_key.load(Ordering::Relaxed), NO_SLOT);
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn open_refuses_foreign_files() {
-        let path =
-            std::env::temp_dir().join(format!("wirespeed-test-foreign-{}", std::process::id()));
+        let dir = TempDir::new("foreign");
+        std::fs::create_dir(dir.path()).unwrap();
+        let path = dir.region();
         std::fs::write(&path, b"not a region").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Region::open(&path).is_err());
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(TOTAL_SIZE as u64).unwrap();
         assert!(Region::open(&path).is_err(), "right size, no magic");
-        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn open_refuses_a_region_others_can_read() {
+        let (_r, dir) = temp_region("readable");
+        assert!(Region::open(&dir.region()).is_ok());
+        std::fs::set_permissions(dir.region(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Region::open(&dir.region()).is_err());
+    }
+
+    #[test]
+    fn file_is_0600_in_a_0700_directory_and_goes_with_the_region() {
+        let (r, dir) = temp_region("modes");
+        assert_eq!(mode(&dir.region()), 0o600);
+        assert_eq!(mode(dir.path()), 0o700);
+        drop(r);
+        assert!(!dir.region().exists(), "the creator removes its file");
+    }
+
+    #[test]
+    fn refuses_a_directory_others_can_enter_or_a_symlinked_one() {
+        let dir = TempDir::new("opendir");
+        std::fs::create_dir(dir.path()).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Region::create_exclusive(&dir.region()).is_err());
+        assert!(!dir.region().exists());
+        let real = TempDir::new("realdir");
+        std::fs::create_dir(real.path()).unwrap();
+        std::fs::set_permissions(real.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("link");
+        symlink(real.path(), &link).unwrap();
+        assert!(Region::create_exclusive(&link.join("wg0.region")).is_err());
+        assert!(!real.region().exists());
+    }
+
+    #[test]
+    fn refuses_a_symlink_and_leaves_its_target_alone() {
+        let dir = TempDir::new("symlink");
+        std::fs::create_dir(dir.path()).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        symlink(&target, dir.region()).unwrap();
+        let e = Region::create_exclusive(&dir.region())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+        assert!(std::fs::symlink_metadata(dir.region())
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(
+            Region::open(&dir.region()).is_err(),
+            "open does not follow it either"
+        );
+    }
+
+    #[test]
+    fn refuses_while_a_live_instance_holds_the_region() {
+        let (live, dir) = temp_region("live");
+        live.header().listen_port.store(4242, Ordering::Relaxed);
+        let e = Region::create_exclusive(&dir.region())
+            .err()
+            .expect("refused");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert_eq!(live.header().listen_port.load(Ordering::Relaxed), 4242);
+        let again = Region::open(&dir.region()).unwrap();
+        assert_eq!(again.header().listen_port.load(Ordering::Relaxed), 4242);
+        assert!(
+            !again.remove_if_unclaimed(&dir.region()).unwrap(),
+            "a claimed region stays"
+        );
+        assert!(dir.region().exists());
+    }
+
+    #[test]
+    fn replaces_the_unlocked_leftover_of_a_dead_instance() {
+        let dir = TempDir::new("stale");
+        std::fs::create_dir(dir.path()).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(dir.region(), b"left by a crash").unwrap();
+        std::fs::set_permissions(dir.region(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Held open (not locked) so its inode number cannot be reused.
+        let old = std::fs::File::open(dir.region()).unwrap();
+        let r = Region::create_exclusive(&dir.region()).unwrap();
+        let m = std::fs::metadata(dir.region()).unwrap();
+        assert_ne!(m.ino(), old.metadata().unwrap().ino(), "a new file");
+        assert_eq!(old.metadata().unwrap().nlink(), 0, "the old one is removed");
+        assert_eq!(m.len(), TOTAL_SIZE as u64);
+        assert_eq!(r.header().magic.load(Ordering::Relaxed), MAGIC);
+    }
+
+    #[test]
+    fn the_last_user_of_a_dead_instance_removes_its_region() {
+        let (creator, dir) = temp_region("orphan");
+        let user = Region::open(&dir.region()).unwrap();
+        // The creator dies without cleaning up: its lock goes (with its
+        // descriptor and its mapping, which also holds the open file), its
+        // file stays.
+        let (fd, base, len) = (creator.file.as_raw_fd(), creator.base, creator.len);
+        std::mem::forget(creator);
+        // SAFETY: undoes the mapping and closes the descriptor of a region
+        // that was forgotten, so nothing will use or release them again.
+        unsafe {
+            libc::munmap(base.as_ptr() as *mut libc::c_void, len);
+            libc::close(fd);
+        }
+        assert!(user.remove_if_unclaimed(&dir.region()).unwrap());
+        assert!(!dir.region().exists());
+    }
+
+    /// The kernel's flags ("dd": not dumped, "lo": locked) of the mapping
+    /// that holds `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if inside {
+                    return flags.to_string();
+                }
+            } else if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) =
+                        (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                    {
+                        inside = (a..b).contains(&addr);
+                    }
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn the_mapping_stays_out_of_core_dumps_and_its_keys_out_of_swap() {
+        let (r, _dir) = temp_region("nodump");
+        let base = r.base.as_ptr() as usize;
+        for off in [0, OFF_KEYS, OFF_PEERS, TOTAL_SIZE - 1] {
+            assert!(
+                vm_flags(base + off).split_whitespace().any(|f| f == "dd"),
+                "{off:#x}"
+            );
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let flags = vm_flags(base + OFF_KEYS);
+            assert!(
+                flags.split_whitespace().any(|f| f == "lo"),
+                "key slots locked: {flags}"
+            );
+        }
+    }
+
+    #[test]
+    fn worker_count_is_clamped_to_the_layout() {
+        let (r, _dir) = temp_region("workers");
+        for (stored, seen) in [(0, 1), (3, 3), (33, MAX_WORKERS), (u32::MAX, MAX_WORKERS)] {
+            r.header().workers.store(stored, Ordering::Relaxed);
+            assert_eq!(r.workers(), seen, "{stored}");
+            r.ring_to_control(r.workers() - 1);
+            r.ring_to_dataplane(r.workers() - 1);
+        }
+    }
+
+    #[test]
+    fn region_names_carry_the_network_namespace() {
+        let a = region_path_in(Path::new("/run/wirespeed"), 4026531840, "wg0").unwrap();
+        let b = region_path_in(Path::new("/run/wirespeed"), 4026532999, "wg0").unwrap();
+        assert_ne!(a, b);
+        assert!(region_path_in(Path::new("/x"), 1, "../etc").is_err());
+        let own = region_path("wg0").unwrap();
+        assert!(own.starts_with(REGION_DIR));
+        let ino = netns_inode(Path::new("/proc/self/ns/net")).unwrap();
+        assert!(own.to_string_lossy().contains(&ino.to_string()));
     }
 }

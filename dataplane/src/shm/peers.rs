@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn peer_info_round_trips() {
-        let (r, path) = temp_region("peerinfo");
+        let (r, _dir) = temp_region("peerinfo");
         let i = r.peer_info(5);
         assert_eq!(i.figures().unwrap().public_key, [0; 32]);
         i.activate(&[7; 32]);
@@ -211,12 +211,11 @@ mod tests {
         assert_eq!((f.public_key, f.control_rx_bytes), ([9; 32], 0));
         i.deactivate();
         assert_eq!(i.figures().unwrap().public_key, [0; 32]);
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn endpoint_key_and_counters() {
-        let (r, path) = temp_region("peers");
+        let (r, _dir) = temp_region("peers");
         let p = r.peer(9);
         p.activate();
         assert!(p.is_active());
@@ -241,6 +240,5 @@ mod tests {
         p.deactivate();
         assert!(!p.is_active());
         assert_eq!(p.current_key(), None);
-        std::fs::remove_file(path).unwrap();
     }
 }

@@ -3,6 +3,8 @@
 
 use core::sync::atomic::{fence, AtomicU64, Ordering};
 
+use zeroize::Zeroizing;
+
 /// Runs `write` inside the odd phase of `seq`. Single writer only.
 pub fn write<R>(seq: &AtomicU64, write: impl FnOnce() -> R) -> R {
     let s = seq.load(Ordering::Relaxed);
@@ -32,8 +34,10 @@ pub fn read<R>(seq: &AtomicU64, mut read: impl FnMut() -> R) -> Option<(R, u64)>
     None
 }
 
+/// Copies `src` (session keys, among others) into `dst`; the staging copy
+/// on the stack is wiped afterwards.
 pub fn store_bytes<const W: usize>(dst: &[AtomicU64; W], src: &[u8]) {
-    let mut buf = [0u8; 64];
+    let mut buf = Zeroizing::new([0u8; 64]);
     buf[..src.len()].copy_from_slice(src);
     for (i, w) in dst.iter().enumerate() {
         w.store(
@@ -43,9 +47,10 @@ pub fn store_bytes<const W: usize>(dst: &[AtomicU64; W], src: &[u8]) {
     }
 }
 
+/// Copies `src` into `dst`, wiping each word's staging copy.
 pub fn load_bytes<const W: usize>(src: &[AtomicU64; W], dst: &mut [u8]) {
     for (i, w) in src.iter().enumerate() {
-        let b = w.load(Ordering::Relaxed).to_le_bytes();
+        let b = Zeroizing::new(w.load(Ordering::Relaxed).to_le_bytes());
         let n = (dst.len().saturating_sub(i * 8)).min(8);
         dst[i * 8..i * 8 + n].copy_from_slice(&b[..n]);
     }

@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn worker_counters_add_up_and_reset() {
-        let (r, path) = temp_region("wstats");
+        let (r, _dir) = temp_region("wstats");
         let w = r.worker_stats(3);
         w.rx(148);
         w.rx(32);
@@ -344,12 +344,11 @@ mod tests {
         assert_eq!(r.worker_stats(2).figures(), WorkerFigures::default());
         reset(&r);
         assert_eq!(r.worker_stats(3).figures(), WorkerFigures::default());
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn workers_count_in_parallel_without_losing_increments() {
-        let (r, path) = temp_region("wstats-par");
+        let (r, _dir) = temp_region("wstats-par");
         std::thread::scope(|s| {
             for w in 0..4 {
                 let r = &r;
@@ -365,12 +364,11 @@ mod tests {
             let f = r.worker_stats(w).figures();
             assert_eq!((f.rx_packets, f.rx_bytes), (100_000, 1_000_000));
         }
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn uplink_table_round_trips() {
-        let (r, path) = temp_region("uplinks");
+        let (r, _dir) = temp_region("uplinks");
         assert!(uplinks(&r).is_empty());
         set_uplinks(&r, [("veth0", 7), ("fifteen-chars-x", 9)]);
         r.uplink(1).set_xdp(&XdpFigures {
@@ -393,6 +391,5 @@ mod tests {
         assert_eq!(uplinks(&r)[0].name, "a-name-much-long");
         reset(&r);
         assert!(uplinks(&r).is_empty());
-        std::fs::remove_file(path).unwrap();
     }
 }
