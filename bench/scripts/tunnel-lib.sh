@@ -4,29 +4,41 @@
 #
 # Every name carries $TAG (default: the shell's pid) so runs never collide,
 # and `tl_cleanup` removes all of it (call it from an EXIT trap).
+# shellcheck shell=bash disable=SC2034  # the variables are for the scripts sourcing this
 
 umask 077
 TAG=${TAG:-$$}
-NS_A="wsa$TAG"; NS_B="wsb$TAG"
-VETH_A="wva$TAG"; VETH_B="wvb$TAG"
+NS_A="wsa$TAG"; NS_B="wsb$TAG"; NS_R="wsr$TAG"
+VETH_A="wva$TAG"; VETH_B="wvb$TAG"; VETH_RA="wvra$TAG"; VETH_RB="wvrb$TAG"
 UNDER_A=192.168.213.1; UNDER_B=192.168.213.2
 TUN_A=10.213.0.1; TUN_B=10.213.0.2
 WORK=$(mktemp -d /tmp/wirespeed-tl.XXXXXX)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 WIRESPEED_GIVEN=${WIRESPEED:-}
-WIRESPEED=${WIRESPEED:-$ROOT/target/release/wirespeed}
+# Where `cargo build` put it, CARGO_TARGET_DIR included.
+WIRESPEED=${WIRESPEED:-${CARGO_TARGET_DIR:-$ROOT/target}/release/wirespeed}
+# wireguard-go built from upstream's tree (Debian's lags it by years).
+WIREGUARD_GO_UPSTREAM=${WIREGUARD_GO_UPSTREAM:-/opt/peers/bin/wireguard-go-upstream}
 BORINGTUN=${BORINGTUN:-$(command -v boringtun-cli || echo "$HOME/.cargo/bin/boringtun-cli")}
 PIDS=()
 
 tl_cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for ns in "$NS_A" "$NS_B"; do
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
-    done
-    sleep 0.3
-    for ns in "$NS_A" "$NS_B"; do ip netns del "$ns" 2>/dev/null; done
+    tl_unlink
     rm -f /var/run/wireguard/wsa"$TAG"*.sock /var/run/wireguard/wsb"$TAG"*.sock
     rm -rf "$WORK"
+}
+
+# Ends everything in the namespaces and deletes them (and their links).
+tl_unlink() {
+    local ns
+    for ns in "$NS_A" "$NS_B" "$NS_R"; do
+        # A namespace that is not there fails the pipe (pipefail): fine.
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    done
+    sleep 0.3
+    for ns in "$NS_A" "$NS_B" "$NS_R"; do ip netns del "$ns" 2>/dev/null || true; done
+    return 0
 }
 
 # Two namespaces and the bare link between them.
@@ -37,6 +49,42 @@ tl_link() {
     ip -n "$NS_B" addr add "$UNDER_B/24" dev "$VETH_B"
     for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
     ip -n "$NS_A" link set "$VETH_A" up; ip -n "$NS_B" link set "$VETH_B" up
+}
+
+# The same two namespaces with a router namespace between them: A - R - B.
+# The link is shaped on R (tl_shape), not on A's or B's veth, because the
+# AF_XDP backend transmits with the kernel's direct xmit, which skips the
+# qdisc of the device it sends on: a tbf there would not hold it back, and
+# XDP on B's veth sees frames before any ingress policing. Moves UNDER_B.
+tl_link_routed() {
+    local ns
+    UNDER_B=192.168.214.2
+    for ns in "$NS_A" "$NS_B" "$NS_R"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+    ip link add "$VETH_A" netns "$NS_A" type veth peer name "$VETH_RA" netns "$NS_R"
+    ip link add "$VETH_B" netns "$NS_B" type veth peer name "$VETH_RB" netns "$NS_R"
+    ip -n "$NS_A" addr add "$UNDER_A/24" dev "$VETH_A"
+    ip -n "$NS_R" addr add 192.168.213.254/24 dev "$VETH_RA"
+    ip -n "$NS_R" addr add 192.168.214.254/24 dev "$VETH_RB"
+    ip -n "$NS_B" addr add "$UNDER_B/24" dev "$VETH_B"
+    ip -n "$NS_A" link set "$VETH_A" up; ip -n "$NS_B" link set "$VETH_B" up
+    ip -n "$NS_R" link set "$VETH_RA" up; ip -n "$NS_R" link set "$VETH_RB" up
+    ip netns exec "$NS_R" sysctl -qw net.ipv4.ip_forward=1
+    ip -n "$NS_A" route add 192.168.214.0/24 via 192.168.213.254
+    ip -n "$NS_B" route add 192.168.213.0/24 via 192.168.214.254
+}
+
+# tl_shape GBITS: both directions of the routed link limited to GBITS
+# Gbit/s by a token bucket on R's two egresses (0: unshaped). The bucket
+# holds 1 ms of traffic (at least 64 KiB, one GSO packet, so big packets
+# are not split needlessly) and queues at most 10 ms.
+tl_shape() {
+    local dev burst
+    burst=$(awk -v g="$1" 'BEGIN { b = g * 1e9 / 8 / 1000; print int(b < 65536 ? 65536 : b) }')
+    for dev in "$VETH_RA" "$VETH_RB"; do
+        ip netns exec "$NS_R" tc qdisc del dev "$dev" root 2>/dev/null || true
+        [ "$1" = 0 ] && continue
+        ip netns exec "$NS_R" tc qdisc add dev "$dev" root tbf rate "${1}gbit" burst "$burst" latency 10ms || return 1
+    done
 }
 
 # Both ends of a tunnel share this host, but each stands for a host of its
@@ -57,6 +105,7 @@ tl_start() {
         wirespeed-xdp) ip netns exec "$ns" "${pin[@]}" "$WIRESPEED" -f --backend xdp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         wirespeed-udp) ip netns exec "$ns" "${pin[@]}" "$WIRESPEED" -f --backend udp "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         wireguard-go) WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec "$ns" "${pin[@]}" wireguard-go -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
+        wireguard-go-upstream) WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec "$ns" "${pin[@]}" "$WIREGUARD_GO_UPSTREAM" -f "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         boringtun) ip netns exec "$ns" "${pin[@]}" "$BORINGTUN" --foreground --disable-drop-privileges "$ifc" >"$WORK/$ifc.log" 2>&1 & ;;
         *) echo "unknown implementation $impl" >&2; return 1 ;;
     esac
@@ -75,7 +124,9 @@ tl_tunnel() {
     IF_A="wsa$TAG$n"; IF_B="wsb$TAG$n"
     IF_A=${IF_A:0:15}; IF_B=${IF_B:0:15}
     wg genkey >"$WORK/ka"; wg genkey >"$WORK/kb"
-    tl_start "$ia" "$NS_A" "$IF_A"; tl_start "$ib" "$NS_B" "$IF_B"
+    # Explicit returns: callers may run this under `if`, where set -e is off.
+    tl_start "$ia" "$NS_A" "$IF_A" || return 1
+    tl_start "$ib" "$NS_B" "$IF_B" || return 1
     local port=$((51820 + n))
     ip netns exec "$NS_A" wg set "$IF_A" private-key "$WORK/ka" listen-port "$port" \
         peer "$(wg pubkey <"$WORK/kb")" allowed-ips "$TUN_B/32" endpoint "$UNDER_B:$port"
@@ -96,17 +147,62 @@ tl_stop_tunnel() {
     rm -f "/var/run/wireguard/$IF_A.sock" "/var/run/wireguard/$IF_B.sock"
 }
 
-# tl_iperf ADDR SECONDS [extra iperf3 args]: prints Gbit/s received.
+# tl_iperf ADDR SECONDS [extra iperf3 args]: prints Gbit/s received (0 when
+# the run failed) and leaves the bytes received in $WORK/iperf.bytes.
 tl_iperf() {
     local addr=$1 secs=$2; shift 2
-    ip netns exec "$NS_B" iperf3 -s -1 -D -B "$addr" >/dev/null 2>&1
+    echo 0 >"$WORK/iperf.bytes"
+    ip netns exec "$NS_B" iperf3 -s -1 -D -B "$addr" -I "$WORK/iperf.pid" >/dev/null 2>&1
     sleep 0.3
-    ip netns exec "$NS_A" iperf3 -c "$addr" -t "$secs" -J "$@" >"$WORK/iperf.json" 2>/dev/null || { echo 0; return; }
-    python3 - "$WORK/iperf.json" <<'PY'
+    # A stalled tunnel must not hang the run; nor may its server, left
+    # waiting for a client that gave up, keep the port for the next run.
+    timeout $((secs + 30)) ip netns exec "$NS_A" iperf3 -c "$addr" -t "$secs" -J --connect-timeout 5000 "$@" \
+        >"$WORK/iperf.json" 2>/dev/null || true
+    # The server removes its pid file as it exits, maybe between two reads.
+    local server
+    server=$(cat "$WORK/iperf.pid" 2>/dev/null) || true
+    if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi
+    rm -f "$WORK/iperf.pid"
+    python3 - "$WORK/iperf.json" "$WORK/iperf.bytes" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1]))
-e = d.get("end", {})
+try:
+    e = json.load(open(sys.argv[1])).get("end", {})
+except ValueError:
+    e = {}
 s = e.get("sum_received") or e.get("sum") or {}
+open(sys.argv[2], "w").write(f"{s.get('bytes', 0)}\n")
 print(f"{s.get('bits_per_second', 0) / 1e9:.3f}")
 PY
+}
+
+# CPU time, in seconds, of the daemons started by tl_start and of every
+# process below them (wirespeed's data plane is a child, wirespeed-
+# dataplane), threads and reaped children included: utime+stime+cutime+
+# cstime from /proc/PID/stat.
+tl_daemon_cpu() {
+    python3 - "$(getconf CLK_TCK)" "${PIDS[@]}" <<'PY'
+import os, sys
+hz, roots = int(sys.argv[1]), {int(p) for p in sys.argv[2:]}
+procs = {}
+for p in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        s = open(f"/proc/{p}/stat").read()
+    except OSError:
+        continue
+    f = s[s.rindex(")") + 2:].split()  # comm may hold spaces
+    procs[int(p)] = (int(f[1]), sum(map(int, f[11:15])))
+def ours(p):
+    while p > 1:
+        if p in roots:
+            return True
+        p = procs.get(p, (0,))[0]
+    return False
+print(sum(t for p, (_, t) in procs.items() if ours(p)) / hz)
+PY
+}
+
+# Busy CPU time of the whole host, in seconds, from /proc/stat: all but
+# idle and iowait (guest time is already inside user).
+tl_host_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat
 }
