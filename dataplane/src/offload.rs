@@ -88,6 +88,17 @@ pub enum OffloadError {
     Malformed,
 }
 
+/// How many packets `for_each_packet` will emit for a `len`-byte read: at
+/// least the true count (the headers are counted as payload), so counters
+/// reserved for a super-packet's segments rarely fall short.
+pub fn packets_hint(hdr: &VnetHdr, len: usize) -> u64 {
+    match hdr.gso_type & !GSO_ECN {
+        GSO_NONE => 1,
+        _ if hdr.gso_size == 0 => 1,
+        _ => len.div_ceil(usize::from(hdr.gso_size)).max(1) as u64,
+    }
+}
+
 /// Calls `emit` with each plain packet `packet` stands for: itself (its
 /// checksum completed if the kernel left it partial), or the segments of a
 /// TCP super-packet, built one at a time in `scratch` (which must hold the

@@ -101,8 +101,14 @@ impl PeerSlot {
 
     /// Data plane: a transport message of `bytes` went out.
     pub fn note_tx(&self, bytes: u64, now_ns: u64, data: bool) {
+        self.note_tx_many(bytes, 1, now_ns, data);
+    }
+
+    /// Data plane: `packets` messages of `bytes` in all went out (`data`:
+    /// not all keepalives).
+    pub fn note_tx_many(&self, bytes: u64, packets: u64, now_ns: u64, data: bool) {
         self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.tx_packets.fetch_add(packets, Ordering::Relaxed);
         self.last_tx_auth_ns.fetch_max(now_ns, Ordering::Relaxed);
         if data {
             self.last_tx_data_ns.fetch_max(now_ns, Ordering::Relaxed);

@@ -32,6 +32,7 @@ impl Worker {
         if staged.is_empty() && keepalive {
             staged.push_back(Vec::new());
         }
+        self.burst_left = staged.len() as u64;
         while let Some(pkt) = staged.pop_front() {
             if !self.seal_for(peer, &pkt) {
                 staged.push_front(pkt);
@@ -45,6 +46,7 @@ impl Worker {
                 self.flush_out();
             }
         }
+        self.end_burst();
         self.flush_out();
     }
 }

@@ -43,6 +43,8 @@ impl Worker {
                 more |= self.read_tun();
             }
             self.commands();
+            // Nothing read from the region outlives a loop turn.
+            self.end_burst();
             self.flush_out();
             self.more = more;
         }

@@ -29,6 +29,7 @@ mod event_loop;
 mod flush;
 mod receive;
 mod send;
+mod tx_peer;
 
 const BATCH: usize = 32;
 /// Sealed messages for the UDP socket are sent once this many wait (a TUN
@@ -115,6 +116,12 @@ pub struct Worker {
     /// The seals of messages laid out since the last flush.
     tx_crypto: AeadBatch,
     tx_xdp_pending: Vec<PendingFrame>,
+    /// The peer the current burst (one TUN super-packet) goes to, with what
+    /// sealing for it needs, and the destination address it was routed by.
+    tx_peer: Option<tx_peer::TxPeer>,
+    tx_route: Option<(IpAddr, u32)>,
+    /// Packets of the current burst not yet sealed (counters to reserve).
+    burst_left: u64,
     /// The socket's count of refused GSO trains when last looked at (the
     /// first refusal is logged).
     gso_refusals_logged: u64,
@@ -173,6 +180,9 @@ impl Worker {
             tx_crypto: AeadBatch::new(),
             tx_xdp_pending: Vec::with_capacity(BATCH),
             gso_refusals_logged: 0,
+            tx_peer: None,
+            tx_route: None,
+            burst_left: 0,
         }
     }
 
