@@ -15,7 +15,7 @@ APT_PACKAGES=(
     clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4
     iproute2 iptables iputils-ping tcpdump iperf3 netcat-openbsd procps kmod
     wireguard-tools wireguard-go openssl bpftool
-    gnuplot-nox
+    gnuplot-nox ethtool
 )
 
 missing=()

@@ -22,7 +22,7 @@ use common::{
     assert_no_ping, assert_ping, for_each_pairing, ping_with, tcp_transfer, uapi_errno,
     uapi_request, udp_blast, wg_filter, Impl, PingOpts, TcpTransfer, Tunnel, TunnelOpts,
 };
-use Impl::{Boringtun, WireguardGo, Wirespeed, WirespeedUdp};
+use Impl::{Boringtun, WireguardGo, Wirespeed, WirespeedUdp, WirespeedUdpOffload};
 
 /// (A, B, enabled). A is the side that initiates, roams and sends the big
 /// transfer. Set a row to `false` to take a pairing out of the default run
@@ -34,6 +34,8 @@ const PAIRINGS: &[(Impl, Impl, bool)] = &[
     (WirespeedUdp, WireguardGo, true),
     (WirespeedUdp, Boringtun, true),
     (WirespeedUdp, WirespeedUdp, true),
+    // What `auto` runs on veth: UDP with GSO/GRO and TUN offloads on.
+    (WirespeedUdpOffload, WireguardGo, true),
     // Reference pairings: they validate the harness itself.
     (WireguardGo, Boringtun, true),
     (WireguardGo, WireguardGo, true),

@@ -11,8 +11,11 @@
 //! the legacy layout the TUN uses, in host byte order); a packet whose
 //! checksum the kernel left partial (NEEDS_CSUM) gets it completed.
 //!
-//! Only TCP segmentation is offered to the kernel (no UDP segmentation), so
-//! any other GSO type is refused rather than guessed at.
+//! UDP segmentation (USO, kernel 6.2+) works the same way for UDP senders
+//! that batch with UDP_SEGMENT (QUIC stacks, media): one super-packet of
+//! equal-sized datagrams, cut here at `gso_size` with the UDP length and
+//! checksum of each piece fixed. Any other GSO type is refused rather than
+//! guessed at.
 
 use crate::checksum::{add, fold, pseudo_header};
 
@@ -23,6 +26,8 @@ pub const F_NEEDS_CSUM: u8 = 1;
 pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;
 pub const GSO_TCPV6: u8 = 4;
+/// UDP segmentation, IPv4 or IPv6 (`VIRTIO_NET_HDR_GSO_UDP_L4`).
+pub const GSO_UDP_L4: u8 = 5;
 /// Or'd into `gso_type` when the segments carry ECN (CWR on the first).
 pub const GSO_ECN: u8 = 0x80;
 
@@ -30,6 +35,9 @@ const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// The most datagrams the kernel puts in one UDP super-packet (UDP_MAX_SEGMENTS).
+const UDP_MAX_SEGMENTS: usize = 128;
 
 /// Whether TUN offloads (segmentation and checksum offload on the way in,
 /// coalescing on the way out) are wanted: on unless WIRESPEED_TUN_OFFLOAD
@@ -118,6 +126,7 @@ pub fn for_each_packet(
             Ok(1)
         }
         GSO_TCPV4 | GSO_TCPV6 => segment_tcp(hdr, packet, scratch, emit),
+        GSO_UDP_L4 => segment_udp(hdr, packet, scratch, emit),
         _ => Err(OffloadError::Unsupported),
     }
 }
@@ -150,20 +159,8 @@ fn segment_tcp(
     scratch: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, OffloadError> {
-    let v6 = match packet.first().map(|b| b >> 4) {
-        Some(4) => false,
-        Some(6) => true,
-        _ => return Err(OffloadError::Malformed),
-    };
+    let (v6, ip_len) = ip_header(packet, 20)?;
     if v6 != (hdr.gso_type & !GSO_ECN == GSO_TCPV6) {
-        return Err(OffloadError::Malformed);
-    }
-    let ip_len = if v6 {
-        40
-    } else {
-        usize::from(packet[0] & 0x0f) * 4
-    };
-    if packet.len() < ip_len + 20 || (!v6 && ip_len < 20) {
         return Err(OffloadError::Malformed);
     }
     let proto = if v6 { packet[6] } else { packet[9] };
@@ -187,15 +184,7 @@ fn segment_tcp(
         let seg = &mut scratch[..len];
         seg[..headers].copy_from_slice(&packet[..headers]);
         seg[headers..].copy_from_slice(chunk);
-        if v6 {
-            seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-        } else {
-            seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            seg[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-            seg[10..12].fill(0);
-            let sum = !fold(add(0, &seg[..ip_len]));
-            seg[10..12].copy_from_slice(&sum.to_be_bytes());
-        }
+        fix_ip_header(seg, v6, ip_len, id, i);
         let tcp = ip_len;
         let seg_seq = seq.wrapping_add((i * mss) as u32);
         seg[tcp + 4..tcp + 8].copy_from_slice(&seg_seq.to_be_bytes());
@@ -211,6 +200,84 @@ fn segment_tcp(
         let sum = pseudo_header(seg, IPPROTO_TCP, len - tcp);
         let csum = !fold(add(sum, &seg[tcp..]));
         seg[tcp + 16..tcp + 18].copy_from_slice(&csum.to_be_bytes());
+        emit(seg);
+    }
+    Ok(segments)
+}
+
+/// The IP version and header length of `packet`, checked to hold at least
+/// `transport` more bytes.
+fn ip_header(packet: &[u8], transport: usize) -> Result<(bool, usize), OffloadError> {
+    let v6 = match packet.first().map(|b| b >> 4) {
+        Some(4) => false,
+        Some(6) => true,
+        _ => return Err(OffloadError::Malformed),
+    };
+    let ip_len = if v6 {
+        40
+    } else {
+        usize::from(packet[0] & 0x0f) * 4
+    };
+    if packet.len() < ip_len + transport || (!v6 && ip_len < 20) {
+        return Err(OffloadError::Malformed);
+    }
+    Ok((v6, ip_len))
+}
+
+/// Writes a segment's IP length (and, for IPv4, its ID and header
+/// checksum): segment `i` of a super-packet whose first ID was `id`.
+fn fix_ip_header(seg: &mut [u8], v6: bool, ip_len: usize, id: u16, i: usize) {
+    let len = seg.len();
+    if v6 {
+        seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+    } else {
+        seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        seg[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        seg[10..12].fill(0);
+        let sum = !fold(add(0, &seg[..ip_len]));
+        seg[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+}
+
+/// Cuts a UDP super-packet into its datagrams: each gets the IP and UDP
+/// headers with its own lengths, IPv4 ID and a full UDP checksum.
+fn segment_udp(
+    hdr: &VnetHdr,
+    packet: &[u8],
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, OffloadError> {
+    let (v6, ip_len) = ip_header(packet, 8)?;
+    let proto = if v6 { packet[6] } else { packet[9] };
+    if proto != IPPROTO_UDP {
+        return Err(OffloadError::Unsupported);
+    }
+    let headers = ip_len + 8;
+    let size = usize::from(hdr.gso_size);
+    if size == 0 || scratch.len() < headers + size {
+        return Err(OffloadError::Malformed);
+    }
+    let payload = &packet[headers..];
+    let segments = payload.len().div_ceil(size).max(1);
+    if segments > UDP_MAX_SEGMENTS {
+        return Err(OffloadError::Malformed);
+    }
+    let id = be16(packet, 4);
+    for i in 0..segments {
+        let chunk = &payload[(i * size).min(payload.len())..((i + 1) * size).min(payload.len())];
+        let len = headers + chunk.len();
+        let seg = &mut scratch[..len];
+        seg[..headers].copy_from_slice(&packet[..headers]);
+        seg[headers..].copy_from_slice(chunk);
+        fix_ip_header(seg, v6, ip_len, id, i);
+        let udp = ip_len;
+        seg[udp + 4..udp + 6].copy_from_slice(&((len - udp) as u16).to_be_bytes());
+        seg[udp + 6..udp + 8].fill(0);
+        let sum = pseudo_header(seg, IPPROTO_UDP, len - udp);
+        let csum = !fold(add(sum, &seg[udp..]));
+        // Zero means "no checksum" in UDP; the kernel sends all ones instead.
+        let csum = if csum == 0 { 0xffff } else { csum };
+        seg[udp + 6..udp + 8].copy_from_slice(&csum.to_be_bytes());
         emit(seg);
     }
     Ok(segments)
@@ -297,6 +364,11 @@ mod tests {
 
     /// Whether a plain IPv4/IPv6 TCP packet's checksums verify.
     fn checksums_ok(p: &[u8]) -> bool {
+        l4_checksums_ok(p, 6)
+    }
+
+    /// Whether a plain IPv4/IPv6 packet of protocol `proto` verifies.
+    fn l4_checksums_ok(p: &[u8], proto: u32) -> bool {
         let v6 = p[0] >> 4 == 6;
         let ip_len = if v6 { 40 } else { usize::from(p[0] & 0xf) * 4 };
         if !v6 && fold32(sum16(&p[..ip_len])) != 0xffff {
@@ -308,7 +380,7 @@ mod tests {
         } else {
             sum16(&p[12..20])
         };
-        pseudo += 6 + tcp.len() as u32;
+        pseudo += proto + tcp.len() as u32;
         fold32(pseudo + sum16(tcp)) == 0xffff
     }
 
@@ -375,6 +447,112 @@ mod tests {
         }
     }
 
+    /// A UDP super-packet as a sender using UDP_SEGMENT hands the TUN one:
+    /// one IP and UDP header, then `payload` bytes (lengths of the whole,
+    /// the UDP checksum left partial).
+    fn udp_super_packet(v6: bool, payload: usize) -> Vec<u8> {
+        let ip_len = if v6 { 40 } else { 20 };
+        let mut p = vec![0u8; ip_len + 8 + payload];
+        let total = p.len();
+        if v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = IPPROTO_UDP;
+            p[7] = 64;
+            p[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            p[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&0xfff0u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = IPPROTO_UDP;
+            p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+            p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        }
+        p[ip_len..ip_len + 2].copy_from_slice(&4433u16.to_be_bytes());
+        p[ip_len + 2..ip_len + 4].copy_from_slice(&443u16.to_be_bytes());
+        p[ip_len + 4..ip_len + 6].copy_from_slice(&((total - ip_len) as u16).to_be_bytes());
+        for (i, b) in p[ip_len + 8..].iter_mut().enumerate() {
+            *b = (i * 13 + 5) as u8;
+        }
+        p
+    }
+
+    fn uso(v6: bool, size: u16) -> VnetHdr {
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: if v6 { 48 } else { 28 },
+            gso_size: size,
+            csum_start: if v6 { 40 } else { 20 },
+            csum_offset: 6,
+        }
+    }
+
+    #[test]
+    fn udp_super_packets_are_cut_into_valid_datagrams() {
+        for v6 in [false, true] {
+            let hl = if v6 { 48 } else { 28 };
+            for payload in [1usize, 1200, 1201, 12_000, 64 * 1000] {
+                let mut p = udp_super_packet(v6, payload);
+                let original = p.clone();
+                let mut scratch = vec![0u8; 65536];
+                let mut segs: Vec<Vec<u8>> = Vec::new();
+                let hdr = uso(v6, 1200);
+                let n =
+                    for_each_packet(&hdr, &mut p, &mut scratch, |s| segs.push(s.to_vec())).unwrap();
+                assert_eq!(n, payload.div_ceil(1200));
+                assert!(packets_hint(&hdr, original.len()) >= n as u64);
+                let mut rebuilt = Vec::new();
+                for (i, s) in segs.iter().enumerate() {
+                    assert!(
+                        l4_checksums_ok(s, 17),
+                        "datagram {i} of {payload} (v6 {v6})"
+                    );
+                    assert_eq!(crate::ip::packet_len(s), Some(s.len()));
+                    let u = hl - 8;
+                    assert_eq!(usize::from(be16(s, u + 4)), s.len() - u, "UDP length");
+                    assert_ne!(be16(s, u + 6), 0, "a checksum, not 'none'");
+                    let addrs = if v6 { 8..40 } else { 12..20 };
+                    assert_eq!(s[addrs.clone()], original[addrs], "addresses");
+                    assert_eq!(s[u..u + 4], original[u..u + 4], "ports");
+                    if !v6 {
+                        assert_eq!(be16(s, 4), 0xfff0u16.wrapping_add(i as u16));
+                    }
+                    let last = i + 1 == n;
+                    assert!(s.len() == hl + 1200 || last, "only the last is shorter");
+                    rebuilt.extend_from_slice(&s[hl..]);
+                }
+                assert_eq!(rebuilt, original[hl..]);
+            }
+        }
+    }
+
+    #[test]
+    fn udp_super_packets_the_kernel_would_not_build_are_refused() {
+        // More datagrams than UDP_MAX_SEGMENTS.
+        let mut p = udp_super_packet(false, 129 * 100);
+        let mut scratch = vec![0u8; 2048];
+        assert_eq!(
+            for_each_packet(&uso(false, 100), &mut p, &mut scratch, |_| {}),
+            Err(OffloadError::Malformed)
+        );
+        // A TCP packet under the UDP type.
+        let mut t = super_packet(false, 3000, 0x18);
+        assert_eq!(
+            for_each_packet(&uso(false, 1200), &mut t, &mut scratch, |_| {}),
+            Err(OffloadError::Unsupported)
+        );
+        // Too short for a UDP header.
+        let mut short = udp_super_packet(true, 0);
+        short.truncate(44);
+        assert_eq!(
+            for_each_packet(&uso(true, 1200), &mut short, &mut scratch, |_| {}),
+            Err(OffloadError::Malformed)
+        );
+    }
+
     #[test]
     fn partial_checksums_are_completed() {
         // A single TCP segment whose checksum field holds the pseudo-header
@@ -415,7 +593,7 @@ mod tests {
         let mut p = super_packet(false, 3000, 0x18);
         let mut scratch = vec![0u8; 2048];
         let mut udp = gso(false, 1368);
-        udp.gso_type = 5; // UDP_L4
+        udp.gso_type = GSO_UDP_L4; // on a TCP packet
         assert_eq!(
             for_each_packet(&udp, &mut p, &mut scratch, |_| {}),
             Err(OffloadError::Unsupported)

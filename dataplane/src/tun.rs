@@ -40,9 +40,13 @@ const TUN_FLAGS: libc::c_int =
     libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | libc::IFF_VNET_HDR;
 
 /// What [`TunQueue::set_offload`] offers the kernel: checksum offload and TCP
-/// segmentation (IPv4, IPv6, with ECN); never UDP segmentation.
+/// segmentation (IPv4, IPv6, with ECN), and UDP segmentation where the
+/// kernel knows it ([`USO`]).
 const OFFLOADS: libc::c_uint =
     libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+/// UDP segmentation (kernel 6.2+; older ones refuse the whole set with
+/// EINVAL, so it is offered first and dropped if refused).
+const USO: libc::c_uint = libc::TUN_F_USO4 | libc::TUN_F_USO6;
 
 /// The `TUNGETIFF` flag bits that change the packet format a queue sees; an
 /// existing device must agree on all of them before we read from it.
@@ -205,11 +209,21 @@ impl TunQueue {
         read_with_header(self.fd.as_fd(), buf)
     }
 
-    /// Offers the kernel checksum and TCP segmentation offload on this
-    /// device (`on`), or takes it back. Device-wide; must be called on an
+    /// Offers the kernel checksum, TCP and (where it knows it) UDP
+    /// segmentation offload on this device (`on`), or takes it back. Device-wide; must be called on an
     /// attached queue.
     pub fn set_offload(&self, on: bool) -> io::Result<()> {
-        let flags = if on { OFFLOADS } else { 0 };
+        if !on {
+            return self.offer(0);
+        }
+        match self.offer(OFFLOADS | USO) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.offer(OFFLOADS),
+            r => r,
+        }
+    }
+
+    /// Offers exactly `flags` to the kernel.
+    fn offer(&self, flags: libc::c_uint) -> io::Result<()> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value; `fd` is an open
         // TUN queue.
         let rc = unsafe {

@@ -41,8 +41,11 @@ pub enum Impl {
     Boringtun,
     /// wirespeed with the AF_XDP backend forced (fails rather than fall back).
     Wirespeed,
-    /// wirespeed with the plain UDP socket backend.
+    /// wirespeed with the plain UDP socket backend, TUN offloads off.
     WirespeedUdp,
+    /// wirespeed as `auto` runs it on veth: the UDP socket backend (with
+    /// GSO/GRO) and TUN offloads (TSO, USO, coalescing) on.
+    WirespeedUdpOffload,
 }
 
 impl fmt::Display for Impl {
@@ -58,13 +61,16 @@ impl Impl {
             Impl::Boringtun => "boringtun",
             Impl::Wirespeed => "wirespeed",
             Impl::WirespeedUdp => "wirespeed-udp",
+            Impl::WirespeedUdpOffload => "wirespeed-udp-offload",
         }
     }
 
     /// The executable, resolved to a full path.
     pub fn program(self) -> PathBuf {
         match self {
-            Impl::Wirespeed | Impl::WirespeedUdp => PathBuf::from(env!("CARGO_BIN_EXE_wirespeed")),
+            Impl::Wirespeed | Impl::WirespeedUdp | Impl::WirespeedUdpOffload => {
+                PathBuf::from(env!("CARGO_BIN_EXE_wirespeed"))
+            }
             Impl::WireguardGo => util::which("wireguard-go")
                 .expect("wireguard-go not found on PATH (it is needed by the interop tests)"),
             Impl::Boringtun => util::which("boringtun-cli").expect(
@@ -77,7 +83,10 @@ impl Impl {
     pub fn counting(self) -> Counting {
         match self {
             Impl::Boringtun => Counting::InnerBytes,
-            Impl::WireguardGo | Impl::Wirespeed | Impl::WirespeedUdp => Counting::WireBytes,
+            Impl::WireguardGo
+            | Impl::Wirespeed
+            | Impl::WirespeedUdp
+            | Impl::WirespeedUdpOffload => Counting::WireBytes,
         }
     }
 
@@ -127,13 +136,20 @@ impl Impl {
                 ("WIRESPEED_BACKEND", "udp"),
                 ("WIRESPEED_TUN_OFFLOAD", "off"),
             ],
+            Impl::WirespeedUdpOffload => vec![
+                ("WIRESPEED_BACKEND", "udp"),
+                ("WIRESPEED_TUN_OFFLOAD", "on"),
+            ],
         }
     }
 
     /// Arguments for a foreground run on `iface`.
     pub fn foreground_args(self, iface: &str) -> Vec<String> {
         match self {
-            Impl::WireguardGo | Impl::Wirespeed | Impl::WirespeedUdp => {
+            Impl::WireguardGo
+            | Impl::Wirespeed
+            | Impl::WirespeedUdp
+            | Impl::WirespeedUdpOffload => {
                 vec!["-f".into(), iface.into()]
             }
             Impl::Boringtun => vec![
