@@ -26,7 +26,7 @@ use crate::tun::TunQueue;
 use crate::udp::{RecvSlot, SendMsg, UdpSocketBatch};
 use crate::xsk::HeldFrame;
 
-use super::backend::XdpPort;
+use super::backend::{PortInbox, XdpPort};
 use super::keycache::KeyCache;
 use super::shared::{Routes, Shared};
 use super::stats::Stats;
@@ -104,6 +104,8 @@ pub struct Worker {
     routes: Arc<Routes>,
     /// AF_XDP sockets of this worker (empty on the UDP backend).
     xdp: Vec<XdpPort>,
+    /// Where the supervisor hands over sockets of uplinks attached later.
+    xdp_inbox: Option<Arc<PortInbox>>,
     nexthops: NextHopCache,
     addr_gen: u64,
     now: u64,
@@ -166,6 +168,7 @@ impl Worker {
             last_need: HashMap::new(),
             routes: shared.routes(),
             xdp: Vec::new(),
+            xdp_inbox: None,
             nexthops: NextHopCache::new(std::time::Duration::from_secs(5)),
             addr_gen: 0,
             now: monotonic_ns(),
@@ -180,9 +183,10 @@ impl Worker {
         }
     }
 
-    /// Gives this worker AF_XDP sockets for the transport fast path.
-    pub fn with_xdp(mut self, ports: Vec<XdpPort>, fwmark: u32) -> Worker {
-        self.xdp = ports;
+    /// Lets this worker take AF_XDP sockets for the transport fast path from
+    /// `inbox`, as the supervisor attaches uplinks.
+    pub fn with_xdp(mut self, inbox: Arc<PortInbox>, fwmark: u32) -> Worker {
+        self.xdp_inbox = Some(inbox);
         self.nexthops = NextHopCache::new(std::time::Duration::from_secs(5)).with_mark(fwmark);
         self
     }
@@ -196,6 +200,11 @@ impl Worker {
                 .take()
             {
                 self.sock = s;
+            }
+            // Appended between turns: nothing pending refers to a port by
+            // an index that could move.
+            if let Some(ports) = self.xdp_inbox.as_ref().and_then(|i| i.take()) {
+                self.xdp.extend(ports);
             }
             let ready = self.wait();
             self.now = monotonic_ns();
