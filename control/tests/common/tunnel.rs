@@ -123,6 +123,16 @@ impl Side {
 
     /// Changes this side's peer (the other side) with `f` and applies it
     /// (see [`Daemon::set_peer`]: on boringtun this restarts the session).
+    /// Waits until this side's data plane has put its XDP program on
+    /// `uplink` (it does once a configured peer's route leaves through it,
+    /// a fraction of a second after configuration); false after `timeout`.
+    pub fn wait_xdp_on(&self, uplink: &str, timeout: Duration) -> bool {
+        let line = format!("backend: AF_XDP on {uplink} ");
+        util::wait_until(timeout, Duration::from_millis(20), || {
+            self.daemon.log().contains(&line)
+        })
+    }
+
     pub fn update_peer(&mut self, f: impl FnOnce(&mut PeerConf)) {
         f(&mut self.conf.peers[0]);
         self.daemon.set_peer(&self.ns, &self.conf.peers[0]);

@@ -25,6 +25,7 @@ use crate::tun;
 use crate::udp::UdpSocketBatch;
 
 pub use backend::BackendChoice;
+pub use local_addrs::local_addresses;
 use shared::Shared;
 pub use stats::Stats;
 use worker::Worker;
