@@ -3,9 +3,11 @@
 // wirespeed XDP steering program.
 //
 // Steers WireGuard transport data messages (type 4) that arrive on a UDP port
-// listed in PORTS into the AF_XDP socket registered for the receiving queue
-// (XSKS[rx_queue_index]); everything else -- handshakes, cookies, other
-// traffic, anything it cannot parse -- goes to the kernel with XDP_PASS.
+// listed in PORTS and are addressed to one of this host's own addresses
+// (LOCAL4 / LOCAL6) into the AF_XDP socket registered for the receiving queue
+// (XSKS[rx_queue_index]); everything else -- handshakes, cookies, traffic
+// this host forwards for others, anything it cannot parse -- goes to the
+// kernel with XDP_PASS.
 //
 // Parsed: Ethernet II with at most one 802.1Q / 802.1ad tag; IPv4 with
 // options (IHL honoured), fragments passed; IPv6 whose next header is UDP
@@ -35,7 +37,8 @@
 #define STAT_PASSED 1    // well-formed, not ours (or not type 4): XDP_PASS
 #define STAT_MALFORMED 2 // headers truncated or invalid: XDP_PASS
 #define STAT_NO_SOCKET 3 // would steer, but XSKS[rx_queue] empty: XDP_PASS
-#define STAT_COUNT 4
+#define STAT_NOT_LOCAL 4 // transport-shaped, but not to a local address: XDP_PASS
+#define STAT_COUNT 5
 
 // WireGuard transport data: type 4, three reserved zero bytes, receiver
 // index (4), counter (8), then at least the 16-byte Poly1305 tag.
@@ -54,6 +57,25 @@ struct {
 	__type(key, __u16);
 	__type(value, __u8);
 } PORTS SEC(".maps");
+
+// This host's own addresses (network byte order, as in the IP header), kept
+// current by the loader from the kernel's address list. A transport message
+// to any other address is being forwarded (this host routes or NATs for
+// others, a container behind it uses the same port): it belongs to the
+// kernel, not to us. An empty map steers nothing.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} LOCAL4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct in6_addr);
+	__type(value, __u8);
+} LOCAL6 SEC(".maps");
 
 // AF_XDP sockets, indexed by NIC rx queue.
 struct {
@@ -95,6 +117,11 @@ int xdp_steer(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct udphdr *udp;
+	// The destination address, copied to the stack (map keys live there);
+	// looked up only once the packet is otherwise one to steer.
+	__u32 daddr4 = 0;
+	struct in6_addr daddr6 = {};
+	int is_v6 = 0;
 
 	// Ethernet, optionally one VLAN tag.
 	struct ethhdr *eth = data;
@@ -122,6 +149,7 @@ int xdp_steer(struct xdp_md *ctx)
 			return pass(STAT_PASSED);
 		__u32 ihl_bytes = (__u32)ip->ihl * 4; // 20..60
 		udp = l3 + ihl_bytes;
+		daddr4 = ip->daddr;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > data_end)
@@ -131,6 +159,8 @@ int xdp_steer(struct xdp_md *ctx)
 		if (ip6->nexthdr != IPPROTO_UDP)
 			return pass(STAT_PASSED);
 		udp = (void *)(ip6 + 1);
+		daddr6 = ip6->daddr;
+		is_v6 = 1;
 	} else {
 		return pass(STAT_PASSED);
 	}
@@ -154,6 +184,12 @@ int xdp_steer(struct xdp_md *ctx)
 		return pass(STAT_MALFORMED); // UDP length beyond the frame: truncated
 	if (msg[0] != WG_TRANSPORT_TYPE || msg[1] != 0 || msg[2] != 0 || msg[3] != 0)
 		return pass(STAT_PASSED); // handshake init/response, cookie, other
+	// Checked last, so the counter names exactly what the check costs others:
+	// transport messages of forwarded traffic that now reach their host.
+	void *local = is_v6 ? bpf_map_lookup_elem(&LOCAL6, &daddr6)
+			    : bpf_map_lookup_elem(&LOCAL4, &daddr4);
+	if (!local)
+		return pass(STAT_NOT_LOCAL);
 
 	int action = bpf_redirect_map(&XSKS, ctx->rx_queue_index, XDP_PASS);
 	count(action == XDP_REDIRECT ? STAT_STEERED : STAT_NO_SOCKET);

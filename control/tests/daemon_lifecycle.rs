@@ -325,10 +325,15 @@ fn xdp_program_attached_while_running_and_gone_after_exit() {
         return;
     };
     let mut t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
-    let link = t.a.ns.ip(&["link", "show", "veth0"]);
+    // Attached once the peer (whose route leaves through veth0) is
+    // configured: the data plane looks at the peer table a few times a second.
     assert!(
-        link.contains("prog/xdp") && link.contains("xdp_steer"),
-        "{link}"
+        wait_until(Duration::from_secs(5), || {
+            let link = t.a.ns.ip(&["link", "show", "veth0"]);
+            link.contains("prog/xdp") && link.contains("xdp_steer")
+        }),
+        "{}",
+        t.a.ns.ip(&["link", "show", "veth0"])
     );
     assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
     let log = t.a.daemon.log();

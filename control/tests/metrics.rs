@@ -118,6 +118,15 @@ fn tunnel_with_traffic() -> Tunnel {
     std::env::set_var("WIRESPEED_METRICS", METRICS);
     let t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
     std::env::remove_var("WIRESPEED_METRICS");
+    // Every transport message is to go through AF_XDP: start the traffic
+    // once both uplinks have the program.
+    for side in [&t.a, &t.b] {
+        assert!(
+            side.wait_xdp_on("veth0", Duration::from_secs(5)),
+            "{}",
+            side.daemon.log()
+        );
+    }
     assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 5);
     assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
     t.quiesce(Duration::from_secs(5));

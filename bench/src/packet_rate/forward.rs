@@ -41,6 +41,8 @@ pub fn run(o: &Options) -> io::Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let mut prog = XdpSteering::attach(&o.iface, &[o.port])?;
+    // The program steers only what is addressed to this host.
+    prog.set_local_addresses(&dataplane::process::local_addresses())?;
     let queues = dataplane::process::backend::rx_queues(&o.iface);
     let (tun, first) = Tun::create(&o.tun)?;
     tun.set_up()?;

@@ -164,6 +164,11 @@ impl Impl {
     /// returned [`Daemon`] drops) and waits until both the UAPI socket and the
     /// interface exist.
     pub fn start(self, ns: &Netns, iface: &str) -> Daemon {
+        self.start_with(ns, iface, &[])
+    }
+
+    /// [`Impl::start`] with `extra` on top of (overriding) [`Impl::env`].
+    pub fn start_with(self, ns: &Netns, iface: &str, extra: &[(&str, &str)]) -> Daemon {
         let program = self.program();
         let sock = sock_path(iface);
         let _ = std::fs::create_dir_all(SOCK_DIR);
@@ -176,6 +181,7 @@ impl Impl {
         let mut cmd = ns.cmd(program.to_str().unwrap());
         cmd.args(self.foreground_args(iface))
             .envs(self.env())
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

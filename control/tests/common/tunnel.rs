@@ -33,6 +33,11 @@ pub struct TunnelOpts {
     pub b_knows_a: bool,
     /// A is configured with a random public key for B instead of B's.
     pub a_wrong_peer_key: bool,
+    /// Environment for A's daemon on top of (overriding) its `Impl::env`.
+    pub a_env: Vec<(&'static str, &'static str)>,
+    /// Runs once A's underlay is up, before A's daemon starts (e.g. to put
+    /// something on A's uplink that the daemon must find there).
+    pub a_prepare: Option<fn(&Netns)>,
 }
 
 impl Default for TunnelOpts {
@@ -44,6 +49,8 @@ impl Default for TunnelOpts {
             a_knows_b: true,
             b_knows_a: true,
             a_wrong_peer_key: false,
+            a_env: Vec::new(),
+            a_prepare: None,
         }
     }
 }
@@ -116,6 +123,16 @@ impl Side {
 
     /// Changes this side's peer (the other side) with `f` and applies it
     /// (see [`Daemon::set_peer`]: on boringtun this restarts the session).
+    /// Waits until this side's data plane has put its XDP program on
+    /// `uplink` (it does once a configured peer's route leaves through it,
+    /// a fraction of a second after configuration); false after `timeout`.
+    pub fn wait_xdp_on(&self, uplink: &str, timeout: Duration) -> bool {
+        let line = format!("backend: AF_XDP on {uplink} ");
+        util::wait_until(timeout, Duration::from_millis(20), || {
+            self.daemon.log().contains(&line)
+        })
+    }
+
     pub fn update_peer(&mut self, f: impl FnOnce(&mut PeerConf)) {
         f(&mut self.conf.peers[0]);
         self.daemon.set_peer(&self.ns, &self.conf.peers[0]);
@@ -169,7 +186,10 @@ impl Tunnel {
         let (ka, kb) = (Keys::generate(), Keys::generate());
         let psk = opts.psk.then(genpsk);
         let (ia, ib) = (unique_name("i"), unique_name("i"));
-        let da = a_imp.start(&ns_a, &ia);
+        if let Some(prepare) = opts.a_prepare {
+            prepare(&ns_a);
+        }
+        let da = a_imp.start_with(&ns_a, &ia, &opts.a_env);
         let db = b_imp.start(&ns_b, &ib);
         let a = Side {
             imp: a_imp,

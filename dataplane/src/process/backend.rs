@@ -2,11 +2,24 @@
 //! privileges allow it, plain UDP sockets otherwise. Handshakes always use
 //! the UDP sockets (the XDP program passes them to the kernel); with AF_XDP
 //! the transport messages bypass the kernel's UDP stack both ways.
+//!
+//! The choice is per uplink: an uplink where another XDP program is attached
+//! (see [`crate::xdp::foreign_program`]), or where attaching failed, stays
+//! on the UDP sockets, which carry every transport message that does not
+//! arrive through an AF_XDP socket and send every one whose route leaves
+//! through an interface without one. Which uplinks are tried is
+//! [`super::uplinks`]' business; [`XdpUplinks`] attaches them one at a time
+//! as they become wanted and hands their sockets to the workers.
 
+use std::collections::HashSet;
 use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use super::log;
 use crate::xdp::XdpSteering;
-use crate::xsk::{XskOptions, XskSocket};
+use crate::xsk::{XskMode, XskOptions, XskSocket};
 
 /// What the operator asked for (`--backend`, WIRESPEED_BACKEND).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,49 +50,183 @@ pub struct XdpPort {
     pub ifindex: u32,
 }
 
-/// The XDP programs (held for the data plane's lifetime: dropping one
-/// detaches it) and each worker's sockets.
-pub struct XdpSetup {
-    pub programs: Vec<XdpSteering>,
-    pub per_worker: Vec<Vec<XdpPort>>,
-    pub description: String,
+/// AF_XDP sockets the supervisor hands to one worker while it runs; the
+/// worker appends them to its own between two turns of its loop.
+#[derive(Default)]
+pub struct PortInbox {
+    pending: AtomicBool,
+    ports: Mutex<Vec<XdpPort>>,
 }
 
-fn sys(iface: &str, file: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/{file}"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// Interfaces to steer on: WIRESPEED_XDP_IFACES if set, else every
-/// Ethernet interface that is up and is not a bridge or our own TUN.
-fn uplinks(own_iface: &str) -> Vec<String> {
-    if let Ok(list) = std::env::var("WIRESPEED_XDP_IFACES") {
-        return list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
+impl PortInbox {
+    fn put(&self, port: XdpPort) {
+        self.ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(port);
+        self.pending.store(true, Ordering::Release);
     }
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n != own_iface && n != "lo")
-        .filter(|n| sys(n, "type").as_deref() == Some("1"))
-        // Administratively up (IFF_UP): the carrier may flap, e.g. while
-        // XDP is attached to the other end of a veth.
-        .filter(|n| {
-            sys(n, "flags")
-                .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
-                .is_some_and(|f| f & 1 != 0)
-        })
-        .filter(|n| !std::path::Path::new(&format!("/sys/class/net/{n}/bridge")).exists())
-        .collect();
-    v.sort();
-    v
+
+    /// Worker: the sockets handed over since the last call (one atomic load
+    /// when there are none).
+    #[inline]
+    pub fn take(&self) -> Option<Vec<XdpPort>> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        Some(std::mem::take(
+            &mut *self.ports.lock().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+/// The XDP programs attached so far (held for the data plane's lifetime:
+/// dropping one detaches it, and only ours are ever detached) and the
+/// workers' inboxes for their sockets.
+pub struct XdpUplinks {
+    choice: BackendChoice,
+    workers: usize,
+    port: u16,
+    /// UDP GSO works here: with it, UDP sockets beat copy-mode AF_XDP.
+    udp_gso: bool,
+    pub programs: Vec<XdpSteering>,
+    pub inboxes: Vec<Arc<PortInbox>>,
+    /// Uplinks attached, or tried and left to the UDP sockets: each is tried
+    /// once (a foreign program does not go away by asking again).
+    tried: HashSet<String>,
+    /// auto found copy-mode AF_XDP only, where UDP with GSO is faster:
+    /// nothing more is attached.
+    given_up: bool,
+    next_worker: usize,
+    locals: Vec<IpAddr>,
+}
+
+impl XdpUplinks {
+    /// Nothing attached yet; `choice` is auto or xdp.
+    pub fn new(choice: BackendChoice, workers: usize, port: u16, udp_gso: bool) -> XdpUplinks {
+        XdpUplinks {
+            choice,
+            workers: workers.max(1),
+            port,
+            udp_gso,
+            programs: Vec::new(),
+            inboxes: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+            tried: HashSet::new(),
+            given_up: false,
+            next_worker: 0,
+            locals: Vec::new(),
+        }
+    }
+
+    /// Whether AF_XDP carries (or may yet carry) transport messages.
+    pub fn active(&self) -> bool {
+        !self.given_up
+    }
+
+    /// Attaches to each uplink of `wanted` not tried before. An uplink that
+    /// cannot be had stays on the UDP sockets, with the reason in the log;
+    /// with `strict` (the operator forced AF_XDP and this is the start) an
+    /// error other than another program's presence fails instead. True when
+    /// a program was attached.
+    pub fn add(&mut self, wanted: &[String], strict: bool) -> io::Result<bool> {
+        let mut added = false;
+        for iface in wanted {
+            if self.given_up || !self.tried.insert(iface.clone()) {
+                continue;
+            }
+            match self.attach(iface) {
+                Ok(true) => added = true,
+                Ok(false) => {}
+                Err(e) if crate::xdp::foreign_program(&e).is_some() => log(&format!(
+                    "uplink {iface}: UDP sockets, not AF_XDP ({e}; \
+                     wirespeed does not chain XDP programs)"
+                )),
+                Err(e) if strict => return Err(e),
+                Err(e) => log(&format!("uplink {iface}: UDP sockets, not AF_XDP ({e})")),
+            }
+        }
+        Ok(added)
+    }
+
+    /// One uplink: the program, one AF_XDP socket per receive queue, the
+    /// sockets to the workers. False when auto decided for UDP instead.
+    fn attach(&mut self, iface: &str) -> io::Result<bool> {
+        let mut prog = XdpSteering::attach(iface, &[self.port])?;
+        for stale in prog.removed_stale() {
+            log(&format!(
+                "uplink {iface}: replaced a stale XDP program of ours (id {}, {} mode)",
+                stale.id, stale.mode
+            ));
+        }
+        if let Err(e) = prog.set_local_addresses(&self.locals) {
+            log(&format!("uplink {iface}: {e}"));
+        }
+        let queues = rx_queues(iface);
+        let mut socks = Vec::new();
+        for q in 0..queues {
+            let sock = XskSocket::new(prog.ifindex(), q, XskOptions::default()).map_err(|e| {
+                io::Error::new(e.kind(), format!("AF_XDP socket on {iface} queue {q}: {e}"))
+            })?;
+            prog.set_socket(q, std::os::fd::AsRawFd::as_raw_fd(&sock))?;
+            socks.push(sock);
+        }
+        let copy_only = socks.iter().all(|s| s.mode() == XskMode::Copy);
+        if self.choice == BackendChoice::Auto
+            && self.programs.is_empty()
+            && copy_only
+            && self.udp_gso
+        {
+            // Measured on veth (README, "Choosing the backend"): copy-mode
+            // AF_XDP builds one socket buffer per frame each way, while
+            // UDP with GSO/GRO moves a train of up to 64 datagrams per
+            // buffer, and carried a TCP stream 1.0-1.4x faster. Dropping
+            // the program detaches it again.
+            self.given_up = true;
+            log(
+                "backend: UDP sockets with GSO/GRO (AF_XDP binds in copy mode only \
+                 on these uplinks, and UDP with GSO measured faster there)",
+            );
+            return Ok(false);
+        }
+        let mode = socks.first().map(|s| s.mode().to_string());
+        for sock in socks {
+            self.inboxes[self.next_worker % self.workers].put(XdpPort {
+                ifindex: prog.ifindex(),
+                sock,
+            });
+            self.next_worker += 1;
+        }
+        log(&format!(
+            "backend: AF_XDP on {iface} ({:?} mode XDP, {} AF_XDP, {queues} queue{})",
+            prog.mode(),
+            mode.unwrap_or_default(),
+            if queues == 1 { "" } else { "s" }
+        ));
+        self.programs.push(prog);
+        Ok(true)
+    }
+
+    /// The host's addresses changed: steer for exactly `locals` from now on.
+    pub fn set_local_addresses(&mut self, locals: Vec<IpAddr>) {
+        for p in &mut self.programs {
+            if let Err(e) = p.set_local_addresses(&locals) {
+                log(&format!("uplink {}: {e}", p.iface()));
+            }
+        }
+        self.locals = locals;
+    }
+
+    /// The listen port changed: steer the new one instead.
+    pub fn change_port(&mut self, old: u16, new: u16) -> io::Result<()> {
+        self.port = new;
+        for p in &mut self.programs {
+            p.add_port(new)?;
+            if old != new {
+                p.remove_port(old)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Receive queues of `iface` (one AF_XDP socket each), at least 1.
@@ -92,61 +239,4 @@ pub fn rx_queues(iface: &str) -> u32 {
         })
         .unwrap_or(1)
         .max(1)
-}
-
-/// Attaches the steering program to every uplink and opens one AF_XDP
-/// socket per receive queue, spread over `workers`.
-pub fn setup_xdp(own_iface: &str, workers: usize, port: u16) -> io::Result<XdpSetup> {
-    let ifaces = uplinks(own_iface);
-    if ifaces.is_empty() {
-        return Err(io::Error::other(
-            "no Ethernet uplink interface to attach XDP to",
-        ));
-    }
-    let mut programs = Vec::new();
-    let mut per_worker: Vec<Vec<XdpPort>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut parts = Vec::new();
-    let mut next = 0usize;
-    for iface in &ifaces {
-        let mut prog = XdpSteering::attach(iface, &[port])?;
-        let queues = rx_queues(iface);
-        let mut mode = None;
-        for q in 0..queues {
-            let sock = XskSocket::new(prog.ifindex(), q, XskOptions::default()).map_err(|e| {
-                io::Error::new(e.kind(), format!("AF_XDP socket on {iface} queue {q}: {e}"))
-            })?;
-            prog.set_socket(q, std::os::fd::AsRawFd::as_raw_fd(&sock))?;
-            mode = Some(sock.mode());
-            per_worker[next % workers].push(XdpPort {
-                ifindex: prog.ifindex(),
-                sock,
-            });
-            next += 1;
-        }
-        parts.push(format!(
-            "{iface} ({:?} mode XDP, {} AF_XDP, {queues} queue{})",
-            prog.mode(),
-            mode.map(|m| m.to_string()).unwrap_or_default(),
-            if queues == 1 { "" } else { "s" }
-        ));
-        programs.push(prog);
-    }
-    Ok(XdpSetup {
-        programs,
-        per_worker,
-        description: format!("AF_XDP on {}", parts.join(", ")),
-    })
-}
-
-impl XdpSetup {
-    /// The listen port changed: steer the new one instead.
-    pub fn change_port(&mut self, old: u16, new: u16) -> io::Result<()> {
-        for p in &mut self.programs {
-            p.add_port(new)?;
-            if old != new {
-                p.remove_port(old)?;
-            }
-        }
-        Ok(())
-    }
 }

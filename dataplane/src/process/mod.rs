@@ -5,8 +5,10 @@
 
 pub mod backend;
 mod keycache;
+mod local_addrs;
 mod shared;
 mod stats;
+mod uplinks;
 mod worker;
 
 use std::io;
@@ -23,6 +25,7 @@ use crate::tun;
 use crate::udp::UdpSocketBatch;
 
 pub use backend::BackendChoice;
+pub use local_addrs::local_addresses;
 use shared::Shared;
 pub use stats::Stats;
 use worker::Worker;
@@ -40,6 +43,10 @@ static TERMINATE: AtomicBool = AtomicBool::new(false);
 
 /// How often the supervisor copies the XDP programs' counters into the region.
 const STATS_INTERVAL_NS: u64 = 1_000_000_000;
+/// How often (in 10 ms ticks) the supervisor looks for peers that came or
+/// moved, whose uplinks may want the XDP program: one pass over the peer
+/// slots, route lookups only for endpoints not seen before.
+const UPLINK_TICKS: u64 = 25;
 
 extern "C" fn on_signal(_: libc::c_int) {
     TERMINATE.store(true, Ordering::Relaxed);
@@ -47,15 +54,6 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 pub(super) fn log(msg: &str) {
     eprintln!("wirespeed-dataplane[{}]: {msg}", std::process::id());
-}
-
-/// Every AF_XDP socket of the setup is in copy mode (the driver offers no
-/// zero-copy, as veth and many virtual NICs).
-fn copy_mode_only(x: &backend::XdpSetup) -> bool {
-    x.per_worker
-        .iter()
-        .flatten()
-        .all(|p| p.sock.mode() == crate::xsk::XskMode::Copy)
 }
 
 /// Binds one socket per worker on the requested port (the first picks the
@@ -77,41 +75,6 @@ fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
     }
     h.bound_port.store(port as u32, Ordering::Release);
     Ok(v)
-}
-
-/// A digest of every local address (interface, family, address): cheap
-/// enough to poll, and it changes whenever an address comes or goes.
-fn local_addresses_hash() -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and free below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return 0;
-    }
-    let mut cur = list;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points at a sockaddr whose family says its size.
-            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-            family.hash(&mut h);
-            if family == libc::AF_INET {
-                // SAFETY: an AF_INET sockaddr is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                sin.sin_addr.s_addr.hash(&mut h);
-            } else if family == libc::AF_INET6 {
-                // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                sin6.sin6_addr.s6_addr.hash(&mut h);
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: frees exactly the list getifaddrs gave us, once.
-    unsafe { libc::freeifaddrs(list) };
-    h.finish()
 }
 
 fn any_live_key(region: &Region) -> bool {
@@ -173,57 +136,53 @@ pub fn run(opts: Options) -> io::Result<()> {
     }
     let port = region.header().bound_port.load(Ordering::Relaxed) as u16;
     let fwmark = region.header().fwmark.load(Ordering::Relaxed);
+    let override_uplinks = uplinks::override_from_env();
+    let mut finder = uplinks::UplinkFinder::default();
+    let mut locals = local_addrs::local_addresses();
     let mut xdp = match opts.backend {
         BackendChoice::Udp => {
             log("backend: UDP sockets (chosen with --backend udp)");
             None
         }
-        choice => match backend::setup_xdp(&opts.iface, n, port) {
-            Ok(x)
-                if choice == BackendChoice::Auto
-                    && copy_mode_only(&x)
-                    && sockets[0].offloads().0 =>
-            {
-                // Measured on veth (README, "Choosing the backend"): copy-mode
-                // AF_XDP builds one socket buffer per frame each way, while
-                // UDP with GSO/GRO moves a train of up to 64 datagrams per
-                // buffer, and carried a TCP stream 1.0-1.4x faster. Dropping
-                // the setup detaches the XDP program again.
-                drop(x);
-                log(
-                    "backend: UDP sockets with GSO/GRO (AF_XDP binds in copy mode only \
-                     on these uplinks, and UDP with GSO measured faster there)",
-                );
-                None
+        choice => {
+            let mut x = backend::XdpUplinks::new(choice, n, port, sockets[0].offloads().0);
+            x.set_local_addresses(locals.clone());
+            let (wanted, what) = match &override_uplinks {
+                Some(list) => (list.clone(), "WIRESPEED_XDP_IFACES"),
+                None => (
+                    finder.uplinks(&opts.iface, &uplinks::peer_endpoints(&region), fwmark),
+                    "the uplinks that reach the peers, as they are configured",
+                ),
+            };
+            log(&format!(
+                "backend: {} (AF_XDP on {what}; UDP sockets elsewhere)",
+                if choice == BackendChoice::Xdp {
+                    "xdp"
+                } else {
+                    "auto"
+                }
+            ));
+            match x.add(&wanted, choice == BackendChoice::Xdp) {
+                Ok(_) => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("AF_XDP backend: {e}"))),
             }
-            Ok(x) => {
-                log(&format!("backend: {}", x.description));
-                Some(x)
-            }
-            Err(e) if choice == BackendChoice::Auto => {
-                log(&format!("backend: UDP sockets (AF_XDP unavailable: {e})"));
-                None
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("AF_XDP backend: {e}"))),
-        },
+            Some(x)
+        }
     };
-    let backend_code = if xdp.is_some() {
-        BACKEND_XDP
-    } else {
-        BACKEND_UDP
+    let backend_code = |x: &Option<backend::XdpUplinks>| match x {
+        Some(x) if x.active() && !x.programs.is_empty() => BACKEND_XDP,
+        _ => BACKEND_UDP,
     };
     region
         .header()
         .backend
-        .store(backend_code, Ordering::Release);
+        .store(backend_code(&xdp), Ordering::Release);
     if let Some(x) = &xdp {
         stats::publish_uplinks(&region, &x.programs);
     }
-    let mut xdp_ports: Vec<Vec<backend::XdpPort>> = match xdp.as_mut() {
-        Some(x) => std::mem::take(&mut x.per_worker),
-        None => Vec::new(),
-    };
-    xdp_ports.resize_with(n, Vec::new);
+    let inboxes: Vec<Option<Arc<backend::PortInbox>>> = (0..n)
+        .map(|i| xdp.as_ref().map(|x| x.inboxes[i].clone()))
+        .collect();
     // SAFETY: control passed this eventfd to us and nothing else owns it.
     let wake = opts.wake_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     // Lives as long as the process: workers hold a plain reference, so the
@@ -232,8 +191,11 @@ pub fn run(opts: Options) -> io::Result<()> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
     let mut socket_slots: Vec<Arc<Mutex<Option<UdpSocketBatch>>>> = Vec::new();
-    for (i, ((sock, q), ports)) in sockets.into_iter().zip(queues).zip(xdp_ports).enumerate() {
-        let w = Worker::new(i, shared, sock, q).with_xdp(ports, fwmark);
+    for (i, ((sock, q), inbox)) in sockets.into_iter().zip(queues).zip(inboxes).enumerate() {
+        let mut w = Worker::new(i, shared, sock, q);
+        if let Some(inbox) = inbox {
+            w = w.with_xdp(inbox, fwmark);
+        }
         socket_slots.push(w.new_socket.clone());
         let core = cores.get(i % cores.len().max(1)).copied();
         handles.push(
@@ -258,7 +220,8 @@ pub fn run(opts: Options) -> io::Result<()> {
     ));
 
     let mut config_gen = h.config_gen.load(Ordering::Acquire);
-    let mut addrs = local_addresses_hash();
+    let mut addrs = local_addrs::digest(&locals);
+    let mut peers_digest = None;
     let mut ticks = 0u64;
     let mut next_stats_ns = 0u64;
     h.applied_gen.store(config_gen, Ordering::Release);
@@ -273,11 +236,33 @@ pub fn run(opts: Options) -> io::Result<()> {
             }
         }
         if ticks % 5 == 0 {
-            let a = local_addresses_hash();
+            let now_locals = local_addrs::local_addresses();
+            let a = local_addrs::digest(&now_locals);
             if a != addrs {
                 addrs = a;
+                locals = now_locals;
                 shared.addr_gen.fetch_add(1, Ordering::AcqRel);
+                // Routes to the peers may have changed with the addresses.
+                finder.forget();
+                peers_digest = None;
+                if let Some(x) = xdp.as_mut() {
+                    x.set_local_addresses(locals.clone());
+                }
             }
+        }
+        if ticks % UPLINK_TICKS == 0 && override_uplinks.is_none() {
+            if let Some(x) = xdp.as_mut().filter(|x| x.active()) {
+                let peers = uplinks::peer_endpoints(&shared.region);
+                if peers_digest != Some(peers.digest) {
+                    peers_digest = Some(peers.digest);
+                    let mark = h.fwmark.load(Ordering::Relaxed);
+                    let wanted = finder.uplinks(&opts.iface, &peers, mark);
+                    if let Ok(true) = x.add(&wanted, false) {
+                        stats::publish_uplinks(&shared.region, &x.programs);
+                    }
+                }
+            }
+            h.backend.store(backend_code(&xdp), Ordering::Release);
         }
         let g = h.config_gen.load(Ordering::Acquire);
         if g != config_gen {
@@ -343,12 +328,14 @@ pub fn run(opts: Options) -> io::Result<()> {
         for p in &x.programs {
             if let Ok(st) = p.stats() {
                 log(&format!(
-                    "XDP on {}: {} steered, {} passed, {} malformed, {} without socket",
+                    "XDP on {}: {} steered, {} passed, {} malformed, {} without socket, \
+                     {} not addressed to this host",
                     p.iface(),
                     st.steered,
                     st.passed,
                     st.malformed,
-                    st.no_socket
+                    st.no_socket,
+                    st.not_local
                 ));
             }
         }

@@ -2,9 +2,20 @@
 //!
 //! [`XdpSteering::attach`] loads the embedded object with aya, fills the
 //! `PORTS` map, removes a stale XDP program that a crashed earlier instance
-//! left on the interface, and attaches in native (driver) mode, falling back
-//! to generic (SKB) mode. The returned handle owns the program, its maps and
-//! its attachment; dropping it detaches the program.
+//! of *ours* left on the interface, and attaches in native (driver) mode,
+//! falling back to generic (SKB) mode. The returned handle owns the program,
+//! its maps and its attachment; dropping it detaches the program.
+//!
+//! # Other programs on the interface
+//!
+//! An interface has one XDP attach point. A program that is not ours (an
+//! administrator's firewall, libxdp's dispatcher, anything `xdp-loader` or
+//! `ip link set ... xdp` put there) is never detached: `attach` fails with an
+//! error that [`foreign_program`] recognises, and the caller leaves that
+//! uplink to the UDP sockets. Ours is recognised by what the kernel reports
+//! of the attached program: its name is [`PROGRAM_NAME`] and its maps include
+//! [`PORTS_MAP`] and [`XSKS_MAP`]. We do not chain behind other programs
+//! (libxdp's multi-program dispatcher protocol is not implemented).
 //!
 //! # Lifetime of the attachment
 //!
@@ -19,9 +30,11 @@
 //! interface.
 
 use std::{
+    collections::HashSet,
     error::Error as StdError,
     ffi::CString,
     fmt, io,
+    net::IpAddr,
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
 };
 
@@ -54,6 +67,11 @@ pub const PORTS_MAP: &str = "PORTS";
 pub const XSKS_MAP: &str = "XSKS";
 /// Per-CPU `u64` counters indexed by the `STAT_*` constants.
 pub const STATS_MAP: &str = "STATS";
+/// Hash map of this host's IPv4 addresses (key: the 4 address bytes as they
+/// are on the wire, value `u8`): only transport messages to them are steered.
+pub const LOCAL4_MAP: &str = "LOCAL4";
+/// As [`LOCAL4_MAP`], for IPv6 (key: the 16 address bytes).
+pub const LOCAL6_MAP: &str = "LOCAL6";
 
 /// `STATS` index: transport messages redirected into an AF_XDP socket.
 pub const STAT_STEERED: u32 = 0;
@@ -64,7 +82,10 @@ pub const STAT_MALFORMED: u32 = 2;
 /// `STATS` index: transport messages for a queue with no socket in `XSKS`
 /// (passed to the kernel's UDP socket instead).
 pub const STAT_NO_SOCKET: u32 = 3;
-const STAT_COUNT: u32 = 4;
+/// `STATS` index: transport-shaped datagrams to a steered port but not to
+/// one of this host's addresses (forwarded traffic), passed to the kernel.
+pub const STAT_NOT_LOCAL: u32 = 4;
+const STAT_COUNT: u32 = 5;
 
 /// Entries in `XSKS`: the highest rx queue index that can be steered, plus one.
 pub const MAX_QUEUES: u32 = 64;
@@ -119,9 +140,14 @@ pub struct XdpStats {
     /// Transport data messages passed to the kernel because the rx queue they
     /// arrived on has no AF_XDP socket in the map.
     pub no_socket: u64,
+    /// Transport-shaped datagrams to a steered port whose destination is not
+    /// a local address (traffic this host forwards), passed to the kernel.
+    pub not_local: u64,
 }
 
-/// An XDP program found on the interface and detached before attaching ours.
+/// An XDP program found on the interface: one of ours detached before
+/// attaching (see [`XdpSteering::removed_stale`]), or another one that made
+/// the attach fail and was left alone (see [`foreign_program`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaleProgram {
     /// Kernel program id.
@@ -139,6 +165,10 @@ pub struct XdpSteering {
     ports: HashMap<MapData, u16, u8>,
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, u64>,
+    local4: HashMap<MapData, u32, u8>,
+    local6: HashMap<MapData, [u8; 16], u8>,
+    /// What `local4` / `local6` hold, so an update touches only the changes.
+    locals: HashSet<IpAddr>,
     iface: String,
     ifindex: u32,
     mode: XdpAttachMode,
@@ -271,9 +301,10 @@ pub fn ifindex_of(iface: &str) -> io::Result<u32> {
 impl XdpSteering {
     /// Loads the program, steers `ports` (UDP destination ports, host order)
     /// and attaches it to `iface`: native mode first, generic mode if the
-    /// driver refuses. A stale netlink-attached XDP program on `iface` (one
-    /// left behind by a crashed process) is detached first; see
-    /// [`XdpSteering::removed_stale`].
+    /// driver refuses. A stale netlink-attached program of ours on `iface`
+    /// (one left behind by a crashed data plane) is detached first; see
+    /// [`XdpSteering::removed_stale`]. Any other program on `iface` is left
+    /// attached and the attach fails ([`foreign_program`] recognises that).
     pub fn attach(iface: &str, ports: &[u16]) -> io::Result<Self> {
         let ifindex = ifindex_of(iface)?;
         // Load (and verify) before touching the interface, so a program that
@@ -281,7 +312,13 @@ impl XdpSteering {
         let mut this = Self::load(ports)?;
         this.iface = iface.to_owned();
         this.ifindex = ifindex;
-        this.removed = remove_stale_programs(ifindex).map_err(|e| context(e, iface))?;
+        this.removed = remove_stale_programs(iface, ifindex).map_err(|e| {
+            if foreign_program(&e).is_some() {
+                e // already names the interface; keeps its type for the caller
+            } else {
+                context(e, iface)
+            }
+        })?;
 
         let program = this.program_mut()?;
         match program.attach_to_if_index(ifindex, XdpMode::Driver) {
@@ -341,12 +378,17 @@ impl XdpSteering {
         let ports_map = HashMap::try_from(take(PORTS_MAP)?).map_err(|e| to_io(PORTS_MAP, e))?;
         let xsks = XskMap::try_from(take(XSKS_MAP)?).map_err(|e| to_io(XSKS_MAP, e))?;
         let stats = PerCpuArray::try_from(take(STATS_MAP)?).map_err(|e| to_io(STATS_MAP, e))?;
+        let local4 = HashMap::try_from(take(LOCAL4_MAP)?).map_err(|e| to_io(LOCAL4_MAP, e))?;
+        let local6 = HashMap::try_from(take(LOCAL6_MAP)?).map_err(|e| to_io(LOCAL6_MAP, e))?;
         let mut this = Self {
             ebpf,
             link: None,
             ports: ports_map,
             xsks,
             stats,
+            local4,
+            local6,
+            locals: HashSet::new(),
             iface: String::new(),
             ifindex: 0,
             mode: XdpAttachMode::Driver,
@@ -473,7 +515,61 @@ impl XdpSteering {
             passed: totals[STAT_PASSED as usize],
             malformed: totals[STAT_MALFORMED as usize],
             no_socket: totals[STAT_NO_SOCKET as usize],
+            not_local: totals[STAT_NOT_LOCAL as usize],
         })
+    }
+
+    /// Makes `addrs` the set of local addresses transport messages are
+    /// steered for. New addresses go in before gone ones go out, so an
+    /// address present throughout is never missing in between. An address
+    /// that does not fit (the maps hold 4,096 of each family) is left out
+    /// and reported in the error: its traffic then takes the kernel's UDP
+    /// socket, which is slower but correct.
+    pub fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> io::Result<()> {
+        let want: HashSet<IpAddr> = addrs.iter().map(|a| a.to_canonical()).collect();
+        let mut first_err = None;
+        for &addr in want.difference(&self.locals.clone()) {
+            let res = match addr {
+                IpAddr::V4(a) => self.local4.insert(u32::from_ne_bytes(a.octets()), 1, 0),
+                IpAddr::V6(a) => self.local6.insert(a.octets(), 1, 0),
+            };
+            match res {
+                Ok(()) => {
+                    self.locals.insert(addr);
+                }
+                Err(e) => {
+                    first_err
+                        .get_or_insert_with(|| to_io(&format!("adding local address {addr}"), e));
+                }
+            }
+        }
+        let gone: Vec<IpAddr> = self.locals.difference(&want).copied().collect();
+        for addr in gone {
+            let res = match addr {
+                IpAddr::V4(a) => self.local4.remove(&u32::from_ne_bytes(a.octets())),
+                IpAddr::V6(a) => self.local6.remove(&a.octets()),
+            };
+            match res {
+                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {
+                    self.locals.remove(&addr);
+                }
+                Err(e) if map_errno(&e) == Some(libc::ENOENT) => {
+                    self.locals.remove(&addr);
+                }
+                Err(e) => {
+                    first_err
+                        .get_or_insert_with(|| to_io(&format!("removing local address {addr}"), e));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The local addresses steered for, sorted.
+    pub fn local_addresses(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.locals.iter().copied().collect();
+        v.sort_unstable();
+        v
     }
 
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` (rx queue 0)
@@ -528,32 +624,104 @@ pub mod action {
 // ---------------------------------------------------------------------------
 // Stale program removal over rtnetlink.
 
-/// Detaches every XDP program attached to `ifindex` through netlink (in SKB or
-/// driver mode). Programs attached by a live `bpf_link` make this fail with
-/// `EBUSY`.
-fn remove_stale_programs(ifindex: u32) -> io::Result<Vec<StaleProgram>> {
+/// The error `attach` returns when another program, not ours, is attached
+/// to the interface; it was left as it was.
+#[derive(Debug)]
+struct ForeignProgram {
+    iface: String,
+    program: StaleProgram,
+}
+
+impl fmt::Display for ForeignProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.program;
+        let name = if p.name.is_empty() {
+            "name unknown: no CAP_SYS_ADMIN to look it up"
+        } else {
+            &p.name
+        };
+        write!(
+            f,
+            "{}: another XDP program is attached (id {}, {name}, {} mode); \
+             it is not ours, so it is left alone",
+            self.iface, p.id, p.mode
+        )
+    }
+}
+
+impl StdError for ForeignProgram {}
+
+/// The program that made [`XdpSteering::attach`] fail because it is not ours
+/// and was left attached; `None` for any other error.
+pub fn foreign_program(err: &io::Error) -> Option<&StaleProgram> {
+    err.get_ref()?
+        .downcast_ref::<ForeignProgram>()
+        .map(|f| &f.program)
+}
+
+/// What the kernel says of program `id`: its name, whether it is ours (see
+/// the module documentation), and an fd of it when it could be opened.
+/// Looking a program up by id needs CAP_SYS_ADMIN; without it nothing is
+/// known and the program counts as not ours.
+fn identify(id: u32) -> (String, bool, Option<aya::programs::ProgramFd>) {
+    let Some(info) = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+    else {
+        return (String::new(), false, None);
+    };
+    let name = info.name_as_str().unwrap_or_default().to_owned();
+    let map_names: Vec<String> = info
+        .map_ids()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| aya::maps::MapInfo::from_id(m).ok())
+        .filter_map(|m| m.name_as_str().map(str::to_owned))
+        .collect();
+    let ours = name == PROGRAM_NAME
+        && [PORTS_MAP, XSKS_MAP]
+            .iter()
+            .all(|want| map_names.iter().any(|m| m == want));
+    (name, ours, info.fd().ok())
+}
+
+/// Detaches the stale programs of ours attached to `ifindex` through netlink
+/// (in SKB or driver mode) and returns them. Fails, detaching nothing, when
+/// any attached program is not ours ([`foreign_program`] tells), and with
+/// `EBUSY` when one of ours is held by a live `bpf_link` (another running
+/// data plane).
+fn remove_stale_programs(iface: &str, ifindex: u32) -> io::Result<Vec<StaleProgram>> {
     let socket = netlink::Socket::open()?;
     let attached = socket.xdp_programs(ifindex)?;
-    let mut removed = Vec::new();
+    let mut ours = Vec::new();
     for (mode, id) in attached {
         if mode == XdpAttachMode::Hardware {
             continue; // offloaded programs do not conflict with ours
         }
-        // Hold an fd of the program so the detach is compare-and-swap: it only
-        // removes this program, never one attached in the meantime. Finding
-        // it by id needs CAP_SYS_ADMIN; without, the detach is unconditional
-        // (still limited to this interface and mode) and the name unknown.
-        let info = loaded_programs()
-            .filter_map(Result::ok)
-            .find(|p| p.id() == id);
-        let name = info
-            .as_ref()
-            .and_then(|p| p.name_as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let fd = info.as_ref().and_then(|p| p.fd().ok());
+        let (name, is_ours, fd) = identify(id);
+        let program = StaleProgram { id, name, mode };
+        if !is_ours {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                ForeignProgram {
+                    iface: iface.to_owned(),
+                    program,
+                },
+            ));
+        }
+        ours.push((program, fd));
+    }
+    let mut removed = Vec::new();
+    for (program, fd) in ours {
+        let StaleProgram { id, ref name, mode } = program;
+        // Detach with the program's fd as the expected one, so the detach is
+        // compare-and-swap: it removes this program, never one that another
+        // tool attached since we looked.
         let expected = fd.as_ref().map(|fd| fd.as_fd().as_raw_fd());
         match socket.detach_xdp(ifindex, mode, expected) {
-            Ok(()) => removed.push(StaleProgram { id, name, mode }),
+            Ok(()) => removed.push(program),
             Err(e) if errno_of(&e) == Some(libc::EBUSY) => {
                 return Err(context(
                     e,

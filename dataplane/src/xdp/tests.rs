@@ -119,7 +119,7 @@ fn ipv4_frame(p: &V4, dport: u16, payload: &[u8]) -> Vec<u8> {
     ip[8] = 64;
     ip[9] = p.protocol;
     ip[12..16].copy_from_slice(&[192, 0, 2, 1]);
-    ip[16..20].copy_from_slice(&[192, 0, 2, 2]);
+    ip[16..20].copy_from_slice(&DST4);
     for (i, b) in ip[20..].iter_mut().enumerate() {
         *b = if i + 1 == p.options { 0 } else { 1 }; // NOPs, then EOL
     }
@@ -257,8 +257,21 @@ impl Drop for TestXsk {
 // ---------------------------------------------------------------------------
 // BPF_PROG_TEST_RUN helpers.
 
+/// The destination addresses of the frame builders.
+const DST4: [u8; 4] = [192, 0, 2, 2];
+const DST6: &str = "2001::2";
+
+fn local_dsts() -> Vec<std::net::IpAddr> {
+    vec![DST4.into(), DST6.parse().unwrap()]
+}
+
+/// The program loaded with the frames' destinations as local addresses.
 fn loaded() -> XdpSteering {
-    XdpSteering::load(&[PORT]).expect("load xdp_steer")
+    let mut steering = XdpSteering::load(&[PORT]).expect("load xdp_steer");
+    steering
+        .set_local_addresses(&local_dsts())
+        .expect("local addresses");
+    steering
 }
 
 /// Loaded program with a real AF_XDP socket in XSKS[0] (queue of test runs).
@@ -282,7 +295,7 @@ fn stats(steering: &XdpSteering) -> XdpStats {
 }
 
 fn total(s: XdpStats) -> u64 {
-    s.steered + s.passed + s.malformed + s.no_socket
+    s.steered + s.passed + s.malformed + s.no_socket + s.not_local
 }
 
 // ---------------------------------------------------------------------------
@@ -314,6 +327,47 @@ fn transport_to_listed_port_is_steered() {
         stats(&steering),
         XdpStats {
             steered: 2,
+            ..XdpStats::default()
+        }
+    );
+}
+
+#[test]
+fn transport_to_an_address_not_ours_passes() {
+    require_root!();
+    let (mut steering, _xsk) = loaded_with_socket();
+    let v4 = ipv4_frame(&V4::default(), PORT, &transport(96));
+    let v6 = ipv6_frame(Vlan::None, 17, PORT, &transport(96));
+    // Forwarded traffic: this host routes for the frames' destinations.
+    steering.set_local_addresses(&[]).unwrap();
+    assert_eq!(run(&steering, &v4), action::PASS);
+    assert_eq!(run(&steering, &v6), action::PASS);
+    assert_eq!(
+        stats(&steering),
+        XdpStats {
+            not_local: 2,
+            ..XdpStats::default()
+        }
+    );
+    // Only the IPv4 destination becomes ours.
+    steering.set_local_addresses(&[DST4.into()]).unwrap();
+    assert_eq!(
+        steering.local_addresses(),
+        vec![std::net::IpAddr::from(DST4)]
+    );
+    assert_eq!(run(&steering, &v4), action::REDIRECT);
+    assert_eq!(run(&steering, &v6), action::PASS);
+    // Both; then neither again (an address that goes away stops steering).
+    steering.set_local_addresses(&local_dsts()).unwrap();
+    assert_eq!(run(&steering, &v6), action::REDIRECT);
+    steering.set_local_addresses(&[]).unwrap();
+    assert!(steering.local_addresses().is_empty());
+    assert_eq!(run(&steering, &v4), action::PASS);
+    assert_eq!(
+        stats(&steering),
+        XdpStats {
+            steered: 2,
+            not_local: 4,
             ..XdpStats::default()
         }
     );
@@ -840,6 +894,90 @@ fn stale_generic_program_is_replaced() {
 fn stale_native_program_is_replaced() {
     require_netns!();
     stale_program_is_replaced("xdpdrv", XdpAttachMode::Driver);
+}
+
+/// Builds a one-instruction XDP_PASS program, not ours, with clang (the
+/// compiler `build.rs` uses) into a file named after `ns`; `function` is its
+/// program name.
+fn foreign_object(ns: &Netns, function: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir();
+    let source = dir.join(format!("{}-{function}.c", ns.name));
+    let object = dir.join(format!("{}-{function}.o", ns.name));
+    std::fs::write(
+        &source,
+        format!(
+            "__attribute__((section(\"xdp\"), used)) int {function}(void *ctx) {{ return 2; }}\n\
+             char _license[] __attribute__((section(\"license\"), used)) = \"GPL\";\n"
+        ),
+    )
+    .unwrap();
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
+    let out = Command::new(&clang)
+        .args(["-O2", "-target", "bpf", "-c"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .output()
+        .expect("run clang");
+    let _ = std::fs::remove_file(&source);
+    assert!(
+        out.status.success(),
+        "clang: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    object
+}
+
+fn foreign_program_is_left_attached(ip_mode: &str, function: &str) {
+    let ns = Netns::new().expect("netns with veth");
+    let object = foreign_object(&ns, function);
+    let attached = ip(&[
+        "-n",
+        &ns.name,
+        "link",
+        "set",
+        "dev",
+        "wsa",
+        ip_mode,
+        "obj",
+        object.to_str().unwrap(),
+        "sec",
+        "xdp",
+    ]);
+    let _ = std::fs::remove_file(&object);
+    attached.expect("ip link set ... obj");
+    let before = ns.xdp_on_wsa().expect("foreign program attached by ip");
+
+    let _inside = ns.enter().expect("enter netns");
+    let err = XdpSteering::attach("wsa", &[PORT]).expect_err("attach over a foreign program");
+    eprintln!("attach refused: {err}");
+    let foreign = super::foreign_program(&err).expect("error names the foreign program");
+    assert_eq!(foreign.id, before.1);
+    assert_eq!(foreign.name, function);
+    assert_eq!(
+        ns.xdp_on_wsa(),
+        Some(before),
+        "the foreign program is still attached, untouched"
+    );
+}
+
+#[test]
+fn foreign_generic_program_is_left_attached() {
+    require_netns!();
+    foreign_program_is_left_attached("xdpgeneric", "fw_pass");
+}
+
+#[test]
+fn foreign_native_program_is_left_attached() {
+    require_netns!();
+    foreign_program_is_left_attached("xdpdrv", "fw_pass");
+}
+
+/// A program that only borrows our name (no PORTS / XSKS maps) is not ours.
+#[test]
+fn foreign_program_named_like_ours_is_left_attached() {
+    require_netns!();
+    foreign_program_is_left_attached("xdpgeneric", super::PROGRAM_NAME);
 }
 
 #[test]

@@ -17,6 +17,12 @@ impl Worker {
             {
                 self.sock = s;
             }
+            // Appended between turns: nothing pending (nor the burst cache,
+            // emptied at the end of every turn) refers to a port by an
+            // index that could move.
+            if let Some(ports) = self.xdp_inbox.as_ref().and_then(|i| i.take()) {
+                self.xdp.extend(ports);
+            }
             let ready = self.wait();
             self.now = monotonic_ns();
             self.stats

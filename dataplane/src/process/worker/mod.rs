@@ -17,7 +17,7 @@ use crate::tun::TunQueue;
 use crate::udp::{RecvSlot, UdpSocketBatch};
 use crate::xsk::HeldFrame;
 
-use super::backend::XdpPort;
+use super::backend::{PortInbox, XdpPort};
 use super::keycache::KeyCache;
 use super::shared::{Routes, Shared};
 use super::stats::Stats;
@@ -101,6 +101,8 @@ pub struct Worker {
     routes: Arc<Routes>,
     /// AF_XDP sockets of this worker (empty on the UDP backend).
     xdp: Vec<XdpPort>,
+    /// Where the supervisor hands over sockets of uplinks attached later.
+    xdp_inbox: Option<Arc<PortInbox>>,
     nexthops: NextHopCache,
     addr_gen: u64,
     now: u64,
@@ -169,6 +171,7 @@ impl Worker {
             last_need: HashMap::new(),
             routes: shared.routes(),
             xdp: Vec::new(),
+            xdp_inbox: None,
             nexthops: NextHopCache::new(std::time::Duration::from_secs(5)),
             addr_gen: 0,
             now: monotonic_ns(),
@@ -186,9 +189,10 @@ impl Worker {
         }
     }
 
-    /// Gives this worker AF_XDP sockets for the transport fast path.
-    pub fn with_xdp(mut self, ports: Vec<XdpPort>, fwmark: u32) -> Worker {
-        self.xdp = ports;
+    /// Lets this worker take AF_XDP sockets for the transport fast path from
+    /// `inbox`, as the supervisor attaches uplinks.
+    pub fn with_xdp(mut self, inbox: Arc<PortInbox>, fwmark: u32) -> Worker {
+        self.xdp_inbox = Some(inbox);
         self.nexthops = NextHopCache::new(std::time::Duration::from_secs(5)).with_mark(fwmark);
         self
     }
