@@ -5,6 +5,7 @@
 
 pub mod backend;
 mod keycache;
+mod outbox;
 mod shared;
 mod stats;
 mod worker;

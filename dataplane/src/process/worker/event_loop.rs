@@ -44,6 +44,8 @@ impl Worker {
             }
             self.commands();
             self.flush_out();
+            // Events that found the ring full, before the next turn's.
+            self.shared.retry_events(self.id);
             self.more = more;
         }
     }
