@@ -32,7 +32,9 @@ fn the_first_echo_on_a_fresh_tunnel_is_answered() {
             let to = t.b.tunnel_ip.to_string();
             // One echo and one only: `-w` would send more until one is
             // answered, hiding a lost first.
-            let out = t.a.ns.try_exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", &to]);
+            let out =
+                t.a.ns
+                    .try_exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", &to]);
             let inits = cap.stop();
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(

@@ -94,6 +94,7 @@ impl Commands {
     }
 
     /// Commands waiting for room.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.backlog.len()
     }
@@ -150,10 +151,7 @@ mod tests {
             std::process::id()
         ));
         let region = Region::create_exclusive(&dir.join("wg0.region")).unwrap();
-        region
-            .header()
-            .workers
-            .store(workers, Ordering::Release);
+        region.header().workers.store(workers, Ordering::Release);
         let filler = ToDataplane::Send {
             to: "192.0.2.1:1".parse().unwrap(),
             local: None,
@@ -196,7 +194,9 @@ mod tests {
         assert_eq!(c.waiting(), 2, "the same flush waits once");
         // Worker 1 reads its ring: the next turn of control's loop sends
         // what waited, in order.
-        assert!(drain(r, 1).iter().all(|d| matches!(d, ToDataplane::Send { .. })));
+        assert!(drain(r, 1)
+            .iter()
+            .all(|d| matches!(d, ToDataplane::Send { .. })));
         c.retry(r);
         assert_eq!(c.waiting(), 0);
         assert_eq!(

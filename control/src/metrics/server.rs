@@ -570,7 +570,10 @@ mod tests {
         for _ in 0..3 {
             let t = Instant::now();
             let r = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
-            assert!(r.starts_with("HTTP/1.1 200"), "next to stalled clients: {r:?}");
+            assert!(
+                r.starts_with("HTTP/1.1 200"),
+                "next to stalled clients: {r:?}"
+            );
             // The bound the issue sets for a scrape beside stalled clients.
             assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
             assert!(srv.active_clients() <= MAX_CLIENTS);
