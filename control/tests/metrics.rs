@@ -198,7 +198,7 @@ fn metrics_match_wg_show_and_the_xdp_program() {
         );
         assert_eq!(
             m.count("wirespeed_worker_dropped_packets_total"),
-            workers as usize * 10
+            workers as usize * dataplane::shm::layout::DROP_REASONS
         );
     }
     // Anything but GET/HEAD /metrics is refused; the endpoint stays up.

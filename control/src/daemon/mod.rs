@@ -3,6 +3,7 @@
 //! data plane as a child process and talks to it through shared memory.
 
 mod child;
+mod commands;
 mod keysync;
 mod outputs;
 mod uapi_impl;
@@ -27,6 +28,7 @@ use crate::metrics::MetricsServer;
 use crate::uapi::server::{UapiCall, UapiServer};
 
 use child::DataplaneChild;
+use commands::Commands;
 use keysync::{KeySync, PeerSlots};
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
@@ -73,6 +75,8 @@ pub struct Daemon {
     child: DataplaneChild,
     /// Serves until the daemon is dropped.
     metrics: Option<MetricsServer>,
+    /// Commands for the data plane, and those waiting for room.
+    commands: Commands,
 }
 
 pub fn now() -> Duration {
@@ -176,6 +180,7 @@ impl Daemon {
             wake,
             child,
             metrics,
+            commands: Commands::default(),
         };
         d.log(
             LogLevel::Info,
@@ -231,6 +236,11 @@ impl Daemon {
                 .store(t.as_nanos() as u64, Ordering::Relaxed);
             while let Ok(call) = requests.try_recv() {
                 call.respond(&mut self);
+            }
+            // What found the command rings full goes before anything new.
+            self.commands.retry(&self.region);
+            if let Some(line) = self.commands.log_line(t) {
+                self.log(LogLevel::Error, line);
             }
             self.drain_events();
             if t.saturating_sub(last_poll) >= Duration::from_millis(100) {

@@ -84,21 +84,11 @@ impl Daemon {
         }
     }
 
-    /// Sends a command to a worker chosen by `hint` (the data plane's
-    /// workers share staged packets, so any worker will do), trying the
-    /// others if its ring is full.
-    fn command(&self, hint: usize, cmd: ToDataplane) {
-        let Some(rec) = cmd.encode() else { return };
-        let n = self.region.workers();
-        for k in 0..n {
-            if self.region.ring_to_dataplane((hint + k) % n).push(&rec) {
-                return;
-            }
-        }
-        self.log(
-            LogLevel::Error,
-            "data plane command rings full; command dropped",
-        );
+    /// Sends a command to a worker chosen by `hint` (see [`Commands`]).
+    ///
+    /// [`Commands`]: super::commands::Commands
+    fn command(&mut self, hint: usize, cmd: ToDataplane) {
+        self.commands.send(&self.region, hint, cmd);
     }
 }
 

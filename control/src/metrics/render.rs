@@ -45,6 +45,10 @@ pub struct Snapshot {
     /// Index = worker id.
     pub workers: Vec<WorkerFigures>,
     pub uplinks: Vec<UplinkFigures>,
+    /// Control's commands that found every command ring full: dropped
+    /// (handshake datagrams), and kept to be sent again (flushes).
+    pub commands_dropped: u64,
+    pub commands_deferred: u64,
 }
 
 impl Snapshot {
@@ -88,6 +92,8 @@ impl Snapshot {
             peers,
             workers: (0..n).map(|w| region.worker_stats(w).figures()).collect(),
             uplinks: stats::uplinks(region),
+            commands_dropped: h.commands_dropped.load(Ordering::Relaxed),
+            commands_deferred: h.commands_deferred.load(Ordering::Relaxed),
         }
     }
 }
@@ -195,6 +201,24 @@ pub fn format(s: &Snapshot) -> String {
         [()],
         |_| (vec![iface()], s.peers.len() as u64),
     );
+    family(
+        o,
+        "wirespeed_control_commands_dropped_total",
+        Kind::Counter,
+        "Handshake datagrams the control process dropped because every data plane \
+         command ring was full.",
+        [()],
+        |_| (vec![iface()], s.commands_dropped),
+    );
+    family(
+        o,
+        "wirespeed_control_commands_deferred_total",
+        Kind::Counter,
+        "Flushes of staged packets (and drops of them) that found every command ring \
+         full and were sent again later.",
+        [()],
+        |_| (vec![iface()], s.commands_deferred),
+    );
 
     let peer = |p: &&PeerFigures| vec![iface(), ("public_key", p.public_key.clone())];
     type PeerField = fn(&PeerFigures) -> u64;
@@ -246,7 +270,7 @@ pub fn format(s: &Snapshot) -> String {
     let workers = || s.workers.iter().enumerate();
     let worker = |w: usize| vec![iface(), ("worker", w.to_string())];
     type WorkerField = fn(&WorkerFigures) -> u64;
-    let worker_families: [(&str, &str, WorkerField); 5] = [
+    let worker_families: [(&str, &str, WorkerField); 7] = [
         (
             "wirespeed_worker_receive_packets_total",
             "Transport messages the worker received that authenticated.",
@@ -273,6 +297,17 @@ pub fn format(s: &Snapshot) -> String {
             "wirespeed_worker_handshake_messages_total",
             "Handshake messages the worker received and passed to the control process.",
             |w| w.handshake_rx,
+        ),
+        (
+            "wirespeed_worker_events_deferred_total",
+            "Events for the control process (session confirmed, endpoint moved, handshake \
+             needed) that found the worker's event ring full and were sent again later.",
+            |w| w.events_deferred,
+        ),
+        (
+            "wirespeed_worker_events_lost_total",
+            "Events for the control process lost because too many were waiting already.",
+            |w| w.events_lost,
         ),
     ];
     for (name, help, field) in worker_families {
@@ -378,9 +413,11 @@ mod tests {
             tx_packets: 4,
             tx_bytes: 400,
             handshake_rx: 1,
+            events_deferred: 6,
             ..Default::default()
         };
         w0.drops[DropReason::Replay.index()] = 2;
+        w0.drops[DropReason::EventRingFull.index()] = 7;
         w0.xsk = XskFigures {
             rx_ring_full: 5,
             sockets: 1,
@@ -410,6 +447,8 @@ mod tests {
                     no_socket: 0,
                 },
             }],
+            commands_dropped: 8,
+            commands_deferred: 9,
         }
     }
 
@@ -467,6 +506,22 @@ mod tests {
             1.0
         );
         assert_eq!(m[r#"wirespeed_workers{interface="wg0"}"#], 2.0);
+        assert_eq!(
+            m[r#"wirespeed_control_commands_dropped_total{interface="wg0"}"#],
+            8.0
+        );
+        assert_eq!(
+            m[r#"wirespeed_control_commands_deferred_total{interface="wg0"}"#],
+            9.0
+        );
+        assert_eq!(
+            m[r#"wirespeed_worker_events_deferred_total{interface="wg0",worker="0"}"#],
+            6.0
+        );
+        assert_eq!(
+            m[r#"wirespeed_worker_dropped_packets_total{interface="wg0",worker="0",reason="event_ring_full"}"#],
+            7.0
+        );
         assert_eq!(
             m[&format!(
                 r#"wirespeed_peer_receive_bytes_total{{interface="wg0",public_key="{pk}"}}"#

@@ -6,6 +6,7 @@
 pub mod backend;
 mod keycache;
 mod local_addrs;
+mod outbox;
 mod shared;
 mod stats;
 mod uplinks;
@@ -127,6 +128,12 @@ pub fn run(opts: Options) -> io::Result<()> {
     crate::shm::stats::reset(&region);
     let n = opts.workers.clamp(1, MAX_WORKERS);
     region.header().workers.store(n as u32, Ordering::Release);
+    // Read before the first bind: a `wg set listen-port` that bumps it
+    // from here on is seen as a change and bound below. Read after, it
+    // would count as applied while the sockets hold the port of before
+    // (control answers `wg` as soon as we are ready, so that is likely),
+    // and handshakes would go to and from the wrong port.
+    let mut config_gen = region.header().config_gen.load(Ordering::Acquire);
     let sockets = bind_sockets(&region, n)?;
     let queues = (0..n)
         .map(|_| tun::open_queue(&opts.iface))
@@ -219,7 +226,6 @@ pub fn run(opts: Options) -> io::Result<()> {
         h.bound_port.load(Ordering::Relaxed)
     ));
 
-    let mut config_gen = h.config_gen.load(Ordering::Acquire);
     let mut addrs = local_addrs::digest(&locals);
     let mut peers_digest = None;
     let mut ticks = 0u64;

@@ -83,7 +83,7 @@ pub fn decode_ip(b: &[u8]) -> Option<IpAddr> {
 pub const MAX_DATAGRAM: usize = RECORD_SIZE - 1 - ADDR_LEN - IP_LEN - 2;
 
 /// Data plane to control.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ToControl {
     /// A handshake, response or cookie message arrived: control answers it.
     Handshake {

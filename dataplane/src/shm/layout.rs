@@ -20,7 +20,7 @@ use crate::replay::ReplayWindow;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WSPDSHM\0");
 /// Bumped on any change to the records below.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Key slots; a receiver index's low bits name its slot, so the data plane
 /// finds a session in O(1) without a shared hash table.
@@ -36,7 +36,7 @@ pub const NO_SLOT: u32 = u32::MAX;
 /// Uplink interfaces whose XDP counters the region carries.
 pub const MAX_UPLINKS: usize = 16;
 /// Drop reasons a worker counts (see `stats::DropReason`).
-pub const DROP_REASONS: usize = 10;
+pub const DROP_REASONS: usize = 11;
 
 /// `Header::backend`: what the running data plane meets the network with.
 pub const BACKEND_UNKNOWN: u32 = 0;
@@ -79,6 +79,12 @@ pub struct Header {
     pub backend: AtomicU32,
     /// Entries of the uplink table in use (≤ MAX_UPLINKS).
     pub uplinks: AtomicU32,
+    /// Control only: commands that found every command ring full and
+    /// were dropped (handshake datagrams: the peers send theirs again) ...
+    pub commands_dropped: AtomicU64,
+    /// ... and those kept to be sent again (flushes, drops of staged
+    /// packets), since control started.
+    pub commands_deferred: AtomicU64,
 }
 
 /// Session keys for one receiver index, published with a seqlock.
@@ -188,6 +194,12 @@ pub struct WorkerStats {
     pub xsk_tx_ring_empty: AtomicU64,
     /// AF_XDP sockets summed into the figures above.
     pub xsk_sockets: AtomicU64,
+    /// Events for control that found the worker's ring full and were kept
+    /// to be sent again (handshake datagrams are dropped instead, counted
+    /// under `DropReason::EventRingFull`).
+    pub events_deferred: AtomicU64,
+    /// Events lost because too many were waiting already.
+    pub events_lost: AtomicU64,
 }
 
 /// What only control knows about the peer in the same-numbered peer slot:
@@ -239,5 +251,6 @@ const _: () = assert!(OFF_PEERS % 64 == 0 && OFF_ALLOWED % 64 == 0 && OFF_RINGS 
 const _: () = assert!(RING_SIZE % 64 == 0);
 const _: () =
     assert!(OFF_WORKER_STATS % 128 == 0 && core::mem::size_of::<WorkerStats>() % 128 == 0);
+
 const _: () = assert!(core::mem::size_of::<PeerInfo>() == 64 && OFF_PEER_INFO % 64 == 0);
 const _: () = assert!(core::mem::size_of::<UplinkStats>() == 64 && OFF_UPLINKS % 64 == 0);

@@ -43,6 +43,9 @@ pub enum DropReason {
     NoRoute = 8,
     /// A datagram the kernel refused to send (unreachable, too big).
     SendFailed = 9,
+    /// A handshake message for control that found the worker's event ring
+    /// full (a flood control cannot keep up with): the peer sends it again.
+    EventRingFull = 10,
 }
 
 impl DropReason {
@@ -58,6 +61,7 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::NoRoute,
         DropReason::SendFailed,
+        DropReason::EventRingFull,
     ];
 
     /// The label value the metrics endpoint uses.
@@ -73,6 +77,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::NoRoute => "no_route",
             DropReason::SendFailed => "send_failed",
+            DropReason::EventRingFull => "event_ring_full",
         }
     }
 
@@ -110,6 +115,8 @@ pub struct WorkerFigures {
     pub handshake_rx: u64,
     pub drops: [u64; DROP_REASONS],
     pub xsk: XskFigures,
+    pub events_deferred: u64,
+    pub events_lost: u64,
 }
 
 impl WorkerFigures {
@@ -151,6 +158,18 @@ impl WorkerStats {
         add(&self.drops[reason.index()], n);
     }
 
+    /// Worker: an event for control was kept to be sent again.
+    #[inline]
+    pub fn event_deferred(&self) {
+        add(&self.events_deferred, 1);
+    }
+
+    /// Worker: an event for control was lost (too many waiting).
+    #[inline]
+    pub fn event_lost(&self) {
+        add(&self.events_lost, 1);
+    }
+
     /// Worker: its sockets' kernel figures (absolute values, not increments).
     pub fn set_xsk(&self, x: &XskFigures) {
         self.xsk_rx_dropped.store(x.rx_dropped, Ordering::Relaxed);
@@ -186,6 +205,8 @@ impl WorkerStats {
                 tx_ring_empty: l(&self.xsk_tx_ring_empty),
                 sockets: l(&self.xsk_sockets),
             },
+            events_deferred: l(&self.events_deferred),
+            events_lost: l(&self.events_lost),
         }
     }
 
@@ -196,6 +217,8 @@ impl WorkerStats {
             &self.tx_packets,
             &self.tx_bytes,
             &self.handshake_rx,
+            &self.events_deferred,
+            &self.events_lost,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -325,6 +348,9 @@ mod tests {
         w.handshake();
         w.drop_packet(DropReason::Replay);
         w.drop_packets(DropReason::TxFull, 5);
+        w.event_deferred();
+        w.event_deferred();
+        w.event_lost();
         w.set_xsk(&XskFigures {
             rx_dropped: 7,
             rx_ring_full: 2,
@@ -337,6 +363,7 @@ mod tests {
         assert_eq!(f.dropped(DropReason::Replay), 1);
         assert_eq!(f.dropped(DropReason::TxFull), 5);
         assert_eq!(f.dropped(DropReason::Malformed), 0);
+        assert_eq!((f.events_deferred, f.events_lost), (2, 1));
         assert_eq!(
             (f.xsk.rx_dropped, f.xsk.rx_ring_full, f.xsk.sockets),
             (7, 2, 1)

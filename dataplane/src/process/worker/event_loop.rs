@@ -52,6 +52,8 @@ impl Worker {
             // Nothing read from the region outlives a loop turn.
             self.end_burst();
             self.flush_out();
+            // Events that found the ring full, before the next turn's.
+            self.shared.retry_events(self.id);
             self.more = more;
         }
     }
