@@ -810,3 +810,89 @@ fn invalid_mac1_flood_does_not_count_toward_load() {
         "answered directly, no cookie round trip"
     );
 }
+
+#[test]
+fn known_endpoint_answered_directly_under_valid_mac1_flood() {
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
+    s.send(0, b"first").unwrap();
+    assert_eq!(s.handshakes_completed(1), 1);
+    assert_eq!(s.nodes[1].dev.known_endpoints(), 1);
+    s.advance(Duration::from_secs(10));
+    let flood = stranger_initiation(&s);
+    flood_node1(&mut s, &flood, 1000);
+    assert!(s.nodes[1].dev.under_load(s.now));
+    let init = fresh_initiation_from_node0(&mut s);
+    let from = s.nodes[0].addr;
+    assert_eq!(answer_types(&mut s, from, &init), vec![MSG_RESPONSE]);
+    s.flush();
+    assert_eq!(s.handshakes_completed(0), 2, "re-handshake done at once");
+    assert_eq!(s.nodes[1].dev.known_endpoints(), 1, "one address per peer");
+}
+
+#[test]
+fn new_address_under_flood_takes_one_cookie_round_trip() {
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
+    s.send(0, b"first").unwrap();
+    s.advance(Duration::from_secs(10));
+    let flood = stranger_initiation(&s);
+    s.nodes[0].addr = "192.0.2.77:40000".parse().unwrap();
+    flood_node1(&mut s, &flood, 1000);
+    let init = fresh_initiation_from_node0(&mut s);
+    let from = s.nodes[0].addr;
+    assert_eq!(answer_types(&mut s, from, &init), vec![MSG_COOKIE_REPLY]);
+    s.flush();
+    // The flood goes on, 100 a second; node 0 retries with mac2.
+    let start = s.now;
+    while s.handshakes_completed(0) < 2 && s.now < start + Duration::from_secs(10) {
+        flood_node1(&mut s, &flood, 10);
+        s.advance(Duration::from_millis(100));
+    }
+    assert!(s.nodes[1].dev.under_load(s.now));
+    assert_eq!(s.handshakes_completed(0), 2);
+    assert!(
+        s.now - start < Duration::from_millis(6500),
+        "one cookie round trip, took {:?}",
+        s.now - start
+    );
+}
+
+#[test]
+fn spoofer_of_a_known_endpoint_spends_only_its_rate_limit() {
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
+    s.send(0, b"first").unwrap();
+    s.advance(Duration::from_secs(10));
+    let flood = stranger_initiation(&s);
+    flood_node1(&mut s, &flood, 1000);
+    // 100 copies from node 0's address: the per-source burst of 5 reaches
+    // the DH (and fails there: unknown peer); the rest get cookies.
+    let known = s.nodes[0].addr;
+    let mut types = Vec::new();
+    for _ in 0..100 {
+        types.extend(answer_types(&mut s, known, &flood));
+    }
+    let cookies = types.iter().filter(|&&t| t == MSG_COOKIE_REPLY).count();
+    assert_eq!(cookies, 95, "answered directly while the limiter allowed");
+    // The same from any other address: cookies only.
+    let other: SocketAddr = "192.0.2.1:51821".parse().unwrap();
+    let mut types = Vec::new();
+    for _ in 0..100 {
+        types.extend(answer_types(&mut s, other, &flood));
+    }
+    assert_eq!(types, vec![MSG_COOKIE_REPLY; 100]);
+    // A removed peer's address is no longer known.
+    let p = s.nodes[1].peer;
+    s.nodes[1].dev.remove_peer(p);
+    assert_eq!(s.nodes[1].dev.known_endpoints(), 0);
+    s.advance(Duration::from_secs(1));
+    flood_node1(&mut s, &flood, 1000);
+    assert_eq!(answer_types(&mut s, known, &flood), vec![MSG_COOKIE_REPLY]);
+}

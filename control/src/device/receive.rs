@@ -37,8 +37,10 @@ impl Device {
     /// mac1 always, and only what passes it counts toward load: garbage from
     /// someone who does not know our public key must not make honest peers
     /// wait out a cookie round trip. Under load, a message with a valid mac2
-    /// passes the per-source rate limit and the rest get a cookie reply.
-    /// Returns false when the message was answered with a cookie.
+    /// passes the per-source rate limit; one from an address some peer last
+    /// completed a handshake from is answered directly while that address's
+    /// rate limiter allows it; the rest get a cookie reply. Returns false
+    /// when the message was answered with a cookie.
     fn admit_handshake(
         &mut self,
         now: Duration,
@@ -61,6 +63,9 @@ impl Device {
                 true => Ok(true),
                 false => Err(Drop::RateLimited),
             };
+        }
+        if self.known.contains(&src) && self.limiter.allow(src.ip(), now) {
+            return Ok(true);
         }
         let reply = checker.make_reply(datagram, sender_index, src, now, &mut fill);
         out.push(Output::Send {
@@ -220,6 +225,7 @@ impl Device {
         out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
         self.keypairs_changed(id, out);
         self.set_endpoint(id, src, out);
+        self.known.set(id, src);
         // Confirms the session to the responder: staged data, or a keepalive.
         self.send_keepalive(id, now, out);
         Ok(())
@@ -313,6 +319,10 @@ impl Device {
         let peer = self.peers.get_mut(&id).expect("present");
         peer.timers.handshake_complete();
         peer.last_handshake = Some(unix);
+        // Where the initiation came from (receive_initiation set it).
+        if let Some(ep) = peer.endpoint {
+            self.known.set(id, ep);
+        }
         out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
         self.keypairs_changed(id, out);
         self.flush(id, now, false, out);
