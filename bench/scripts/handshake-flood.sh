@@ -135,7 +135,8 @@ sample_pss() {
 
 CLIENT_PORT=$PORT
 # rehandshake [new]: C drops its session (and with "new" first moves to a
-# new port); prints the seconds from the first ping to the first reply.
+# new port); sets TOOK to the seconds from the first ping to the first
+# reply, or "fail". Not run in a subshell: CLIENT_PORT must carry over.
 rehandshake() {
     local t0 t1
     if [ "${1:-}" = new ]; then
@@ -146,16 +147,16 @@ rehandshake() {
     ip netns exec "$NS_C" wg set "$IF_C" peer "$PUB_S" allowed-ips "$TUN_S/32" endpoint "$S_C:$PORT"
     t0=$(date +%s.%N)
     if ! ip netns exec "$NS_C" ping -n -q -c 1 -i 0.05 -w 20 "$TUN_S" >/dev/null; then
-        echo "fail"; return 0
+        TOOK=fail; return 0
     fi
     t1=$(date +%s.%N)
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+    TOOK=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 }
 
 # tries CASE [new]: TRIES re-handshakes, printed as one row.
 tries() {
     local c=$1 i out=()
-    for ((i = 0; i < TRIES; i++)); do out+=("$(rehandshake "${2:-}")"); done
+    for ((i = 0; i < TRIES; i++)); do rehandshake "${2:-}"; out+=("$TOOK"); done
     printf '%-13s %-11s %s\n' "$IMPL" "$c" "${out[*]}" | tee -a "$WORK/times"
 }
 
