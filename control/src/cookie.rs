@@ -128,30 +128,48 @@ impl CookieChecker {
         now: Duration,
         fill_random: &mut dyn FnMut(&mut [u8]),
     ) -> MacVerdict {
-        if msg.len() < 2 * MAC_LEN {
+        if !self.mac1_valid(msg) {
             return MacVerdict::Invalid;
+        }
+        if check_mac2 && self.mac2_valid(msg, src, now, fill_random) {
+            MacVerdict::Mac1AndMac2
+        } else {
+            MacVerdict::Mac1Only
+        }
+    }
+
+    /// Whether `msg` carries a mac1 made with our public key: proof that
+    /// the sender knows it, and nothing else.
+    pub fn mac1_valid(&self, msg: &[u8]) -> bool {
+        if msg.len() < 2 * MAC_LEN {
+            return false;
         }
         let m1 = &msg[mac1_offset(msg.len())..mac2_offset(msg.len())];
-        if !ct_eq16(m1, &self.keys.mac1(msg)) {
-            return MacVerdict::Invalid;
-        }
-        if !check_mac2 {
-            return MacVerdict::Mac1Only;
+        ct_eq16(m1, &self.keys.mac1(msg))
+    }
+
+    /// Whether `msg` (whose mac1 was valid) carries a mac2 made with the
+    /// cookie we would give `src` now: proof that the sender receives there.
+    pub fn mac2_valid(
+        &mut self,
+        msg: &[u8],
+        src: SocketAddr,
+        now: Duration,
+        fill_random: &mut dyn FnMut(&mut [u8]),
+    ) -> bool {
+        if msg.len() < 2 * MAC_LEN {
+            return false;
         }
         // A secret that expired makes every outstanding cookie invalid; do not
         // rotate it just to check (that would be a free rotation for attackers).
         let fresh =
             matches!(self.secret_born, Some(b) if now.saturating_sub(b) < COOKIE_SECRET_MAX_AGE);
         if !fresh {
-            return MacVerdict::Mac1Only;
+            return false;
         }
         let cookie = self.cookie_for(src, now, fill_random);
         let m2 = &msg[mac2_offset(msg.len())..];
-        if ct_eq16(m2, &mac2(&cookie, msg)) {
-            MacVerdict::Mac1AndMac2
-        } else {
-            MacVerdict::Mac1Only
-        }
+        ct_eq16(m2, &mac2(&cookie, msg))
     }
 
     /// The cookie reply to a handshake message (whose mac1 was valid) from `src`.

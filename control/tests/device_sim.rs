@@ -726,3 +726,173 @@ fn garbage_datagrams_are_dropped_without_effect() {
     s.send(0, b"still fine").unwrap();
     assert_eq!(s.nodes[1].delivered.len(), 2);
 }
+
+/// An initiation to node 1 with a valid mac1 from a device node 1 does not
+/// know: what a flooder who knows the server's public key sends. Node 1
+/// gets as far as the DH before refusing it, unless it is under load.
+fn stranger_initiation(s: &Sim) -> Vec<u8> {
+    let mut d = device(9, &PrivateKey::from_bytes([0x30; 32]), 10_000);
+    let mut p = PeerSettings::new(s.nodes[1].dev.public_key().unwrap());
+    p.endpoint = Some(s.nodes[1].addr);
+    p.allowed_ips = vec![("10.0.0.2".parse().unwrap(), 32)];
+    let id = d.upsert_peer(p).unwrap();
+    let mut out = Vec::new();
+    d.request_handshake(id, s.now, &mut out);
+    match &out[..] {
+        [Output::Send { datagram, .. }] => datagram.clone(),
+        o => panic!("{o:?}"),
+    }
+}
+
+/// `n` copies of `dg` to node 1 from spoofed sources at the current time.
+fn flood_node1(s: &mut Sim, dg: &[u8], n: u32) {
+    for i in 0..n {
+        let from = SocketAddr::new(IpAddr::from([203, 0, (i >> 8) as u8, i as u8]), 1000);
+        let mut out = Vec::new();
+        let _ = s.nodes[1].dev.handle_datagram(s.now, from, dg, &mut out);
+    }
+}
+
+/// Node 0 loses its session (a restart, say) and sends a new initiation,
+/// which is returned and not put on the wire.
+fn fresh_initiation_from_node0(s: &mut Sim) -> Vec<u8> {
+    let mut out = Vec::new();
+    let p = s.nodes[0].peer;
+    s.nodes[0].dev.expire_sessions(p, &mut out);
+    s.nodes[0].dev.request_handshake(p, s.now, &mut out);
+    s.nodes[0].sent.extend(out.iter().filter_map(|o| match o {
+        Output::Send { datagram, .. } => Some(datagram.clone()),
+        _ => None,
+    }));
+    out.into_iter()
+        .find_map(|o| match o {
+            Output::Send { datagram, .. } if datagram[0] == MSG_INITIATION => Some(datagram),
+            _ => None,
+        })
+        .expect("an initiation")
+}
+
+/// Node 1's answers to `dg` from `from`, by message type.
+fn answer_types(s: &mut Sim, from: SocketAddr, dg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.nodes[1].dev.handle_datagram(s.now, from, dg, &mut out);
+    let types = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { datagram, .. } => Some(datagram[0]),
+            _ => None,
+        })
+        .collect();
+    s.absorb(1, out);
+    types
+}
+
+#[test]
+fn invalid_mac1_flood_does_not_count_toward_load() {
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
+    let init = fresh_initiation_from_node0(&mut s);
+    // Garbage from someone who does not know node 1's public key: the
+    // stranger's initiation with its mac1 broken.
+    let mut junk = stranger_initiation(&s);
+    junk[116] ^= 0xff;
+    flood_node1(&mut s, &junk, 1000);
+    assert!(
+        !s.nodes[1].dev.under_load(s.now),
+        "junk put node 1 under load"
+    );
+    let from = s.nodes[0].addr;
+    assert_eq!(
+        answer_types(&mut s, from, &init),
+        vec![MSG_RESPONSE],
+        "answered directly, no cookie round trip"
+    );
+}
+
+#[test]
+fn known_endpoint_answered_directly_under_valid_mac1_flood() {
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
+    s.send(0, b"first").unwrap();
+    assert_eq!(s.handshakes_completed(1), 1);
+    assert_eq!(s.nodes[1].dev.known_endpoints(), 1);
+    s.advance(Duration::from_secs(10));
+    let flood = stranger_initiation(&s);
+    flood_node1(&mut s, &flood, 1000);
+    assert!(s.nodes[1].dev.under_load(s.now));
+    let init = fresh_initiation_from_node0(&mut s);
+    let from = s.nodes[0].addr;
+    assert_eq!(answer_types(&mut s, from, &init), vec![MSG_RESPONSE]);
+    s.flush();
+    assert_eq!(s.handshakes_completed(0), 2, "re-handshake done at once");
+    assert_eq!(s.nodes[1].dev.known_endpoints(), 1, "one address per peer");
+}
+
+#[test]
+fn new_address_under_flood_takes_one_cookie_round_trip() {
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
+    s.send(0, b"first").unwrap();
+    s.advance(Duration::from_secs(10));
+    let flood = stranger_initiation(&s);
+    s.nodes[0].addr = "192.0.2.77:40000".parse().unwrap();
+    flood_node1(&mut s, &flood, 1000);
+    let init = fresh_initiation_from_node0(&mut s);
+    let from = s.nodes[0].addr;
+    assert_eq!(answer_types(&mut s, from, &init), vec![MSG_COOKIE_REPLY]);
+    s.flush();
+    // The flood goes on, 100 a second; node 0 retries with mac2.
+    let start = s.now;
+    while s.handshakes_completed(0) < 2 && s.now < start + Duration::from_secs(10) {
+        flood_node1(&mut s, &flood, 10);
+        s.advance(Duration::from_millis(100));
+    }
+    assert!(s.nodes[1].dev.under_load(s.now));
+    assert_eq!(s.handshakes_completed(0), 2);
+    assert!(
+        s.now - start < Duration::from_millis(6500),
+        "one cookie round trip, took {:?}",
+        s.now - start
+    );
+}
+
+#[test]
+fn spoofer_of_a_known_endpoint_spends_only_its_rate_limit() {
+    let mut s = Sim::new(Opts {
+        threshold: 5,
+        ..Default::default()
+    });
+    s.send(0, b"first").unwrap();
+    s.advance(Duration::from_secs(10));
+    let flood = stranger_initiation(&s);
+    flood_node1(&mut s, &flood, 1000);
+    // 100 copies from node 0's address: the per-source burst of 5 reaches
+    // the DH (and fails there: unknown peer); the rest get cookies.
+    let known = s.nodes[0].addr;
+    let mut types = Vec::new();
+    for _ in 0..100 {
+        types.extend(answer_types(&mut s, known, &flood));
+    }
+    let cookies = types.iter().filter(|&&t| t == MSG_COOKIE_REPLY).count();
+    assert_eq!(cookies, 95, "answered directly while the limiter allowed");
+    // The same from any other address: cookies only.
+    let other: SocketAddr = "192.0.2.1:51821".parse().unwrap();
+    let mut types = Vec::new();
+    for _ in 0..100 {
+        types.extend(answer_types(&mut s, other, &flood));
+    }
+    assert_eq!(types, vec![MSG_COOKIE_REPLY; 100]);
+    // A removed peer's address is no longer known.
+    let p = s.nodes[1].peer;
+    s.nodes[1].dev.remove_peer(p);
+    assert_eq!(s.nodes[1].dev.known_endpoints(), 0);
+    s.advance(Duration::from_secs(1));
+    flood_node1(&mut s, &flood, 1000);
+    assert_eq!(answer_types(&mut s, known, &flood), vec![MSG_COOKIE_REPLY]);
+}

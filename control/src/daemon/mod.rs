@@ -329,13 +329,16 @@ impl Daemon {
             } => {
                 let r = self.dev.handle_datagram(t, from, &datagram, &mut out);
                 match r {
-                    Ok(()) => {
+                    // Not for a cookie reply: a spoofed flood would fill
+                    // the table with its sources and keep it full.
+                    Ok(()) if outputs::authenticated(&out) => {
                         if let Some(l) = local {
                             if self.sources.len() < 1 << 16 {
                                 self.sources.insert(from, l);
                             }
                         }
                     }
+                    Ok(()) => {}
                     Err(d) => self.log(
                         LogLevel::Debug,
                         format!("dropped handshake message from {from}: {d:?}"),

@@ -7,6 +7,7 @@
 //! protocol runs in tests with a simulated clock.
 
 mod activity;
+mod known;
 mod load;
 mod receive;
 mod send;
@@ -26,6 +27,7 @@ use crate::index::IndexTable;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::peer::Peer;
 use crate::ratelimit::RateLimiter;
+use known::KnownEndpoints;
 
 pub use activity::Activity;
 pub use load::LoadTracker;
@@ -150,6 +152,7 @@ pub struct Device {
     indices: IndexTable,
     checker: Option<CookieChecker>,
     limiter: RateLimiter,
+    known: KnownEndpoints,
     load: LoadTracker,
     rng: Box<dyn RngCore + Send>,
     /// Unix time at monotonic zero: turns the monotonic `now` into TAI64N.
@@ -178,6 +181,7 @@ impl Device {
             },
             checker: None,
             limiter: RateLimiter::new(settings.ratelimit_max_sources),
+            known: KnownEndpoints::default(),
             load: LoadTracker::new(settings.under_load_threshold),
             rng,
             unix_at_zero,
@@ -267,6 +271,7 @@ impl Device {
     pub fn remove_peer(&mut self, id: PeerId) {
         if let Some(p) = self.peers.remove(&id) {
             self.by_key.remove(&p.public_key);
+            self.known.remove(id);
             self.indices.remove_peer(id);
             self.allowed_ips.remove_value(id);
         }
@@ -277,6 +282,7 @@ impl Device {
     pub fn remove_all_peers(&mut self) {
         self.peers.clear();
         self.by_key.clear();
+        self.known.clear();
         self.allowed_ips.clear();
         self.indices = match self.settings.index_slot_bits {
             Some(b) => IndexTable::with_slot_bits(b),
@@ -367,5 +373,11 @@ impl Device {
     /// Whether handshakes are arriving faster than the configured threshold.
     pub fn under_load(&self, now: Duration) -> bool {
         self.load.is_under_load(now)
+    }
+
+    /// How many addresses are answered without a cookie under load: at most
+    /// one per peer.
+    pub fn known_endpoints(&self) -> usize {
+        self.known.len()
     }
 }

@@ -11,7 +11,6 @@ use dataplane::messages::{CookieReply, Initiation, Message, Response, Transport}
 use dataplane::{ip, transport};
 
 use super::{Device, Drop, Event, Output, PeerId};
-use crate::cookie::MacVerdict;
 use crate::crypto::tai64n;
 use crate::handshake::{self, LocalStatic};
 use crate::index::IndexEntry;
@@ -35,8 +34,13 @@ impl Device {
         }
     }
 
-    /// mac1 always; under load, mac2 or a cookie reply, then the per-source
-    /// rate limit. Returns false when the message was answered with a cookie.
+    /// mac1 always, and only what passes it counts toward load: garbage from
+    /// someone who does not know our public key must not make honest peers
+    /// wait out a cookie round trip. Under load, a message with a valid mac2
+    /// passes the per-source rate limit; one from an address some peer last
+    /// completed a handshake from is answered directly while that address's
+    /// rate limiter allows it; the rest get a cookie reply. Returns false
+    /// when the message was answered with a cookie.
     fn admit_handshake(
         &mut self,
         now: Duration,
@@ -45,23 +49,30 @@ impl Device {
         sender_index: u32,
         out: &mut Vec<Output>,
     ) -> Result<bool, Drop> {
-        let under_load = self.load.record(now);
         let checker = self.checker.as_mut().ok_or(Drop::NoPrivateKey)?;
+        if !checker.mac1_valid(datagram) {
+            return Err(Drop::InvalidMac);
+        }
+        if !self.load.record(now) {
+            return Ok(true);
+        }
         let rng = &mut self.rng;
         let mut fill = |b: &mut [u8]| rng.fill_bytes(b);
-        match checker.verify(datagram, src, under_load, now, &mut fill) {
-            MacVerdict::Invalid => Err(Drop::InvalidMac),
-            MacVerdict::Mac1Only if under_load => {
-                let reply = checker.make_reply(datagram, sender_index, src, now, &mut fill);
-                out.push(Output::Send {
-                    to: src,
-                    datagram: reply.to_bytes().to_vec(),
-                });
-                Ok(false)
-            }
-            _ if under_load && !self.limiter.allow(src.ip(), now) => Err(Drop::RateLimited),
-            _ => Ok(true),
+        if checker.mac2_valid(datagram, src, now, &mut fill) {
+            return match self.limiter.allow(src.ip(), now) {
+                true => Ok(true),
+                false => Err(Drop::RateLimited),
+            };
         }
+        if self.known.contains(&src) && self.limiter.allow(src.ip(), now) {
+            return Ok(true);
+        }
+        let reply = checker.make_reply(datagram, sender_index, src, now, &mut fill);
+        out.push(Output::Send {
+            to: src,
+            datagram: reply.to_bytes().to_vec(),
+        });
+        Ok(false)
     }
 
     fn receive_initiation(
@@ -214,6 +225,7 @@ impl Device {
         out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
         self.keypairs_changed(id, out);
         self.set_endpoint(id, src, out);
+        self.known.set(id, src);
         // Confirms the session to the responder: staged data, or a keepalive.
         self.send_keepalive(id, now, out);
         Ok(())
@@ -307,6 +319,10 @@ impl Device {
         let peer = self.peers.get_mut(&id).expect("present");
         peer.timers.handshake_complete();
         peer.last_handshake = Some(unix);
+        // Where the initiation came from (receive_initiation set it).
+        if let Some(ep) = peer.endpoint {
+            self.known.set(id, ep);
+        }
         out.push(Output::Event(Event::HandshakeCompleted { peer: id }));
         self.keypairs_changed(id, out);
         self.flush(id, now, false, out);
