@@ -291,8 +291,9 @@ fn uapi_server_limits() {
         max_connections: 2,
         // Long enough that a loaded machine (CI runs tests in parallel)
         // cannot stall the test past it between connecting the two idle
-        // clients and seeing them both counted.
-        idle_timeout: Some(Duration::from_secs(2)),
+        // clients and seeing them both counted (2 s was not, at a load
+        // average of 8 on 2 cores), short enough for wait_until's 10 s.
+        idle_timeout: Some(Duration::from_secs(4)),
     };
     let h = quiet(UapiServer::bind_path(dir.sock()).unwrap())
         .with_limits(limits)
