@@ -270,7 +270,7 @@ pub fn format(s: &Snapshot) -> String {
     let workers = || s.workers.iter().enumerate();
     let worker = |w: usize| vec![iface(), ("worker", w.to_string())];
     type WorkerField = fn(&WorkerFigures) -> u64;
-    let worker_families: [(&str, &str, WorkerField); 7] = [
+    let worker_families: [(&str, &str, WorkerField); 8] = [
         (
             "wirespeed_worker_receive_packets_total",
             "Transport messages the worker received that authenticated.",
@@ -308,6 +308,12 @@ pub fn format(s: &Snapshot) -> String {
             "wirespeed_worker_events_lost_total",
             "Events for the control process lost because too many were waiting already.",
             |w| w.events_lost,
+        ),
+        (
+            "wirespeed_worker_udp_gso_refusals_total",
+            "UDP segmentation trains the kernel refused: their datagrams were sent again one \
+             per message, and that destination gets no more trains.",
+            |w| w.udp_gso_refusals,
         ),
     ];
     for (name, help, field) in worker_families {
@@ -414,6 +420,7 @@ mod tests {
             tx_bytes: 400,
             handshake_rx: 1,
             events_deferred: 6,
+            udp_gso_refusals: 11,
             ..Default::default()
         };
         w0.drops[DropReason::Replay.index()] = 2;
@@ -517,6 +524,10 @@ mod tests {
         assert_eq!(
             m[r#"wirespeed_worker_events_deferred_total{interface="wg0",worker="0"}"#],
             6.0
+        );
+        assert_eq!(
+            m[r#"wirespeed_worker_udp_gso_refusals_total{interface="wg0",worker="0"}"#],
+            11.0
         );
         assert_eq!(
             m[r#"wirespeed_worker_dropped_packets_total{interface="wg0",worker="0",reason="event_ring_full"}"#],

@@ -200,6 +200,10 @@ pub struct WorkerStats {
     pub events_deferred: AtomicU64,
     /// Events lost because too many were waiting already.
     pub events_lost: AtomicU64,
+    /// UDP segmentation trains the kernel refused (their datagrams were
+    /// sent again one per message, and that destination gets no more
+    /// trains), as the worker last published them.
+    pub udp_gso_refusals: AtomicU64,
 }
 
 /// What only control knows about the peer in the same-numbered peer slot:

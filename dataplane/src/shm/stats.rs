@@ -117,6 +117,7 @@ pub struct WorkerFigures {
     pub xsk: XskFigures,
     pub events_deferred: u64,
     pub events_lost: u64,
+    pub udp_gso_refusals: u64,
 }
 
 impl WorkerFigures {
@@ -170,6 +171,12 @@ impl WorkerStats {
         add(&self.events_lost, 1);
     }
 
+    /// Worker: its UDP socket had `n` more GSO trains refused.
+    #[inline]
+    pub fn udp_gso_refused(&self, n: u64) {
+        add(&self.udp_gso_refusals, n);
+    }
+
     /// Worker: its sockets' kernel figures (absolute values, not increments).
     pub fn set_xsk(&self, x: &XskFigures) {
         self.xsk_rx_dropped.store(x.rx_dropped, Ordering::Relaxed);
@@ -207,6 +214,7 @@ impl WorkerStats {
             },
             events_deferred: l(&self.events_deferred),
             events_lost: l(&self.events_lost),
+            udp_gso_refusals: l(&self.udp_gso_refusals),
         }
     }
 
@@ -219,6 +227,7 @@ impl WorkerStats {
             &self.handshake_rx,
             &self.events_deferred,
             &self.events_lost,
+            &self.udp_gso_refusals,
         ] {
             c.store(0, Ordering::Relaxed);
         }

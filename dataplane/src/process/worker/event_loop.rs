@@ -16,6 +16,7 @@ impl Worker {
                 .take()
             {
                 self.sock = s;
+                self.gso_refusals_seen = 0;
             }
             // Appended between turns: nothing pending (nor the burst cache,
             // emptied at the end of every turn) refers to a port by an

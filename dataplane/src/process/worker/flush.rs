@@ -119,14 +119,18 @@ impl Worker {
         }
         drop(msgs);
         let refused = self.sock.gso_fallbacks();
-        if refused != 0 && self.gso_refusals_logged == 0 {
-            crate::process::log(&format!(
-                "worker {}: the kernel refused a UDP segmentation train; \
-                 that destination now gets one datagram per message",
-                self.id
-            ));
+        if refused > self.gso_refusals_seen {
+            if !self.gso_refusal_logged {
+                self.gso_refusal_logged = true;
+                crate::process::log(&format!(
+                    "worker {}: the kernel refused a UDP segmentation train; \
+                     that destination now gets one datagram per message",
+                    self.id
+                ));
+            }
+            self.stats.udp_gso_refused(refused - self.gso_refusals_seen);
+            self.gso_refusals_seen = refused;
         }
-        self.gso_refusals_logged = refused;
         // A source address that vanished: tell control to forget it.
         for i in stale_source {
             let o = &self.out[from[i]];

@@ -124,9 +124,10 @@ pub struct Worker {
     tx_route: Option<(IpAddr, u32)>,
     /// Packets of the current burst not yet sealed (counters to reserve).
     burst_left: u64,
-    /// The socket's count of refused GSO trains when last looked at (the
-    /// first refusal is logged).
-    gso_refusals_logged: u64,
+    /// The socket's count of refused GSO trains when last looked at (a new
+    /// socket starts again from 0), and whether the first was logged.
+    gso_refusals_seen: u64,
+    gso_refusal_logged: bool,
 }
 
 /// A received transport message that passed the checks before
@@ -182,7 +183,8 @@ impl Worker {
             rx_xdp_admitted: Vec::with_capacity(BATCH),
             tx_crypto: AeadBatch::new(),
             tx_xdp_pending: Vec::with_capacity(BATCH),
-            gso_refusals_logged: 0,
+            gso_refusals_seen: 0,
+            gso_refusal_logged: false,
             tx_peer: None,
             tx_route: None,
             burst_left: 0,
