@@ -2,17 +2,21 @@
 //! UDP_SEGMENT (as QUIC stacks do) hands wirespeed's TUN one super-packet
 //! per batch when the TUN offers UDP segmentation (USO, kernel 6.2+); the
 //! data plane cuts it into datagrams, and every one of them must arrive
-//! whole at the far end. On both backends.
+//! whole at the far end. On both backends. And the other end of the UDP
+//! backend's batching: a route that refuses its segmentation trains costs
+//! no packet, and the refusals are counted.
 //!
 //! Needs root; WIRESPEED_SKIP_NETNS=1 skips with a loud line.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use common::{assert_ping, for_each_impl, Impl, Tunnel};
+use common::tunnel::UNDERLAY_IF;
+use common::{assert_ping, for_each_impl, netns_test, tcp_transfer, Impl, Tunnel, TunnelOpts};
 
 /// The backends with TUN offloads on (WirespeedUdp runs without them).
 const IMPLS: &[(Impl, bool)] = &[(Impl::Wirespeed, true), (Impl::WirespeedUdpOffload, true)];
@@ -63,6 +67,51 @@ fn udp_segmentation_offload_super_packets_arrive_as_datagrams() {
             );
         },
     );
+}
+
+#[test]
+fn refused_udp_segmentation_trains_lose_nothing_and_are_counted() {
+    let Some(_serial) = netns_test("refused_udp_segmentation_trains_lose_nothing_and_are_counted")
+    else {
+        return;
+    };
+    let opts = TunnelOpts {
+        a_env: vec![("WIRESPEED_METRICS", "127.0.0.1:9588")],
+        ..TunnelOpts::default()
+    };
+    let t = Tunnel::with(Impl::WirespeedUdpOffload, Impl::WirespeedUdpOffload, opts);
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 1);
+    // An underlay MTU below one tunnel datagram (1420 + 60): the kernel
+    // refuses a train whose segments exceed it (EINVAL), and sends the same
+    // datagrams alone, fragmented.
+    t.a.ns.ip(&["link", "set", UNDERLAY_IF, "mtu", "1280"]);
+    let to = SocketAddr::new(IpAddr::V4(t.b.tunnel_ip), 7401);
+    tcp_transfer(&t.a.ns, &t.b.ns, to, 8 << 20);
+    let refusals = scrape(&t.a.ns, "127.0.0.1:9588")
+        .lines()
+        .filter(|l| l.starts_with("wirespeed_worker_udp_gso_refusals_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(refusals >= 1.0, "no refusal counted");
+    let log = t.a.daemon.log();
+    let logged = log.matches("refused a UDP segmentation train").count();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        (1..=workers).contains(&logged),
+        "logged {logged} times, want once per worker that saw it:\n{log}"
+    );
+}
+
+/// The metrics text served at `addr` inside `ns`.
+fn scrape(ns: &common::Netns, addr: &str) -> String {
+    let mut s = ns
+        .tcp_connect(addr.parse().unwrap(), Duration::from_secs(2))
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// Datagram `n`: its number, then bytes that depend on it.
