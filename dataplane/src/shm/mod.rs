@@ -159,6 +159,13 @@ impl Region {
         Ok(Some(r))
     }
 
+    /// Unmaps the region without removing its file, even if this instance
+    /// claimed it: for a control that re-attached and then gave up, leaving
+    /// the region to the data plane that still uses it.
+    pub fn leave(mut self) {
+        self.claim = None;
+    }
+
     /// Whether process `pid` has this region's file open (see
     /// [`Region::adopt`]: is the data plane named in the header really ours?).
     pub fn held_open_by(&self, pid: u32) -> bool {
