@@ -128,7 +128,10 @@ mod tests {
     fn claimed_indices_are_not_allocated_again() {
         let mut t = IndexTable::with_slot_bits(4);
         assert!(t.claim(0x15, IndexEntry::Keypair { peer: 1 }));
-        assert!(!t.claim(0x15, IndexEntry::Keypair { peer: 2 }), "same index");
+        assert!(
+            !t.claim(0x15, IndexEntry::Keypair { peer: 2 }),
+            "same index"
+        );
         assert!(!t.claim(0x25, IndexEntry::Keypair { peer: 2 }), "same slot");
         assert_eq!(t.get(0x25), None);
         let mut seq = [0x35u32, 0x16].into_iter();

@@ -394,7 +394,12 @@ fn a_data_plane_that_cannot_restart_is_retried_not_fatal() {
     };
     mode(0o644);
     kill9(dp[0]);
-    let failures = || t.a.daemon.log().matches("data plane restart failed").count();
+    let failures = || {
+        t.a.daemon
+            .log()
+            .matches("data plane restart failed")
+            .count()
+    };
     assert!(
         wait_until(Duration::from_secs(10), || failures() >= 3),
         "{}",

@@ -207,7 +207,9 @@ impl Daemon {
             &opts.backend,
         );
         let orphans = Orphans::scan(&a.region);
-        let mut d = Daemon::assemble(opts, a.region, shm_path, a.tun, a.queue, wake, child, metrics);
+        let mut d = Daemon::assemble(
+            opts, a.region, shm_path, a.tun, a.queue, wake, child, metrics,
+        );
         d.slots = PeerSlots::with_reserved(orphans.slots());
         d.listen_port = d.region.header().listen_port.load(Ordering::Relaxed) as u16;
         d.fwmark = d.region.header().fwmark.load(Ordering::Relaxed);

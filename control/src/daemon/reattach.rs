@@ -251,7 +251,7 @@ impl Daemon {
             })
             .collect();
         // Newest first: of two candidates for one place, the newer wins.
-        found.sort_by(|a, b| b.1.created.cmp(&a.1.created));
+        found.sort_by_key(|f| std::cmp::Reverse(f.1.created));
         let current_created = found
             .iter()
             .find(|(k, _)| Some(*k as u32) == current)
