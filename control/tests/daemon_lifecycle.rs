@@ -349,6 +349,10 @@ fn restarted_control_resumes_the_sessions_of_a_running_transfer() {
     let log = t.b.daemon.log();
     assert!(log.contains("re-attached"), "{log}");
     assert!(log.contains("1 session(s) resumed"), "{log}");
+    assert!(
+        !log.contains("cannot share"),
+        "the data plane's events wake the new control: {log}"
+    );
 
     let r = transfer.finish();
     r.assert_intact(BYTES);
