@@ -66,6 +66,22 @@ impl IndexTable {
         }
     }
 
+    /// Records an index chosen elsewhere (a session a restarted control
+    /// finds in shared memory). False, and nothing recorded, if the index
+    /// or its slot is taken.
+    pub fn claim(&mut self, index: u32, entry: IndexEntry) -> bool {
+        if self.map.contains_key(&index) {
+            return false;
+        }
+        if let Some(slot) = self.slot(index) {
+            if !self.slots_used.insert(slot) {
+                return false;
+            }
+        }
+        self.map.insert(index, entry);
+        true
+    }
+
     pub fn get(&self, index: u32) -> Option<IndexEntry> {
         self.map.get(&index).copied()
     }
@@ -107,6 +123,21 @@ impl IndexTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claimed_indices_are_not_allocated_again() {
+        let mut t = IndexTable::with_slot_bits(4);
+        assert!(t.claim(0x15, IndexEntry::Keypair { peer: 1 }));
+        assert!(
+            !t.claim(0x15, IndexEntry::Keypair { peer: 2 }),
+            "same index"
+        );
+        assert!(!t.claim(0x25, IndexEntry::Keypair { peer: 2 }), "same slot");
+        assert_eq!(t.get(0x25), None);
+        let mut seq = [0x35u32, 0x16].into_iter();
+        let i = t.allocate(IndexEntry::Handshake { peer: 3 }, || seq.next().unwrap());
+        assert_eq!(i, Some(0x16), "slot 5 is taken by the claimed index");
+    }
 
     #[test]
     fn allocation_skips_indices_in_use() {

@@ -49,6 +49,28 @@ impl Keypair {
         }
     }
 
+    /// A keypair whose keys were derived earlier, by this or an earlier
+    /// control process (found again in shared memory after a restart).
+    pub fn from_keys(
+        sending: &[u8; 32],
+        receiving: &[u8; 32],
+        is_initiator: bool,
+        local_index: u32,
+        remote_index: u32,
+        created: Duration,
+    ) -> Self {
+        Keypair {
+            sending: SessionKey::new(sending),
+            receiving: SessionKey::new(receiving),
+            local_index,
+            remote_index,
+            created,
+            is_initiator,
+            send_counter: 0,
+            replay: ReplayWindow::new(),
+        }
+    }
+
     pub fn age(&self, now: Duration) -> Duration {
         now.saturating_sub(self.created)
     }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{assert_ping, Impl, Netns, Tunnel};
+use common::{assert_ping, Impl, Netns, Side, TcpTransfer, Tunnel};
 
 const WIRESPEED: &str = env!("CARGO_BIN_EXE_wirespeed");
 
@@ -289,6 +289,141 @@ fn data_plane_keeps_forwarding_after_control_is_killed() {
         !region.exists(),
         "{} is removed by the last process that used it",
         region.display()
+    );
+}
+
+/// `wg setconf` of `side`'s configuration: what a service that restarts
+/// control re-applies (control keeps no configuration on disk).
+fn setconf(side: &Side) {
+    let c = &side.conf;
+    let mut text = format!("[Interface]\nPrivateKey = {}\n", c.private_key);
+    if let Some(port) = c.listen_port {
+        text += &format!("ListenPort = {port}\n");
+    }
+    for p in &c.peers {
+        text += &format!(
+            "[Peer]\nPublicKey = {}\nAllowedIPs = {}\n",
+            p.public_key,
+            p.allowed_ips.join(",")
+        );
+        if let Some(psk) = &p.preshared_key {
+            text += &format!("PresharedKey = {psk}\n");
+        }
+        if let Some(ep) = &p.endpoint {
+            text += &format!("Endpoint = {ep}\n");
+        }
+    }
+    let dir = common::util::TempDir::new();
+    let path = dir.write("wg.conf", &text);
+    side.ns
+        .exec(&["wg", "setconf", &side.iface, path.to_str().unwrap()]);
+}
+
+#[test]
+fn restarted_control_resumes_the_sessions_of_a_running_transfer() {
+    let Some(_serial) = common::netns_test("control_restart") else {
+        return;
+    };
+    let mut t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 2);
+    // A new handshake after this would show in `wg show`'s seconds.
+    sleep(Duration::from_millis(1100));
+    let (hs_a, hs_b) = (t.a.peer().latest_handshake, t.b.peer().latest_handshake);
+    assert!(hs_a.is_some() && hs_b.is_some());
+    let dp = children_of(t.b.daemon.pid());
+    assert_eq!(dp.len(), 1);
+
+    const BYTES: u64 = 128 << 20;
+    let transfer = TcpTransfer::start(&t.a.ns, &t.b.ns, t.b.tunnel_addr(5201), BYTES);
+    assert!(transfer.wait_for_progress(8 << 20, Duration::from_secs(20)));
+    kill9(t.b.daemon.pid());
+    // Reaps it and removes the socket it left.
+    t.b.daemon.stop();
+    assert!(
+        transfer.received() < BYTES,
+        "control was killed before the transfer ended"
+    );
+    // The same command again, then the configuration (control keeps none).
+    t.b.daemon = Impl::Wirespeed.start(&t.b.ns, &t.b.iface);
+    setconf(&t.b);
+    let log = t.b.daemon.log();
+    assert!(log.contains("re-attached"), "{log}");
+    assert!(log.contains("1 session(s) resumed"), "{log}");
+    assert!(
+        !log.contains("cannot share"),
+        "the data plane's events wake the new control: {log}"
+    );
+
+    let r = transfer.finish();
+    r.assert_intact(BYTES);
+    assert!(alive(dp[0]), "the same data plane forwarded throughout");
+    t.b.daemon.assert_running();
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
+    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
+    assert_eq!(t.a.peer().latest_handshake, hs_a, "no new handshake");
+    assert_eq!(
+        t.b.peer().latest_handshake,
+        hs_b,
+        "the restarted control reports the session it adopted"
+    );
+    // And it is in charge: deleting the interface ends both processes.
+    let pid = t.b.daemon.pid();
+    let region = region_of(pid, &t.b.iface);
+    t.b.ns.ip(&["link", "del", &t.b.iface]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(dp[0])
+            && !t.b.daemon.running()),
+        "both exit with the interface"
+    );
+    assert!(!region.exists(), "{}", region.display());
+}
+
+#[test]
+fn a_data_plane_that_cannot_restart_is_retried_not_fatal() {
+    let Some(_serial) = common::netns_test("respawn_backoff") else {
+        return;
+    };
+    let mut t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let b_addr = t.b.tunnel_ip.to_string();
+    assert_ping(&t.a.ns, &b_addr, 2);
+    let hs_before = t.a.peer().latest_handshake;
+    let pid = t.a.daemon.pid();
+    let dp = children_of(pid);
+    // A region others could read is refused by every data plane start
+    // (control keeps the mapping it has).
+    let region = region_of(pid, &t.a.iface);
+    let mode = |m: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&region, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(0o644);
+    kill9(dp[0]);
+    let failures = || {
+        t.a.daemon
+            .log()
+            .matches("data plane restart failed")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || failures() >= 3),
+        "{}",
+        t.a.daemon.log()
+    );
+    t.a.daemon.assert_running();
+    mode(0o600);
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let now = children_of(pid);
+            now.len() == 1 && now[0] != dp[0]
+        }),
+        "{}",
+        t.a.daemon.log()
+    );
+    assert_ping(&t.a.ns, &b_addr, 3);
+    assert_eq!(
+        t.a.peer().latest_handshake,
+        hs_before,
+        "same session: keys came back from shared memory"
     );
 }
 

@@ -1,8 +1,14 @@
 //! The data plane child process: started from our own executable in
 //! `--dataplane` mode (a fresh address space: it never sees the static
-//! key), watched, and restarted if it dies.
+//! key), watched, and restarted if it dies. A start that fails (the binary
+//! gone during an upgrade, the region refused, the port taken) is retried
+//! with back-off, never fatal: the interface and its UAPI socket stay, and
+//! traffic resumes with the keys in shared memory once a start succeeds.
+//! After a control restart the data plane is not our child but our
+//! predecessor's; it is watched through a pidfd instead.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -11,11 +17,67 @@ use std::time::{Duration, Instant};
 
 use dataplane::shm::Region;
 
+use super::pidfd;
+
+/// First wait before starting a data plane again after a failure.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between two tries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A data plane that ran this long died of something new: restart it at
+/// once, and the back-off starts over.
+const STABLE: Duration = Duration::from_secs(10);
+
+/// 0.1 s, doubling on each failure up to 5 s; back to 0.1 s once a data
+/// plane has run for a while.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: BACKOFF_FIRST,
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before the next try, after a failure.
+    pub fn failed(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_FIRST;
+    }
+}
+
+enum Running {
+    /// Started by us.
+    Child(Child),
+    /// Left running by the control process before us.
+    Adopted { pid: u32, pidfd: OwnedFd },
+    /// Dead; another start is due at this time.
+    Down { retry_at: Instant },
+}
+
+/// What [`DataplaneChild::supervise`] saw or did, for the log.
+#[derive(Debug)]
+pub enum Supervision {
+    Exited(String),
+    Restarted(u32),
+    StartFailed { error: String, retry_in: Duration },
+}
+
 pub struct DataplaneChild {
-    child: Child,
+    running: Running,
     workers: usize,
     backend: String,
     last_start: Instant,
+    backoff: Backoff,
 }
 
 fn default_workers() -> usize {
@@ -51,6 +113,7 @@ fn start(
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(io::Error::other("data plane did not become ready"));
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -74,57 +137,160 @@ impl DataplaneChild {
         };
         let child = start(iface, shm, workers, backend, wake_fd, region)?;
         Ok(DataplaneChild {
-            child,
+            running: Running::Child(child),
             backend: backend.to_string(),
             workers,
             last_start: Instant::now(),
+            backoff: Backoff::default(),
         })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The child's exit status, if it has died.
-    pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(st)) => Some(match st.signal() {
-                Some(sig) => format!("killed by signal {sig}"),
-                None => format!("exit status {}", st.code().unwrap_or(-1)),
-            }),
-            _ => None,
+    /// A data plane our predecessor started; `workers` and `backend` are
+    /// for the ones we may start later.
+    pub fn adopted(pid: u32, pidfd: OwnedFd, workers: usize, backend: &str) -> Self {
+        let workers = if workers == 0 {
+            default_workers()
+        } else {
+            workers
+        };
+        let now = Instant::now();
+        DataplaneChild {
+            running: Running::Adopted { pid, pidfd },
+            backend: backend.to_string(),
+            workers,
+            // It has been running for a while: its death is restarted at once.
+            last_start: now.checked_sub(STABLE).unwrap_or(now),
+            backoff: Backoff::default(),
         }
     }
 
-    pub fn respawn(
+    /// The running data plane's pid.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::Child(c) => Some(c.id()),
+            Running::Adopted { pid, .. } => Some(*pid),
+            Running::Down { .. } => None,
+        }
+    }
+
+    /// How the data plane ended, if it has.
+    fn exited(&mut self) -> Option<String> {
+        match &mut self.running {
+            Running::Child(c) => match c.try_wait() {
+                Ok(Some(st)) => Some(match st.signal() {
+                    Some(sig) => format!("killed by signal {sig}"),
+                    None => format!("exit status {}", st.code().unwrap_or(-1)),
+                }),
+                _ => None,
+            },
+            // Its parent (or init) reaps it: the status is not ours to see.
+            Running::Adopted { pidfd, .. } => pidfd::exited(pidfd).then(|| "ended".to_string()),
+            Running::Down { .. } => None,
+        }
+    }
+
+    /// Notices a data plane that died and starts another once its back-off
+    /// has passed; a start that fails is tried again later. Call it on
+    /// every turn of control's loop.
+    pub fn supervise(
         &mut self,
         iface: &str,
         shm: &Path,
         wake_fd: i32,
         region: &Region,
-    ) -> io::Result<()> {
-        // A data plane that dies at once would otherwise be restarted in a
-        // tight loop.
-        let since = self.last_start.elapsed();
-        if since < Duration::from_secs(1) {
-            std::thread::sleep(Duration::from_secs(1) - since);
+    ) -> Vec<Supervision> {
+        let mut seen = Vec::new();
+        if let Some(how) = self.exited() {
+            seen.push(Supervision::Exited(how));
+            let retry_at = if self.last_start.elapsed() >= STABLE {
+                self.backoff.reset();
+                Instant::now()
+            } else {
+                Instant::now() + self.backoff.failed()
+            };
+            self.running = Running::Down { retry_at };
         }
-        self.child = start(iface, shm, self.workers, &self.backend, wake_fd, region)?;
+        let Running::Down { retry_at } = self.running else {
+            return seen;
+        };
+        if Instant::now() < retry_at {
+            return seen;
+        }
         self.last_start = Instant::now();
-        Ok(())
+        match start(iface, shm, self.workers, &self.backend, wake_fd, region) {
+            Ok(child) => {
+                seen.push(Supervision::Restarted(child.id()));
+                self.running = Running::Child(child);
+            }
+            Err(e) => {
+                let retry_in = self.backoff.failed();
+                seen.push(Supervision::StartFailed {
+                    error: e.to_string(),
+                    retry_in,
+                });
+                self.running = Running::Down {
+                    retry_at: Instant::now() + retry_in,
+                };
+            }
+        }
+        seen
     }
 
     pub fn stop(&mut self) {
-        // SAFETY: sends SIGTERM to our own child, whose pid we hold unreaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        match &mut self.running {
+            Running::Child(child) => {
+                // SAFETY: sends SIGTERM to our own child, whose pid we hold unreaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            std::thread::sleep(Duration::from_millis(10));
+            Running::Adopted { pidfd, .. } => {
+                let _ = pidfd::signal(pidfd, libc::SIGTERM);
+                while Instant::now() < deadline {
+                    if pidfd::exited(pidfd) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = pidfd::signal(pidfd, libc::SIGKILL);
+            }
+            Running::Down { .. } => {}
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_tenth_of_a_second_to_five_seconds() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..9).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.failed(), BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn an_adopted_data_plane_that_ends_is_noticed() {
+        let mut p = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = pidfd::open(p.id()).unwrap();
+        let mut c = DataplaneChild::adopted(p.id(), fd, 1, "udp");
+        assert_eq!(c.pid(), Some(p.id()));
+        assert_eq!(c.exited(), None);
+        c.stop();
+        p.wait().unwrap();
+        assert!(c.exited().is_some());
     }
 }

@@ -50,6 +50,33 @@ impl PeerSlots {
         Some(s)
     }
 
+    /// Slots for a control that re-attached to a region whose slots in
+    /// `used` still belong to peers it has not been told about yet: new
+    /// peers get other slots until those are claimed or given back.
+    pub fn with_reserved(used: impl IntoIterator<Item = u32>) -> Self {
+        let used: std::collections::HashSet<u32> = used.into_iter().collect();
+        let next = used.iter().max().map_or(0, |&m| m + 1);
+        PeerSlots {
+            // Highest last: `assign` pops the lowest free slot first.
+            free: (0..next).rev().filter(|s| !used.contains(s)).collect(),
+            next,
+            ..Default::default()
+        }
+    }
+
+    /// Gives peer `id` the reserved slot `slot`.
+    pub fn assign_reserved(&mut self, id: PeerId, slot: u32) {
+        self.by_peer.insert(id, slot);
+        self.by_slot.insert(slot, id);
+    }
+
+    /// A reserved slot nobody claimed is free again.
+    pub fn unreserve(&mut self, slot: u32) {
+        if !self.by_slot.contains_key(&slot) && slot < self.next && !self.free.contains(&slot) {
+            self.free.push(slot);
+        }
+    }
+
     pub fn release(&mut self, id: PeerId) -> Option<u32> {
         let s = self.by_peer.remove(&id)?;
         self.by_slot.remove(&s);
@@ -114,6 +141,13 @@ impl KeySync {
             .insert(id, live.iter().map(|k| k.local_index).collect());
     }
 
+    /// Records sessions of `id` that are in the region already (found there
+    /// after a restart): they must never be published again, which would
+    /// restart their send counters and reuse nonces.
+    pub fn adopt(&mut self, id: PeerId, indices: Vec<u32>) {
+        self.published.insert(id, indices);
+    }
+
     /// Clears everything published for a peer that is going away.
     pub fn forget_peer(&mut self, region: &Region, id: PeerId) {
         for index in self.published.remove(&id).unwrap_or_default() {
@@ -156,5 +190,24 @@ pub fn publish_endpoint(
 ) {
     if let Some(s) = slots.slot(id) {
         region.peer(s as usize).set_endpoint(ep, src);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_slots_go_only_to_their_peers() {
+        let mut s = PeerSlots::with_reserved([1, 4]);
+        let got: Vec<u32> = (10..15).map(|id| s.assign(id, 8).unwrap()).collect();
+        assert_eq!(got, [0, 2, 3, 5, 6], "1 and 4 are kept");
+        s.assign_reserved(20, 4);
+        assert_eq!((s.slot(20), s.peer(4)), (Some(4), Some(20)));
+        s.unreserve(4);
+        s.unreserve(1);
+        assert_eq!(s.assign(30, 8), Some(1), "an unclaimed slot is free again");
+        assert_eq!(s.assign(31, 8), Some(7));
+        assert_eq!(s.assign(32, 8), None, "4 still belongs to peer 20");
     }
 }

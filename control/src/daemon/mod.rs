@@ -1,17 +1,21 @@
 //! The control process behind `wirespeed IFACE`: owns the static key, the
 //! device state machine, the UAPI socket and the TUN interface, runs the
 //! data plane as a child process and talks to it through shared memory.
+//! Restarted while the data plane still runs, it re-attaches to it (see
+//! `reattach.rs`).
 
 mod child;
 mod commands;
 mod keysync;
 mod outputs;
+mod pidfd;
+mod reattach;
 mod uapi_impl;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,9 +31,10 @@ use crate::device::{Activity, Device, DeviceSettings, PeerId};
 use crate::metrics::MetricsServer;
 use crate::uapi::server::{UapiCall, UapiServer};
 
-use child::DataplaneChild;
+use child::{DataplaneChild, Supervision};
 use commands::Commands;
 use keysync::{KeySync, PeerSlots};
+use reattach::{Attached, Orphans};
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 
@@ -77,6 +82,9 @@ pub struct Daemon {
     metrics: Option<MetricsServer>,
     /// Commands for the data plane, and those waiting for room.
     commands: Commands,
+    /// After a re-attach: peers of the region the configuration has not
+    /// named again yet.
+    orphans: Orphans,
 }
 
 pub fn now() -> Duration {
@@ -90,7 +98,8 @@ impl Daemon {
         }
     }
 
-    /// Creates the interface, the shared region and the data plane; returns
+    /// Creates the interface, the shared region and the data plane, or
+    /// re-attaches to those a previous control process left running; returns
     /// once all are ready (so a detaching parent can exit then).
     pub fn start(opts: Options) -> io::Result<(Daemon, UapiServer)> {
         // SAFETY: async-signal-safe handlers that only store an atomic.
@@ -99,6 +108,20 @@ impl Daemon {
             libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
+        let shm_path = region_path(&opts.iface)?;
+        let iface = opts.iface.clone();
+        let log = |level: LogLevel, msg: String| {
+            if level <= opts.log {
+                eprintln!("wirespeed({iface}): {msg}");
+            }
+        };
+        match reattach::reattach(&opts.iface, &shm_path, &log)? {
+            Some(a) => Self::start_attached(opts, shm_path, a),
+            None => Self::start_fresh(opts, shm_path),
+        }
+    }
+
+    fn start_fresh(opts: Options, shm_path: PathBuf) -> io::Result<(Daemon, UapiServer)> {
         let (tun, queue) = Tun::create(&opts.iface)?;
         tun.set_mtu(DEFAULT_MTU as u32)?;
         // TCP segmentation and checksum offload: local TCP hands the TUN
@@ -118,32 +141,103 @@ impl Daemon {
         // Only now that the interface and the socket are ours: a refused
         // start must not touch another instance's region.
         let uapi = UapiServer::bind(&opts.iface)?;
-        let shm_path = region_path(&opts.iface)?;
         // Removed again when `region` is dropped, on every path out of here.
         let region = Region::create_exclusive(&shm_path)
             .map_err(|e| io::Error::new(e.kind(), format!("shared memory region: {e}")))?;
         let h = region.header();
         h.control_pid.store(std::process::id(), Ordering::Release);
         h.mtu.store(DEFAULT_MTU as u32, Ordering::Relaxed);
-        // SAFETY: eventfd returns a new descriptor or -1, checked below. Not
-        // close-on-exec: the data plane inherits it to wake us.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
-        // Before the data plane starts: a taken port fails the start cleanly.
-        let metrics = match opts.metrics {
-            Some(addr) => match MetricsServer::start(addr, &shm_path, &opts.iface) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    let msg = format!("metrics endpoint on {addr}: {e}");
-                    return Err(io::Error::new(e.kind(), msg));
-                }
-            },
-            None => None,
+        let wake = reattach::new_eventfd()?;
+        let metrics = start_metrics(&opts, &shm_path)?;
+        let child = DataplaneChild::spawn(
+            &opts.iface,
+            &shm_path,
+            opts.workers,
+            &opts.backend,
+            wake.as_raw_fd(),
+            &region,
+        )?;
+        let d = Daemon::assemble(opts, region, shm_path, tun, queue, wake, child, metrics);
+        d.log(
+            LogLevel::Info,
+            format!(
+                "interface created, data plane pid {}",
+                d.child.pid().unwrap_or(0)
+            ),
+        );
+        d.log_metrics();
+        Ok((d, uapi))
+    }
+
+    /// Takes over what a killed control process left: the data plane goes
+    /// on forwarding throughout, and the sessions resume as the
+    /// configuration names their peers again.
+    fn start_attached(
+        opts: Options,
+        shm_path: PathBuf,
+        a: Attached,
+    ) -> io::Result<(Daemon, UapiServer)> {
+        let uapi = match UapiServer::bind(&opts.iface) {
+            Ok(u) => u,
+            Err(e) => {
+                a.region.leave();
+                return Err(e);
+            }
         };
+        let h = a.region.header();
+        // The data plane takes a live control_pid as a sign to keep going
+        // once its keys expire, and to leave the region's file to us.
+        h.control_pid.store(std::process::id(), Ordering::Release);
+        let wake = match a.wake {
+            Some(w) => w,
+            None => {
+                eprintln!(
+                    "wirespeed({}): cannot share the running data plane's wake-up eventfd; \
+                     polling its events every 100 ms until it restarts",
+                    opts.iface
+                );
+                reattach::new_eventfd()?
+            }
+        };
+        let metrics = start_metrics(&opts, &shm_path)?;
+        let child = DataplaneChild::adopted(
+            a.dataplane_pid,
+            a.dataplane_pidfd,
+            opts.workers,
+            &opts.backend,
+        );
+        let orphans = Orphans::scan(&a.region);
+        let mut d = Daemon::assemble(
+            opts, a.region, shm_path, a.tun, a.queue, wake, child, metrics,
+        );
+        d.slots = PeerSlots::with_reserved(orphans.slots());
+        d.listen_port = d.region.header().listen_port.load(Ordering::Relaxed) as u16;
+        d.fwmark = d.region.header().fwmark.load(Ordering::Relaxed);
+        d.log(
+            LogLevel::Info,
+            format!(
+                "re-attached to the running data plane, pid {}; sessions of {} peer(s) \
+                 resume as the configuration names them again",
+                a.dataplane_pid,
+                orphans.len()
+            ),
+        );
+        d.orphans = orphans;
+        d.log_metrics();
+        Ok((d, uapi))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        opts: Options,
+        region: Region,
+        shm_path: PathBuf,
+        tun: Tun,
+        queue: TunQueue,
+        wake: OwnedFd,
+        child: DataplaneChild,
+        metrics: Option<MetricsServer>,
+    ) -> Daemon {
         let unix_at_zero = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -155,15 +249,7 @@ impl Daemon {
             ..Default::default()
         };
         let dev = Device::new(unix_at_zero, Box::new(rand_core::OsRng), settings);
-        let child = DataplaneChild::spawn(
-            &opts.iface,
-            &shm_path,
-            opts.workers,
-            &opts.backend,
-            wake.as_raw_fd(),
-            &region,
-        )?;
-        let d = Daemon {
+        Daemon {
             iface: opts.iface,
             log: opts.log,
             dev,
@@ -181,18 +267,17 @@ impl Daemon {
             child,
             metrics,
             commands: Commands::default(),
-        };
-        d.log(
-            LogLevel::Info,
-            format!("interface created, data plane pid {}", d.child.pid()),
-        );
-        if let Some(m) = &d.metrics {
-            d.log(
+            orphans: Orphans::default(),
+        }
+    }
+
+    fn log_metrics(&self) {
+        if let Some(m) = &self.metrics {
+            self.log(
                 LogLevel::Info,
                 format!("metrics on http://{}/metrics", m.local_addr()),
             );
         }
-        Ok((d, uapi))
     }
 
     /// Serves until SIGTERM/SIGINT, the UAPI socket is removed, or the
@@ -260,28 +345,44 @@ impl Daemon {
                     self.log(LogLevel::Info, "interface deleted; exiting");
                     break;
                 }
-                if let Some(status) = self.child.exited() {
-                    self.log(
-                        LogLevel::Error,
-                        format!("data plane exited ({status}); restarting it"),
-                    );
-                    self.child.respawn(
-                        &self.iface,
-                        &self.shm_path,
-                        self.wake.as_raw_fd(),
-                        &self.region,
-                    )?;
-                    self.log(
-                        LogLevel::Info,
-                        format!("data plane restarted, pid {}", self.child.pid()),
-                    );
-                }
+            }
+            self.supervise_dataplane();
+            if self.orphans.expired(t) {
+                self.drop_orphans();
             }
         }
         drop(uapi);
         self.child.stop();
         // The region's file goes when `self.region` is dropped.
         Ok(())
+    }
+
+    /// Restarts a data plane that died, with back-off; never fatal.
+    fn supervise_dataplane(&mut self) {
+        let seen = self.child.supervise(
+            &self.iface,
+            &self.shm_path,
+            self.wake.as_raw_fd(),
+            &self.region,
+        );
+        for s in seen {
+            match s {
+                Supervision::Exited(how) => self.log(
+                    LogLevel::Error,
+                    format!("data plane exited ({how}); restarting it"),
+                ),
+                Supervision::Restarted(pid) => {
+                    self.log(LogLevel::Info, format!("data plane restarted, pid {pid}"))
+                }
+                Supervision::StartFailed { error, retry_in } => self.log(
+                    LogLevel::Error,
+                    format!(
+                        "data plane restart failed ({error}); trying again in {:.1} s",
+                        retry_in.as_secs_f64()
+                    ),
+                ),
+            }
+        }
     }
 
     /// Sleeps until the data plane or the UAPI thread signals the eventfd,
@@ -409,5 +510,19 @@ impl Daemon {
             }
         }
         self.apply(out, None);
+    }
+}
+
+/// Before the data plane starts: a taken port fails the start cleanly.
+fn start_metrics(opts: &Options, shm_path: &std::path::Path) -> io::Result<Option<MetricsServer>> {
+    match opts.metrics {
+        Some(addr) => match MetricsServer::start(addr, shm_path, &opts.iface) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                let msg = format!("metrics endpoint on {addr}: {e}");
+                Err(io::Error::new(e.kind(), msg))
+            }
+        },
+        None => Ok(None),
     }
 }

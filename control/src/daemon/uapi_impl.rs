@@ -66,7 +66,8 @@ impl UapiHandler for Daemon {
         let existing = if req.replace_peers {
             0
         } else {
-            self.slots.len()
+            // Slots kept for peers of before a restart count as taken.
+            self.slots.len() + self.orphans.len()
         };
         if existing + adding > PEER_SLOTS {
             return Err(errno::ENOSPC);
@@ -91,6 +92,10 @@ impl UapiHandler for Daemon {
             };
             if !same {
                 self.dev.set_private_key(k);
+                // What a control that re-attaches after a restart checks
+                // before it adopts the sessions (a public key: not secret).
+                let public = self.dev.public_key().map(|p| *p.as_bytes());
+                self.region.set_static_public_key(public.as_ref());
                 // Old sessions are void, and a peer with our own key is gone.
                 let ids: Vec<PeerId> = self.slots.iter().map(|(id, _)| id).collect();
                 for id in ids {
@@ -136,7 +141,10 @@ impl UapiHandler for Daemon {
             let Some(id) = self.dev.upsert_peer(s) else {
                 continue;
             };
-            if existing.is_none() {
+            if existing.is_none() && self.claim_orphan(id, &change.public_key) {
+                // Its slot, counters and sessions are those of before the
+                // restart: nothing to reset.
+            } else if existing.is_none() {
                 let Some(slot) = self.slots.assign(id, PEER_SLOTS) else {
                     self.dev.remove_peer(id);
                     continue;
@@ -161,6 +169,10 @@ impl UapiHandler for Daemon {
                     &mut out,
                 );
             }
+        }
+        if req.replace_peers {
+            // `wg setconf` without them: the configuration dropped them.
+            self.drop_orphans();
         }
         if keysync::publish_allowed_ips(&self.region, &self.dev, &self.slots).is_err() {
             self.log(LogLevel::Error, "AllowedIPs table full");

@@ -7,6 +7,7 @@
 //! protocol runs in tests with a simulated clock.
 
 mod activity;
+mod adopt;
 mod known;
 mod load;
 mod receive;

@@ -1,7 +1,9 @@
 //! The data plane process: started by control (`wirespeed --dataplane`),
 //! it attaches to the shared region, opens one TUN queue and one UDP socket
 //! per worker, pins each worker to a core and forwards until told to stop,
-//! the interface disappears, or control is gone and every key expired.
+//! the interface disappears, or control is gone and every key expired. A
+//! control process that restarts meanwhile re-attaches to it (it writes its
+//! own pid into the header, so "control is gone" turns false again).
 
 pub mod backend;
 mod keycache;
@@ -217,6 +219,11 @@ pub fn run(opts: Options) -> io::Result<()> {
         );
     }
     let h = shared.region.header();
+    // For a control that re-attaches after a restart (see the header).
+    h.dataplane_wake_fd.store(
+        opts.wake_fd.map_or(0, |fd| fd as u32 + 1),
+        Ordering::Release,
+    );
     h.dataplane_pid.store(std::process::id(), Ordering::Release);
     h.dataplane_ready
         .store(std::process::id(), Ordering::Release);

@@ -308,3 +308,55 @@ pub(super) fn remove_if_unclaimed(path: &Path, file: &File) -> io::Result<bool> 
     unlink_at(&dir, &name)?;
     Ok(true)
 }
+
+/// Takes over the region file at `path` that a dead control process left
+/// to its still running data plane: opens it (never through a symlink, only
+/// a private plain file of ours) and takes its lock, which a live control
+/// holds for its whole life. `Ok(None)` if there is no such file. The file
+/// is only opened and locked here, never changed or removed: a control that
+/// cannot use it just closes it.
+pub(super) fn adopt(path: &Path) -> io::Result<Option<(File, Claim)>> {
+    let (dir_path, name) = split(path)?;
+    let dir = open_private_dir(dir_path)?;
+    // O_NONBLOCK: a FIFO planted here must not hang the open.
+    let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let fd = match open_raw(Some(&dir), &name, flags, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refused(path, "a symlink")),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let st = fstat(&fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 1 {
+        return Err(refused(path, "not a plain file"));
+    }
+    check_private(path, &st)?;
+    if !try_lock_exclusive(&fd)? {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{}: in use by a running instance on this interface in this network namespace",
+                path.display()
+            ),
+        ));
+    }
+    // Removed (by an exiting data plane) between our open and our lock.
+    if !names_file(&dir, &name, &fd)? {
+        return Ok(None);
+    }
+    Ok(Some((File::from(fd), Claim { dir, name })))
+}
+
+/// Whether process `pid` holds `file` open (the data plane keeps the region
+/// it maps open for its whole life): what tells a data plane that serves
+/// this region from an unrelated process that got its pid.
+pub(super) fn held_open_by(pid: u32, file: &File) -> bool {
+    let Ok(ours) = fstat(file) else { return false };
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        // metadata() of /proc/PID/fd/N follows the link to the open file.
+        std::fs::metadata(e.path()).is_ok_and(|m| m.dev() == ours.st_dev && m.ino() == ours.st_ino)
+    })
+}

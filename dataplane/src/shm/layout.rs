@@ -20,7 +20,7 @@ use crate::replay::ReplayWindow;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WSPDSHM\0");
 /// Bumped on any change to the records below.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Key slots; a receiver index's low bits name its slot, so the data plane
 /// finds a session in O(1) without a shared hash table.
@@ -85,6 +85,15 @@ pub struct Header {
     /// ... and those kept to be sent again (flushes, drops of staged
     /// packets), since control started.
     pub commands_deferred: AtomicU64,
+    /// The data plane's descriptor number of the eventfd that wakes
+    /// control, plus one (0: none): a control that re-attaches to a running
+    /// data plane takes a copy of it with pidfd_getfd.
+    pub dataplane_wake_fd: AtomicU32,
+    pub _pad1: u32,
+    /// Control's static public key (not secret): the sessions in the key
+    /// slots were made with it, and a re-attaching control adopts them only
+    /// if it is configured with the same key.
+    pub static_public_key: [AtomicU64; 4],
 }
 
 /// Session keys for one receiver index, published with a seqlock.

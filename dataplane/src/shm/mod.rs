@@ -132,6 +132,69 @@ impl Region {
         file::remove_if_unclaimed(path, &self.file)
     }
 
+    /// For a control process that restarts while the data plane it left
+    /// behind keeps running: takes over the existing region at `path` (its
+    /// lock must be free: a live control holds it), checks it is a private
+    /// file of ours with this layout, and maps it. Nothing in it changes.
+    /// Like [`Region::create_exclusive`]'s, the returned region removes the
+    /// file when dropped. `Ok(None)`: there is no region at `path`.
+    pub fn adopt(path: &Path) -> io::Result<Option<Region>> {
+        let Some((file, claim)) = file::adopt(path)? else {
+            return Ok(None);
+        };
+        let st = file::fstat(&file)?;
+        if st.st_size as u64 != TOTAL_SIZE as u64 {
+            return Err(invalid("shared memory region has the wrong size"));
+        }
+        // Not yet claimed: a region of another layout is left where it is.
+        let mut r = Self::map(file, None)?;
+        let h = r.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC || h.version.load(Ordering::Relaxed) != VERSION
+        {
+            return Err(invalid(
+                "shared memory region has another magic or layout version",
+            ));
+        }
+        r.claim = Some(claim);
+        Ok(Some(r))
+    }
+
+    /// Unmaps the region without removing its file, even if this instance
+    /// claimed it: for a control that re-attached and then gave up, leaving
+    /// the region to the data plane that still uses it.
+    pub fn leave(mut self) {
+        self.claim = None;
+    }
+
+    /// Whether process `pid` has this region's file open (see
+    /// [`Region::adopt`]: is the data plane named in the header really ours?).
+    pub fn held_open_by(&self, pid: u32) -> bool {
+        pid != 0 && file::held_open_by(pid, &self.file)
+    }
+
+    /// Control: records the static public key its sessions are made with.
+    pub fn set_static_public_key(&self, key: Option<&[u8; 32]>) {
+        seqlock::store_bytes(
+            &self.header().static_public_key,
+            key.map_or(&[0u8; 32][..], |k| &k[..]),
+        );
+    }
+
+    /// The static public key recorded by [`Region::set_static_public_key`].
+    pub fn static_public_key(&self) -> Option<[u8; 32]> {
+        let mut k = [0u8; 32];
+        seqlock::load_bytes(&self.header().static_public_key, &mut k);
+        (k != [0; 32]).then_some(k)
+    }
+
+    /// The data plane's descriptor number of the eventfd that wakes control.
+    pub fn dataplane_wake_fd(&self) -> Option<i32> {
+        match self.header().dataplane_wake_fd.load(Ordering::Acquire) {
+            0 => None,
+            n => i32::try_from(n - 1).ok(),
+        }
+    }
+
     /// Maps `file`; with a `claim`, the file is removed if that fails.
     fn map(file: File, claim: Option<file::Claim>) -> io::Result<Region> {
         // SAFETY: a fresh shared mapping of a file we hold open, of exactly
@@ -535,6 +598,55 @@ mod tests {
                 "key slots locked: {flags}"
             );
         }
+    }
+
+    #[test]
+    fn adopt_takes_over_only_an_unlocked_region() {
+        let dir = TempDir::new("adopt");
+        assert!(Region::adopt(&dir.region()).unwrap().is_none(), "no file");
+        let a = Region::create_exclusive(&dir.region()).unwrap();
+        a.header().listen_port.store(51820, Ordering::Relaxed);
+        let e = Region::adopt(&dir.region()).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "a live owner: {e}");
+        // The owner dies without cleaning up: its lock goes with it.
+        // SAFETY: unlocks a descriptor we hold open.
+        assert_eq!(unsafe { libc::flock(a.file.as_raw_fd(), libc::LOCK_UN) }, 0);
+        let b = Region::adopt(&dir.region()).unwrap().unwrap();
+        assert_eq!(
+            b.header().listen_port.load(Ordering::Relaxed),
+            51820,
+            "the same region, untouched"
+        );
+        assert!(b.held_open_by(std::process::id()));
+        assert!(!b.held_open_by(1), "init does not hold our region");
+        let e = Region::adopt(&dir.region()).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "now ours: {e}");
+        drop(b);
+        assert!(!dir.region().exists(), "the adopter removes it when done");
+        drop(a);
+    }
+
+    #[test]
+    fn adopt_leaves_a_region_of_another_layout_alone() {
+        let (a, dir) = temp_region("adopt-version");
+        a.header().version.store(VERSION - 1, Ordering::Relaxed);
+        // SAFETY: unlocks a descriptor we hold open.
+        assert_eq!(unsafe { libc::flock(a.file.as_raw_fd(), libc::LOCK_UN) }, 0);
+        assert!(Region::adopt(&dir.region()).is_err());
+        assert!(dir.region().exists());
+    }
+
+    #[test]
+    fn static_key_and_wake_fd_round_trip() {
+        let (r, _dir) = temp_region("static-key");
+        assert_eq!(r.static_public_key(), None);
+        assert_eq!(r.dataplane_wake_fd(), None);
+        r.set_static_public_key(Some(&[3; 32]));
+        assert_eq!(r.static_public_key(), Some([3; 32]));
+        r.set_static_public_key(None);
+        assert_eq!(r.static_public_key(), None);
+        r.header().dataplane_wake_fd.store(1, Ordering::Relaxed);
+        assert_eq!(r.dataplane_wake_fd(), Some(0));
     }
 
     #[test]
