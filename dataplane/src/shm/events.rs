@@ -136,8 +136,14 @@ fn put_datagram(out: &mut Vec<u8>, d: &[u8]) -> bool {
     true
 }
 
+/// The datagram of a record, refused where `put_datagram` would have refused
+/// it: a record is read from a ring the other process writes, so nothing
+/// longer than a record can hold is trusted just because the bytes are there.
 fn get_datagram(b: &[u8]) -> Option<Vec<u8>> {
     let n = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+    if n > MAX_DATAGRAM {
+        return None;
+    }
     Some(b.get(2..2 + n)?.to_vec())
 }
 
@@ -262,6 +268,27 @@ impl ToDataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_datagram_longer_than_a_record_holds_is_refused() {
+        // Found by the event_decode fuzz target: decode accepted a length
+        // encode refuses, from input longer than a record.
+        for t in [T_HANDSHAKE, T_SEND] {
+            let mut b = vec![t];
+            b.extend_from_slice(&encode_addr(Some("192.0.2.1:9".parse().unwrap())));
+            b.extend_from_slice(&encode_ip(None));
+            let n = MAX_DATAGRAM + 1;
+            b.extend_from_slice(&(n as u16).to_le_bytes());
+            b.extend(std::iter::repeat_n(0xff, n));
+            assert_eq!(ToControl::decode(&b), None);
+            assert_eq!(ToDataplane::decode(&b), None);
+            b.truncate(b.len() - 1);
+            let at = 1 + ADDR_LEN + IP_LEN;
+            b[at..at + 2].copy_from_slice(&(MAX_DATAGRAM as u16).to_le_bytes());
+            let decoded = ToControl::decode(&b).is_some() || ToDataplane::decode(&b).is_some();
+            assert!(decoded, "the longest datagram a record holds still decodes");
+        }
+    }
 
     #[test]
     fn records_roundtrip() {
