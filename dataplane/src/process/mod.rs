@@ -266,6 +266,12 @@ pub fn run(opts: Options) -> io::Result<()> {
             None
         }
     };
+    if let Some(x) = &xdp {
+        // Before the sandbox: aya reads the number of possible CPUs from
+        // /sys on a thread's first per-CPU map lookup (then caches it for
+        // that thread), and this thread reads the XDP counters from now on.
+        stats::publish_xdp(&shared.region, &x.programs);
+    }
     let sandbox = drop_privileges(region_dir.as_ref().map(|d| d.as_raw_fd()))?;
     // The filter goes on once every worker has started (pinned, named, its
     // signal stack set up), so it need only allow what they do from then on.

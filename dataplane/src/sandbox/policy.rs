@@ -86,8 +86,7 @@ pub fn rules(region_dir: Option<i32>, pid: i32) -> Vec<Rule> {
     #[cfg(target_arch = "x86_64")]
     v.push(Rule::any(SYS_poll));
     // Sockets: UDP over IPv4/IPv6, and rtnetlink (getifaddrs, routes and
-    // neighbours). No raw, packet or Unix sockets (glibc's
-    // if_nametoindex tries a Unix socket first and falls back to UDP).
+    // neighbours). No raw, packet or Unix sockets.
     v.push(Rule::when(
         SYS_socket,
         &[

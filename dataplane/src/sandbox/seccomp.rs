@@ -168,21 +168,33 @@ pub fn build(rules: &[Rule]) -> io::Result<Vec<libc::sock_filter>> {
 }
 
 /// Installs `filter` on every thread of the process. The calling thread
-/// must have `no_new_privs` set (the kernel sets it on the others).
-/// Allocation-free, for the forked-child tests.
+/// must have `no_new_privs` set (the kernel sets it on the others). Each
+/// refused call is also written to the kernel log (`FLAG_LOG`, where
+/// `kernel.seccomp.actions_logged` has `errno`: "audit: type=1326 ...
+/// syscall=NR"), so an unforeseen one can be named. Allocation-free, for
+/// the forked-child tests.
 pub fn install(filter: &[libc::sock_filter]) -> io::Result<()> {
     let prog = libc::sock_fprog {
         len: u16::try_from(filter.len()).map_err(|_| too_long())?,
         filter: filter.as_ptr() as *mut libc::sock_filter,
     };
+    let tsync = libc::SECCOMP_FILTER_FLAG_TSYNC;
+    match set_filter(&prog, tsync | libc::SECCOMP_FILTER_FLAG_LOG) {
+        // FLAG_LOG is Linux 4.14; without it, refusals are only errors.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => set_filter(&prog, tsync),
+        r => r,
+    }
+}
+
+fn set_filter(prog: &libc::sock_fprog, flags: libc::c_ulong) -> io::Result<()> {
     // SAFETY: seccomp(2) copies the program `prog` points at during the
-    // call; `filter` outlives it and is not written through the pointer.
+    // call; the instructions outlive it and are not written through it.
     let r = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &prog as *const libc::sock_fprog,
+            flags,
+            prog as *const libc::sock_fprog,
         )
     };
     match r {

@@ -323,7 +323,7 @@ fn sandboxed_the_data_plane_cannot_read_control() {
         }
         // SAFETY: closes the socket just made.
         unsafe { libc::close(udp) };
-        // if_nametoindex through its fallback to a UDP socket.
+        // The supervisor polls the TUN's index this way.
         if crate::tun::ifindex("lo").is_none() {
             return 19;
         }
