@@ -233,6 +233,14 @@ fn vm_read_parent(parent: libc::pid_t) -> u8 {
     }
 }
 
+/// 0 when PTRACE_SEIZE attaches to the parent (which it does not stop;
+/// the child's exit detaches it), 1 when refused.
+fn seize_parent(parent: libc::pid_t) -> u8 {
+    // SAFETY: PTRACE_SEIZE takes a pid and no memory of ours.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, parent, 0, 0) };
+    u8::from(r != 0)
+}
+
 fn parent_mem() -> (libc::pid_t, CString) {
     let parent = std::process::id() as libc::pid_t;
     (parent, CString::new(format!("/proc/{parent}/mem")).unwrap())
@@ -248,6 +256,7 @@ fn unsandboxed_the_child_can_read_its_parent() {
     let (parent, path) = parent_mem();
     assert_eq!(in_child(|| read_parent_mem(&path)), 0);
     assert_eq!(in_child(|| vm_read_parent(parent)), 0);
+    assert_eq!(in_child(|| seize_parent(parent)), 0);
 }
 
 /// Capabilities alone already do it: with fewer than the parent has, the
@@ -267,9 +276,13 @@ fn with_fewer_capabilities_the_parent_s_memory_is_out_of_reach() {
         if caps::effective().ok() != Some(KEPT_CAPS) {
             return 11;
         }
-        match (read_parent_mem(&path), vm_read_parent(parent)) {
-            (1, 1) => 0,
-            (a, b) => 20 + a * 4 + b,
+        match (
+            read_parent_mem(&path),
+            vm_read_parent(parent),
+            seize_parent(parent),
+        ) {
+            (1, 1, 1) => 0,
+            (a, b, c) => 20 + a * 8 + b * 2 + c,
         }
     });
     assert_eq!(code, 0);
@@ -302,6 +315,9 @@ fn sandboxed_the_data_plane_cannot_read_control() {
         }
         if vm_read_parent(parent) != 1 {
             return 14;
+        }
+        if seize_parent(parent) != 1 {
+            return 20;
         }
         // SAFETY: open with a NUL-terminated path; closed if it opened.
         let fd = unsafe { libc::open(etc.as_ptr(), libc::O_RDONLY) };
