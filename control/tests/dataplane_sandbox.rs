@@ -11,7 +11,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{assert_ping, tcp_transfer, Impl, Netns, Tunnel};
+use common::{assert_ping, tcp_transfer, Impl, Netns, Tunnel, TunnelOpts};
 
 const WIRESPEED: &str = env!("CARGO_BIN_EXE_wirespeed");
 
@@ -90,68 +90,104 @@ fn threads_of(pid: u32) -> Vec<(String, Privileges)> {
     v
 }
 
+/// The full sandbox: two capabilities and a filter (or none, with
+/// WIRESPEED_SECCOMP=off).
 fn sandboxed(seccomp: u32) -> Privileges {
+    with_caps(KEPT, seccomp)
+}
+
+/// What a data plane keeps while its AF_XDP uplinks follow its peers:
+/// CAP_NET_ADMIN (12), CAP_IPC_LOCK (14), CAP_PERFMON (38) and CAP_BPF
+/// (39) besides the two, and no filter.
+const XDP_ATTACH: u64 = KEPT | (1 << 12) | (1 << 14) | (1 << 38) | (1 << 39);
+
+fn with_caps(caps: u64, seccomp: u32) -> Privileges {
     Privileges {
         inheritable: 0,
-        permitted: KEPT,
-        effective: KEPT,
-        bounding: KEPT,
+        permitted: caps,
+        effective: caps,
+        bounding: caps,
         ambient: 0,
         no_new_privs: 1,
         seccomp,
     }
 }
 
-fn assert_sandboxed(dp: u32, seccomp: u32) {
+fn assert_privileges(dp: u32, want: &Privileges) {
     let threads = threads_of(dp);
     assert!(
         threads.iter().any(|(n, _)| n.starts_with("worker-")),
         "{threads:?}"
     );
     for (name, p) in &threads {
-        assert_eq!(p, &sandboxed(seccomp), "data plane {dp} thread {name}");
+        assert_eq!(p, want, "data plane {dp} thread {name}");
     }
+}
+
+fn assert_sandboxed(dp: u32, seccomp: u32) {
+    assert_privileges(dp, &sandboxed(seccomp));
 }
 
 /// Both backends: a tunnel between two wirespeed daemons whose data planes
 /// are sandboxed, carrying a ping and a hashed TCP transfer, and a new
-/// listen port bound and used while sandboxed (a port below 1024, with a fwmark:
-/// the two capabilities it keeps).
+/// listen port bound and used while sandboxed (a port below 1024, with a
+/// fwmark: the two capabilities it keeps). On AF_XDP, A's uplink is fixed
+/// (WIRESPEED_XDP_IFACES): the full sandbox; B's follows its peer: fewer
+/// capabilities than control, no filter, and its XDP program attached
+/// after the sandbox, once the peer was configured.
 fn sandboxed_tunnel(imp: Impl) {
-    let t = Tunnel::new(imp, imp);
+    let xdp = imp == Impl::Wirespeed;
+    let opts = TunnelOpts {
+        a_env: if xdp {
+            vec![("WIRESPEED_XDP_IFACES", "veth0")]
+        } else {
+            Vec::new()
+        },
+        ..TunnelOpts::default()
+    };
+    let t = Tunnel::with(imp, imp, opts);
     let dps = [
         data_plane_of(t.a.daemon.pid()),
         data_plane_of(t.b.daemon.pid()),
     ];
-    for dp in dps {
-        assert_sandboxed(dp, 2);
+    assert_sandboxed(dps[0], 2);
+    if xdp {
+        assert_privileges(dps[1], &with_caps(XDP_ATTACH, 0));
+    } else {
+        assert_sandboxed(dps[1], 2);
     }
     let control =
         privileges(&std::fs::read_to_string(format!("/proc/{}/status", t.a.daemon.pid())).unwrap());
     assert_ne!(
-        control.permitted & !KEPT,
+        control.permitted & !XDP_ATTACH,
         0,
         "control keeps capabilities the data plane lacks, so the kernel's \
          ptrace check keeps the data plane out of control's memory"
     );
     assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
     tcp_transfer(&t.a.ns, &t.b.ns, t.b.tunnel_addr(5201), 8 << 20);
+    if xdp {
+        for side in [&t.a, &t.b] {
+            let link = side.ns.ip(&["link", "show", "veth0"]);
+            assert!(link.contains("prog/xdp"), "{}: {link}", side.ns.name());
+        }
+    }
 
-    t.b.daemon
-        .wg_set(&t.b.ns, &["listen-port", "443", "fwmark", "0x42"]);
+    t.a.daemon
+        .wg_set(&t.a.ns, &["listen-port", "443", "fwmark", "0x42"]);
     let end = Instant::now() + Duration::from_secs(5);
-    while t.b.dump().listen_port != 443 && Instant::now() < end {
+    while t.a.dump().listen_port != 443 && Instant::now() < end {
         sleep(Duration::from_millis(50));
     }
-    let ss = t.b.ns.exec(&["ss", "-Hulnp", "sport", "= :443"]);
+    let ss = t.a.ns.exec(&["ss", "-Hulnp", "sport", "= :443"]);
     assert!(
-        ss.contains(&format!("pid={},", dps[1])),
+        ss.contains(&format!("pid={},", dps[0])),
         "the sandboxed data plane bound port 443: {ss}"
     );
     // Traffic through the new sockets (and, on AF_XDP, the XDP program
     // steering the new port, its map updated by the sandboxed process).
-    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 3);
-    assert_sandboxed(dps[1], 2);
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
+    assert_sandboxed(dps[0], 2);
 }
 
 #[test]

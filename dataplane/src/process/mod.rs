@@ -142,16 +142,26 @@ fn is_zombie(pid: libc::pid_t) -> bool {
 /// capabilities and `no_new_privs` now, for this thread and the workers it
 /// starts next; the seccomp filter (if any) is returned ready for
 /// [`Sandbox::enter_filter`] once the workers are running.
-fn drop_privileges(region_dir: Option<RawFd>) -> io::Result<Sandbox> {
-    let want_filter = sandbox::seccomp_wanted_by_env();
-    if want_filter && !sandbox::seccomp::supported() {
+/// `attaches_later`: uplinks may still get XDP programs and AF_XDP sockets
+/// as peers come, which needs [`sandbox::XDP_ATTACH_CAPS`] and no filter.
+fn drop_privileges(region_dir: Option<RawFd>, attaches_later: bool) -> io::Result<Sandbox> {
+    let mut want_filter = sandbox::seccomp_wanted_by_env();
+    if want_filter && attaches_later {
+        log(
+            "sandbox: no seccomp filter, and the capabilities to attach XDP: AF_XDP \
+             uplinks follow the peers (WIRESPEED_XDP_IFACES fixes them and allows both)",
+        );
+        want_filter = false;
+    } else if want_filter && !sandbox::seccomp::supported() {
         log("sandbox: no seccomp filter for this architecture");
+        want_filter = false;
     }
-    let sb = Sandbox::prepare(
-        sandbox::KEPT_CAPS,
-        region_dir,
-        want_filter && sandbox::seccomp::supported(),
-    )?;
+    let keep = if attaches_later {
+        sandbox::XDP_ATTACH_CAPS
+    } else {
+        sandbox::KEPT_CAPS
+    };
+    let sb = Sandbox::prepare(keep, region_dir, want_filter)?;
     let dropped = sb
         .drop_privileges()
         .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
@@ -272,7 +282,8 @@ pub fn run(opts: Options) -> io::Result<()> {
         // that thread), and this thread reads the XDP counters from now on.
         stats::publish_xdp(&shared.region, &x.programs);
     }
-    let sandbox = drop_privileges(region_dir.as_ref().map(|d| d.as_raw_fd()))?;
+    let attaches_later = override_uplinks.is_none() && xdp.as_ref().is_some_and(|x| x.active());
+    let sandbox = drop_privileges(region_dir.as_ref().map(|d| d.as_raw_fd()), attaches_later)?;
     // The filter goes on once every worker has started (pinned, named, its
     // signal stack set up), so it need only allow what they do from then on.
     let started = Arc::new(Barrier::new(n + 1));
@@ -307,11 +318,11 @@ pub fn run(opts: Options) -> io::Result<()> {
             )
         })?;
     }
-    log(if sandbox.filters() {
-        "sandbox: seccomp filter on (a system call outside it fails with EPERM)"
-    } else {
-        "sandbox: no seccomp filter (WIRESPEED_SECCOMP=off)"
-    });
+    if sandbox.filters() {
+        log("sandbox: seccomp filter on (a system call outside it fails with EPERM)");
+    } else if !sandbox::seccomp_wanted_by_env() {
+        log("sandbox: no seccomp filter (WIRESPEED_SECCOMP=off)");
+    }
     let h = shared.region.header();
     // For a control that re-attaches after a restart (see the header).
     h.dataplane_wake_fd.store(

@@ -12,6 +12,13 @@ pub const CAP_NET_BIND_SERVICE: u32 = 10;
 /// `CAP_NET_RAW`: `SO_MARK` on the sockets of a fwmark set while running
 /// (Linux 5.17 and later accept it instead of `CAP_NET_ADMIN`).
 pub const CAP_NET_RAW: u32 = 13;
+/// `CAP_NET_ADMIN`, `CAP_IPC_LOCK`, `CAP_PERFMON`, `CAP_BPF`: loading and
+/// attaching an XDP program and pinning an AF_XDP socket's memory, for a
+/// data plane whose uplinks follow its peers (see [`super::XDP_ATTACH_CAPS`]).
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_IPC_LOCK: u32 = 14;
+pub const CAP_PERFMON: u32 = 38;
+pub const CAP_BPF: u32 = 39;
 /// `CAP_SETPCAP`: needed to shrink the bounding set and lock securebits.
 const CAP_SETPCAP: u32 = 8;
 
@@ -152,15 +159,20 @@ pub fn set_no_new_privs() -> io::Result<()> {
 /// A capability set as `/proc/PID/status` prints it, names for the log.
 pub fn names(set: u64) -> String {
     let mut v = Vec::new();
+    let mut rest = set;
     for (bit, name) in [
         (CAP_NET_BIND_SERVICE, "cap_net_bind_service"),
+        (CAP_NET_ADMIN, "cap_net_admin"),
         (CAP_NET_RAW, "cap_net_raw"),
+        (CAP_IPC_LOCK, "cap_ipc_lock"),
+        (CAP_PERFMON, "cap_perfmon"),
+        (CAP_BPF, "cap_bpf"),
     ] {
         if set & (1 << bit) != 0 {
             v.push(name.to_string());
+            rest &= !(1 << bit);
         }
     }
-    let rest = set & !((1 << CAP_NET_BIND_SERVICE) | (1 << CAP_NET_RAW));
     if rest != 0 {
         v.push(format!("{rest:#x}"));
     }

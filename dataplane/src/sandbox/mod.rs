@@ -21,6 +21,19 @@ use std::os::fd::RawFd;
 /// The capabilities the data plane keeps (bits by capability number).
 pub const KEPT_CAPS: u64 = (1 << caps::CAP_NET_BIND_SERVICE) | (1 << caps::CAP_NET_RAW);
 
+/// What a data plane keeps while it may still attach XDP programs and
+/// AF_XDP sockets to uplinks as peers come (AF_XDP with the uplinks
+/// following the peers, no `WIRESPEED_XDP_IFACES`). Such a data plane gets
+/// no seccomp filter either: attaching loads programs, creates maps and
+/// sockets and reads /sys, which is setup, not a loop. Still without
+/// `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN` or `CAP_DAC_*`, and with fewer
+/// capabilities than control, so control's memory stays out of reach.
+pub const XDP_ATTACH_CAPS: u64 = KEPT_CAPS
+    | (1 << caps::CAP_NET_ADMIN)
+    | (1 << caps::CAP_IPC_LOCK)
+    | (1 << caps::CAP_PERFMON)
+    | (1 << caps::CAP_BPF);
+
 /// Whether `WIRESPEED_SECCOMP` asks for the filter (anything but `off`).
 pub fn seccomp_wanted_by_env() -> bool {
     !matches!(

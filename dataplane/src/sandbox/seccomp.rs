@@ -22,28 +22,28 @@ pub enum Cond {
 /// one call are alternatives.
 #[derive(Clone, Debug)]
 pub struct Rule {
-    pub nr: i64,
+    pub nr: libc::c_long,
     pub conds: Vec<Cond>,
 }
 
 impl Rule {
     pub fn any(nr: libc::c_long) -> Rule {
         Rule {
-            nr: nr as i64,
+            nr,
             conds: Vec::new(),
         }
     }
 
     pub fn when(nr: libc::c_long, conds: &[Cond]) -> Rule {
         Rule {
-            nr: nr as i64,
+            nr,
             conds: conds.to_vec(),
         }
     }
 }
 
 // Classic BPF opcodes (linux/bpf_common.h).
-const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20; // BPF_LD | BPF_W | BPF_ABS
+const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS
 const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
 const JGE_K: u16 = 0x05 | 0x30; // BPF_JMP | BPF_JGE | BPF_K
 const AND_K: u16 = 0x04 | 0x50; // BPF_ALU | BPF_AND | BPF_K
@@ -209,7 +209,7 @@ fn set_filter(prog: &libc::sock_fprog, flags: libc::c_ulong) -> io::Result<()> {
 /// Runs `filter` on one system call the way the kernel would and returns
 /// its verdict: the tests check the rules without installing them.
 #[cfg(test)]
-pub fn run(filter: &[libc::sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+pub fn run(filter: &[libc::sock_filter], arch: u32, nr: libc::c_long, args: [u64; 6]) -> u32 {
     let mut data = [0u8; 64];
     data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
     data[4..8].copy_from_slice(&arch.to_le_bytes());

@@ -20,7 +20,7 @@ fn filter() -> Vec<libc::sock_filter> {
 }
 
 fn verdict(nr: libc::c_long, args: [u64; 6]) -> u32 {
-    seccomp::run(&filter(), TEST_ARCH, nr as i64, args)
+    seccomp::run(&filter(), TEST_ARCH, nr, args)
 }
 
 fn args(a: &[u64]) -> [u64; 6] {
@@ -104,7 +104,7 @@ fn only_udp_and_rtnetlink_sockets() {
 
 #[test]
 fn arguments_are_checked() {
-    let ioctl = |cmd: libc::c_ulong| verdict(libc::SYS_ioctl, args(&[3, cmd as u64]));
+    let ioctl = |cmd: libc::c_ulong| verdict(libc::SYS_ioctl, args(&[3, cmd]));
     assert_eq!(ioctl(libc::SIOCGIFMTU as libc::c_ulong), ALLOW);
     assert_eq!(ioctl(libc::SIOCGIFINDEX as libc::c_ulong), ALLOW);
     assert_eq!(ioctl(libc::SIOCSIFMTU as libc::c_ulong), EPERM);
@@ -138,7 +138,7 @@ fn arguments_are_checked() {
 #[test]
 fn other_abis_are_refused() {
     let f = filter();
-    let nr = libc::SYS_read as i64;
+    let nr = libc::SYS_read;
     assert_eq!(seccomp::run(&f, TEST_ARCH, nr, args(&[])), ALLOW);
     // i386's AUDIT_ARCH: its numbers mean other calls.
     assert_eq!(seccomp::run(&f, 0x4000_0003, nr, args(&[])), EPERM);
