@@ -167,10 +167,18 @@ fn sandboxed_tunnel(imp: Impl) {
     assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
     tcp_transfer(&t.a.ns, &t.b.ns, t.b.tunnel_addr(5201), 8 << 20);
     if xdp {
+        // B attaches once it has looked up the route to its new peer, on
+        // its supervisor's next round after the configuration.
         for side in [&t.a, &t.b] {
-            let link = side.ns.ip(&["link", "show", "veth0"]);
+            let end = Instant::now() + Duration::from_secs(10);
+            let mut link = side.ns.ip(&["link", "show", "veth0"]);
+            while !link.contains("prog/xdp") && Instant::now() < end {
+                sleep(Duration::from_millis(100));
+                link = side.ns.ip(&["link", "show", "veth0"]);
+            }
             assert!(link.contains("prog/xdp"), "{}: {link}", side.ns.name());
         }
+        assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
     }
 
     t.a.daemon
