@@ -16,6 +16,7 @@ pub mod netlink;
 pub mod offload;
 pub mod process;
 pub mod replay;
+pub mod sandbox;
 pub mod shm;
 pub mod transport;
 pub mod tun;

@@ -503,12 +503,15 @@ pub fn ifindex(name: &str) -> Option<u32> {
     if check_name(name, false).is_err() {
         return None;
     }
-    let mut buf = [0u8; libc::IFNAMSIZ];
-    buf[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: buf holds the name followed by at least one NUL (check_name
-    // bounds the length to IFNAMSIZ - 1 and rejects inner NULs).
-    let index = unsafe { libc::if_nametoindex(buf.as_ptr().cast()) };
-    (index != 0).then_some(index)
+    // SIOCGIFINDEX on a UDP socket rather than if_nametoindex, whose first
+    // try is a Unix socket: the data plane's seccomp filter refuses those
+    // (and logs each refusal), and this is polled every second.
+    let mut ifr = ifreq_named(name);
+    if_ioctl(libc::SIOCGIFINDEX, &mut ifr).ok()?;
+    // SAFETY: SIOCGIFINDEX succeeded, so the kernel stored the index
+    // through ifru_ifindex; any c_int bit pattern is a valid value.
+    let index = unsafe { ifr.ifr_ifru.ifru_ifindex };
+    u32::try_from(index).ok().filter(|&i| i != 0)
 }
 
 /// Checks an interface name the way the kernel's `dev_valid_name` does, so

@@ -15,13 +15,14 @@ mod uplinks;
 mod worker;
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use crate::consts::REJECT_AFTER_TIME;
+use crate::sandbox::{self, Sandbox};
 use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, KEY_SLOTS, MAX_WORKERS};
 use crate::shm::{monotonic_ns, Region};
 use crate::tun;
@@ -91,8 +92,38 @@ fn any_live_key(region: &Region) -> bool {
 
 fn control_alive(region: &Region) -> bool {
     let pid = region.header().control_pid.load(Ordering::Relaxed) as libc::pid_t;
+    if pid <= 0 {
+        return false;
+    }
+    // A pidfd needs neither kill(2) nor /proc, which the sandbox refuses,
+    // and it tells an exited process its parent has not reaped yet (which
+    // still answers signal 0) from a live one: it is readable once the
+    // process exited.
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return match io::Error::last_os_error().raw_os_error() {
+            // Before Linux 5.3 (where the filter cannot be on either: it
+            // refuses kill and open, which this falls back to).
+            Some(libc::ENOSYS) => legacy_alive(pid),
+            _ => false,
+        };
+    }
+    // SAFETY: pidfd_open just returned this fd and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls the one pollfd we pass, without waiting.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r == 0
+}
+
+fn legacy_alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
+    unsafe { libc::kill(pid, 0) == 0 && !is_zombie(pid) }
 }
 
 /// A killed process its parent has not reaped yet still answers signal 0.
@@ -105,6 +136,45 @@ fn is_zombie(pid: libc::pid_t) -> bool {
             rest.split_whitespace().next().map(|st| st == "Z")
         })
         .unwrap_or(false)
+}
+
+/// Drops what the data plane no longer needs once everything is open:
+/// capabilities and `no_new_privs` now, for this thread and the workers it
+/// starts next; the seccomp filter (if any) is returned ready for
+/// [`Sandbox::enter_filter`] once the workers are running.
+/// `attaches_later`: uplinks may still get XDP programs and AF_XDP sockets
+/// as peers come, which needs [`sandbox::XDP_ATTACH_CAPS`] and no filter.
+fn drop_privileges(region_dir: Option<RawFd>, attaches_later: bool) -> io::Result<Sandbox> {
+    let mut want_filter = sandbox::seccomp_wanted_by_env();
+    if want_filter && attaches_later {
+        log(
+            "sandbox: no seccomp filter, and the capabilities to attach XDP: AF_XDP \
+             uplinks follow the peers (WIRESPEED_XDP_IFACES fixes them and allows both)",
+        );
+        want_filter = false;
+    } else if want_filter && !sandbox::seccomp::supported() {
+        log("sandbox: no seccomp filter for this architecture");
+        want_filter = false;
+    }
+    let keep = if attaches_later {
+        sandbox::XDP_ATTACH_CAPS
+    } else {
+        sandbox::KEPT_CAPS
+    };
+    let sb = Sandbox::prepare(keep, region_dir, want_filter)?;
+    let dropped = sb
+        .drop_privileges()
+        .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
+    if !dropped.bounding {
+        log("sandbox: no CAP_SETPCAP, the capability bounding set stays as it was");
+    }
+    // Read back now: capget is not among the filter's calls.
+    let kept = sandbox::caps::effective()?;
+    log(&format!(
+        "sandbox: capabilities left: {}; no_new_privs set",
+        sandbox::caps::names(kept)
+    ));
+    Ok(sb)
 }
 
 pub fn run(opts: Options) -> io::Result<()> {
@@ -198,6 +268,25 @@ pub fn run(opts: Options) -> io::Result<()> {
     // per-packet path touches no shared reference count.
     let shared: &'static Shared = Box::leak(Box::new(Shared::new(region, wake)));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    // Opened now: once sandboxed, the data plane opens nothing.
+    let region_dir = match Region::dir_of(&opts.shm_path) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            log(&format!("cannot open the region's directory: {e}"));
+            None
+        }
+    };
+    if let Some(x) = &xdp {
+        // Before the sandbox: aya reads the number of possible CPUs from
+        // /sys on a thread's first per-CPU map lookup (then caches it for
+        // that thread), and this thread reads the XDP counters from now on.
+        stats::publish_xdp(&shared.region, &x.programs);
+    }
+    let attaches_later = override_uplinks.is_none() && xdp.as_ref().is_some_and(|x| x.active());
+    let sandbox = drop_privileges(region_dir.as_ref().map(|d| d.as_raw_fd()), attaches_later)?;
+    // The filter goes on once every worker has started (pinned, named, its
+    // signal stack set up), so it need only allow what they do from then on.
+    let started = Arc::new(Barrier::new(n + 1));
     let mut handles = Vec::new();
     let mut socket_slots: Vec<Arc<Mutex<Option<UdpSocketBatch>>>> = Vec::new();
     for (i, ((sock, q), inbox)) in sockets.into_iter().zip(queues).zip(inboxes).enumerate() {
@@ -207,6 +296,7 @@ pub fn run(opts: Options) -> io::Result<()> {
         }
         socket_slots.push(w.new_socket.clone());
         let core = cores.get(i % cores.len().max(1)).copied();
+        let started = started.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -214,9 +304,24 @@ pub fn run(opts: Options) -> io::Result<()> {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
+                    started.wait();
                     w.run();
                 })?,
         );
+    }
+    started.wait();
+    if sandbox.filters() {
+        sandbox.enter_filter().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("seccomp filter ({e}); WIRESPEED_SECCOMP=off runs without it"),
+            )
+        })?;
+    }
+    if sandbox.filters() {
+        log("sandbox: seccomp filter on (a system call outside it fails with EPERM)");
+    } else if !sandbox::seccomp_wanted_by_env() {
+        log("sandbox: no seccomp filter (WIRESPEED_SECCOMP=off)");
     }
     let h = shared.region.header();
     // For a control that re-attaches after a restart (see the header).
@@ -330,7 +435,11 @@ pub fn run(opts: Options) -> io::Result<()> {
         // Control was killed and we are the last user: nobody else would
         // ever free this memory (the region's directory is RAM). Only if
         // nobody holds it: a control that restarted meanwhile may own it.
-        match shared.region.remove_if_unclaimed(&opts.shm_path) {
+        let removed = match &region_dir {
+            Some(d) => shared.region.remove_if_unclaimed_in(d),
+            None => Ok(false),
+        };
+        match removed {
             Ok(true) => log("control is gone: removed the shared region"),
             Ok(false) => {}
             Err(e) => log(&format!("cannot remove the shared region: {e}")),

@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -291,21 +291,40 @@ fn remove_leftover(path: &Path, dir: &OwnedFd, name: &CString) -> io::Result<()>
     Ok(())
 }
 
+/// The directory a region lives in, opened ahead of time so that a
+/// process that may no longer open files (the data plane, once sandboxed)
+/// can still remove the region there.
+pub struct RegionDir {
+    dir: OwnedFd,
+    name: CString,
+}
+
+impl RegionDir {
+    pub(super) fn open(path: &Path) -> io::Result<RegionDir> {
+        let (dir_path, name) = split(path)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let dir = open_raw(None, &cstring(dir_path.as_os_str())?, flags, 0)?;
+        Ok(RegionDir { dir, name })
+    }
+
+    /// The directory's descriptor (the one `unlinkat` is allowed on).
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.dir.as_raw_fd()
+    }
+}
+
 /// For a process that maps the region without claiming it (the data plane)
-/// and finds its control gone: removes the file at `path` if it is still
+/// and finds its control gone: removes the file `dir` names if it is still
 /// the one `file` is open on and nobody holds its lock, so the last user of
 /// a dead instance's region frees the memory. Returns whether it did.
-pub(super) fn remove_if_unclaimed(path: &Path, file: &File) -> io::Result<bool> {
-    let (dir_path, name) = split(path)?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let dir = open_raw(None, &cstring(dir_path.as_os_str())?, flags, 0)?;
+pub(super) fn remove_if_unclaimed(dir: &RegionDir, file: &File) -> io::Result<bool> {
     // `file` is this process's own open file description (never locked
     // before): the lock conflicts with a live control's, and with that of a
     // starting control about to replace the file.
-    if !try_lock_exclusive(file)? || !names_file(&dir, &name, file)? {
+    if !try_lock_exclusive(file)? || !names_file(&dir.dir, &dir.name, file)? {
         return Ok(false);
     }
-    unlink_at(&dir, &name)?;
+    unlink_at(&dir.dir, &dir.name)?;
     Ok(true)
 }
 

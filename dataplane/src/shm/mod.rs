@@ -28,7 +28,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Once;
 
-pub use file::{netns_inode, region_path, region_path_in, REGION_DIR};
+pub use file::{netns_inode, region_path, region_path_in, RegionDir, REGION_DIR};
 use layout::*;
 
 /// CLOCK_MONOTONIC in nanoseconds: the one clock both processes share.
@@ -126,10 +126,23 @@ impl Region {
     /// outlived its creator: removes the file if it still names this region
     /// and no live instance holds it. Returns whether it did.
     pub fn remove_if_unclaimed(&self, path: &Path) -> io::Result<bool> {
+        self.remove_if_unclaimed_in(&Self::dir_of(path)?)
+    }
+
+    /// Opens the directory of the region at `path` now, for a later
+    /// [`remove_if_unclaimed_in`](Self::remove_if_unclaimed_in) by a
+    /// process that can no longer open files then.
+    pub fn dir_of(path: &Path) -> io::Result<RegionDir> {
+        RegionDir::open(path)
+    }
+
+    /// [`remove_if_unclaimed`](Self::remove_if_unclaimed) in a directory
+    /// opened beforehand.
+    pub fn remove_if_unclaimed_in(&self, dir: &RegionDir) -> io::Result<bool> {
         if self.claim.is_some() {
             return Ok(false);
         }
-        file::remove_if_unclaimed(path, &self.file)
+        file::remove_if_unclaimed(dir, &self.file)
     }
 
     /// For a control process that restarts while the data plane it left
