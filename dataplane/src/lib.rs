@@ -19,6 +19,7 @@ pub mod replay;
 pub mod shm;
 pub mod transport;
 pub mod tun;
+pub mod tunns;
 pub mod udp;
 pub mod xdp;
 pub mod xsk;
