@@ -170,3 +170,61 @@ fn scenario(a: Impl, b: Impl) {
     assert!(t.a.daemon.log().contains("interface deleted; exiting"));
     assert!(!Path::new(&sock_path(&iface)).exists(), "UAPI socket left behind");
 }
+
+/// A control process restarted while the interface is away finds it
+/// through its data plane (not by name, which is gone from its namespace),
+/// resumes the session, and still restarts a data plane that dies.
+#[test]
+fn restarted_control_finds_the_moved_interface() {
+    let Some(_serial) = common::netns_test("restarted_control_finds_the_moved_interface") else {
+        return;
+    };
+    let inner = Netns::new();
+    let mut t = Tunnel::new(WirespeedUdp, WireguardGo);
+    let iface = t.a.iface.clone();
+    t.a.ns.ip(&["link", "set", &iface, "netns", inner.name()]);
+    bring_up(&inner, &iface);
+    assert_ping(&inner, "10.9.0.2", 2);
+    let dp = dataplane_pid(&t.a.daemon.log()).unwrap();
+
+    util::signal(t.a.daemon.pid(), util::SIGKILL);
+    // Reaps it and removes the socket it left.
+    t.a.daemon.stop();
+    assert!(alive(dp), "the data plane outlives control");
+    assert_ping(&inner, "10.9.0.2", 2);
+
+    t.a.daemon = WirespeedUdp.start_away(&t.a.ns, &iface, &inner);
+    // The configuration comes back through UAPI, here from the container.
+    let dir = util::TempDir::new();
+    let conf = dir.write(
+        "wg.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = 10.9.0.2/32\nEndpoint = 10.0.0.2:51821\n",
+            t.a.keys.private, t.b.keys.public
+        ),
+    );
+    inner.exec(&["wg", "setconf", &iface, conf.to_str().unwrap()]);
+    let log = t.a.daemon.log();
+    assert!(log.contains("re-attached"), "{log}");
+    assert!(log.contains("1 session(s) resumed"), "{log}");
+    assert_ping(&inner, "10.9.0.2", 3);
+    assert_ping(&t.b.ns, "10.9.0.1", 3);
+
+    // Its queue, taken over from the data plane, opens the next one's.
+    util::signal(dp, util::SIGKILL);
+    let restarted = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        t.a.daemon.log().contains("data plane restarted")
+    });
+    assert!(restarted, "log:\n{}", t.a.daemon.log());
+    assert_ping(&inner, "10.9.0.2", 3);
+
+    inner.ip(&["link", "del", &iface]);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            !t.a.daemon.running()
+        }),
+        "log:\n{}",
+        t.a.daemon.log()
+    );
+}
