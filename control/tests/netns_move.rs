@@ -38,20 +38,24 @@ const PAIRINGS: &[(Impl, Impl, bool)] = &[
 const MIB: u64 = 1 << 20;
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
 }
 
 /// The pid of the data plane the daemon's log names last.
 fn dataplane_pid(log: &str) -> Option<u32> {
     log.lines()
+        .rev()
         .filter_map(|l| {
             let (_, rest) = l
                 .split_once("data plane pid ")
                 .or_else(|| l.split_once("data plane restarted, pid "))?;
             rest.split_whitespace().next()?.parse().ok()
         })
-        .last()
+        .next()
 }
 
 /// What the tunnel's own configuration did in A's namespace, done where the
@@ -113,8 +117,16 @@ fn scenario(a: Impl, b: Impl) {
     assert_eq!(dump.peers.len(), 1);
     assert_eq!(dump.peers[0].public_key, t.b.keys.public);
     // The underlay stays where the interface was created.
-    assert!(udp_ports(&t.a.ns).contains(":51820"), "{}", udp_ports(&t.a.ns));
-    assert!(!udp_ports(&inner).contains(":51820"), "{}", udp_ports(&inner));
+    assert!(
+        udp_ports(&t.a.ns).contains(":51820"),
+        "{}",
+        udp_ports(&t.a.ns)
+    );
+    assert!(
+        !udp_ports(&inner).contains(":51820"),
+        "{}",
+        udp_ports(&inner)
+    );
     if a == Wirespeed {
         let link = t.a.ns.ip(&["link", "show", UNDERLAY_IF]);
         assert!(link.contains("xdp"), "XDP left the underlay: {link}");
@@ -164,11 +176,18 @@ fn scenario(a: Impl, b: Impl) {
         t.a.daemon.log()
     );
     assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(50), || !alive(dp)),
+        wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || !alive(dp)
+        ),
         "data plane {dp} outlived its interface"
     );
     assert!(t.a.daemon.log().contains("interface deleted; exiting"));
-    assert!(!Path::new(&sock_path(&iface)).exists(), "UAPI socket left behind");
+    assert!(
+        !Path::new(&sock_path(&iface)).exists(),
+        "UAPI socket left behind"
+    );
 }
 
 /// A control process restarted while the interface is away finds it

@@ -191,7 +191,11 @@ mod tests {
         // A queue opened from here, for the device over there, by the fd.
         let q2 = home.run(|| open_sibling(&detached)).unwrap();
         assert_eq!(device_state(q2.as_fd()).unwrap(), alive(&away));
-        assert_eq!(home.run(|| tun::ifindex("wsm0")), None, "nothing created here");
+        assert_eq!(
+            home.run(|| tun::ifindex("wsm0")),
+            None,
+            "nothing created here"
+        );
         away.ip(&["link", "set", "wsm0", "mtu", "1280"]);
         assert_eq!(home.run(|| mtu(&detached)).unwrap(), 1280);
 

@@ -17,7 +17,11 @@ use dataplane::tunns::{self, DeviceState};
 pub(super) enum Change {
     Deleted,
     /// Moved (or renamed) since the last look; `home`: back in our namespace.
-    Moved { name: String, netns: u64, home: bool },
+    Moved {
+        name: String,
+        netns: u64,
+        home: bool,
+    },
 }
 
 pub(super) struct Interface {

@@ -396,7 +396,9 @@ impl Daemon {
                 self.log(LogLevel::Info, "interface deleted; exiting");
                 return false;
             }
-            Some(Change::Moved { name, home: true, .. }) => self.log(
+            Some(Change::Moved {
+                name, home: true, ..
+            }) => self.log(
                 LogLevel::Info,
                 format!("interface {name} is back in this network namespace"),
             ),

@@ -130,7 +130,11 @@ pub(super) fn reattach(
 fn dataplane_queue(pid: u32, pidfd: &OwnedFd) -> io::Result<TunQueue> {
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
         let entry = entry?;
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(info) = std::fs::read_to_string(entry.path()) else {

@@ -73,7 +73,9 @@ mod tests {
         home.ip(&["link", "set", "wsw0", "netns", away.name()]);
         assert_eq!(home.run(|| watch.check()), Seen::Elsewhere);
         // Another interface taking the name here is not ours.
-        home.ip(&["link", "add", "wsw0", "type", "veth", "peer", "name", "wsw0p"]);
+        home.ip(&[
+            "link", "add", "wsw0", "type", "veth", "peer", "name", "wsw0p",
+        ]);
         assert_eq!(home.run(|| watch.check()), Seen::Elsewhere);
         away.ip(&["link", "del", "wsw0"]);
         assert_eq!(home.run(|| watch.check()), Seen::Deleted);

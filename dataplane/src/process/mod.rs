@@ -134,10 +134,11 @@ pub fn run(opts: Options) -> io::Result<()> {
     }
     // Worker and uplink figures describe this data plane, from zero.
     crate::shm::stats::reset(&region);
-    // SAFETY: control passed these queues to us and nothing else here owns them.
     let mut given: Vec<OwnedFd> = opts
         .tun_fds
         .iter()
+        // SAFETY: control passed these queues to us (inherited, listed once
+        // each) and nothing else in this process owns them.
         .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
         .collect();
     let mut n = opts.workers.clamp(1, MAX_WORKERS);
