@@ -11,7 +11,10 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::{assert_ping, tcp_transfer, Impl, Netns, Tunnel, TunnelOpts};
+use common::tunnel::UNDERLAY_IF;
+use common::{
+    assert_ping, ping_with, tcp_transfer, Capture, Impl, Netns, PingOpts, Tunnel, TunnelOpts,
+};
 
 const WIRESPEED: &str = env!("CARGO_BIN_EXE_wirespeed");
 
@@ -196,6 +199,51 @@ fn sandboxed_tunnel(imp: Impl) {
     // steering the new port, its map updated by the sandboxed process).
     assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
     assert_sandboxed(dps[0], 2);
+
+    if !xdp {
+        // The sandboxed data plane follows its interface's MTU (it pads to
+        // it): lowered to 1300, a 1300-byte packet is padded to 1300, not
+        // to 1312, and its message is 1332 bytes (AF_XDP frames are not
+        // visible to tcpdump on B, so the UDP backend shows it).
+        t.a.ns.ip(&["link", "set", &t.a.iface, "mtu", "1300"]);
+        sleep(Duration::from_millis(1500));
+        let cap = Capture::start(&t.b.ns, UNDERLAY_IF, "udp");
+        let mut o = PingOpts::new(3);
+        o.size = Some(1300 - 28);
+        ping_with(&t.a.ns, &t.b.tunnel_ip.to_string(), &o);
+        let from_a: Vec<usize> = cap
+            .stop()
+            .iter()
+            .filter(|p| p.dst.port() == t.b.port && p.len > 1000)
+            .map(|p| p.len)
+            .collect();
+        assert!(
+            !from_a.is_empty() && from_a.iter().all(|&l| l == 16 + 1300 + 16),
+            "messages padded to the new MTU: {from_a:?}"
+        );
+    }
+
+    // With control gone, the sandboxed data plane alone must still see its
+    // interface deleted (it asks a queue fd, TUNGETIFF) and end, rather
+    // than forward for a dead interface until its keys expire.
+    // SAFETY: kill on a pid of ours (the test started the daemon).
+    unsafe { libc::kill(t.a.daemon.pid() as libc::pid_t, libc::SIGKILL) };
+    let end = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{}/exe", t.a.daemon.pid())).exists()
+        && Instant::now() < end
+    {
+        sleep(Duration::from_millis(20));
+    }
+    assert!(std::path::Path::new(&format!("/proc/{}", dps[0])).exists());
+    t.a.ns.ip(&["link", "del", &t.a.iface]);
+    let end = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{}/exe", dps[0])).exists() && Instant::now() < end {
+        sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}/exe", dps[0])).exists(),
+        "the sandboxed data plane outlived its deleted interface"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub mod sandbox;
 pub mod shm;
 pub mod transport;
 pub mod tun;
+pub mod tunns;
 pub mod udp;
 pub mod xdp;
 pub mod xsk;

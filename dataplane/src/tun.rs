@@ -667,6 +667,10 @@ pub(crate) mod testns {
             Some(ns)
         }
 
+        pub(crate) fn name(&self) -> &str {
+            &self.name
+        }
+
         /// Runs `ip -n <ns> args...`, panicking with ip's message on failure.
         pub(crate) fn ip(&self, args: &[&str]) {
             let out = Command::new("ip")

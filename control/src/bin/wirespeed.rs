@@ -225,7 +225,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD`, started by the daemon.
+/// `a,b,c` as descriptor numbers; `-` or empty for none.
+fn parse_fd_list(list: &str) -> Option<Vec<i32>> {
+    if list.is_empty() || list == "-" {
+        return Some(Vec::new());
+    }
+    list.split(',')
+        .map(|f| f.parse::<i32>().ok().filter(|&n| n > 2))
+        .collect()
+}
+
+/// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD [BACKEND [TUN_FDS]]`,
+/// started by the daemon.
 fn dataplane_main(args: &[String]) -> ExitCode {
     let backend = match args.get(4).map(|b| b.parse()) {
         Some(Ok(b)) => b,
@@ -241,12 +252,22 @@ fn dataplane_main(args: &[String]) -> ExitCode {
         eprintln!("wirespeed --dataplane: internal mode, started by the daemon");
         return ExitCode::from(2);
     };
+    // Comma-separated numbers of the inherited TUN queues, if any.
+    let tun_fds = match args.get(5).map(|l| parse_fd_list(l)) {
+        Some(Some(v)) => v,
+        Some(None) => {
+            eprintln!("wirespeed --dataplane: bad TUN queue list {:?}", args[5]);
+            return ExitCode::from(2);
+        }
+        None => Vec::new(),
+    };
     let opts = dataplane::process::Options {
         iface: iface.clone(),
         shm_path: shm.into(),
         workers: workers.parse().unwrap_or(1),
         wake_fd: wake.parse().ok(),
         backend,
+        tun_fds,
     };
     match dataplane::process::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

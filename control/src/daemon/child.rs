@@ -8,14 +8,17 @@
 //! predecessor's; it is watched through a pidfd instead.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use dataplane::shm::layout::MAX_WORKERS;
 use dataplane::shm::Region;
+use dataplane::tun::TunQueue;
+use dataplane::tunns;
 
 use super::pidfd;
 
@@ -86,6 +89,31 @@ fn default_workers() -> usize {
         .unwrap_or(1)
 }
 
+/// One queue per worker for a new data plane, opened where the interface
+/// lives now (it may have been moved into another namespace, where the
+/// data plane could not open it by name), as descriptors it inherits.
+fn open_queues(tun: &TunQueue, workers: usize) -> io::Result<Vec<OwnedFd>> {
+    (0..workers.clamp(1, MAX_WORKERS))
+        .map(|_| {
+            let q = tunns::open_sibling(tun)
+                .map_err(|e| io::Error::new(e.kind(), format!("TUN queue: {e}")))?;
+            inheritable(q.as_fd())
+        })
+        .collect()
+}
+
+/// A copy of `fd` that a started process inherits (F_DUPFD leaves
+/// close-on-exec off); the original stays close-on-exec.
+fn inheritable(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD on a descriptor we hold returns a new one or -1.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 3) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 fn start(
     iface: &str,
     shm: &Path,
@@ -93,17 +121,29 @@ fn start(
     backend: &str,
     wake_fd: i32,
     region: &Region,
+    tun: &TunQueue,
 ) -> io::Result<Child> {
     let exe = std::env::current_exe()?;
+    // Closed here once the child has its copies: an attached queue nobody
+    // reads would swallow the flows the kernel steers to it.
+    let queues = open_queues(tun, workers)?;
+    let list = queues
+        .iter()
+        .map(|q| q.as_raw_fd().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     region.header().dataplane_ready.store(0, Ordering::Release);
-    let mut child = Command::new(exe)
+    let spawned = Command::new(exe)
         .arg("--dataplane")
         .arg(iface)
         .arg(shm)
         .arg(workers.to_string())
         .arg(wake_fd.to_string())
         .arg(backend)
-        .spawn()?;
+        .arg(list)
+        .spawn();
+    drop(queues);
+    let mut child = spawned?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while region.header().dataplane_ready.load(Ordering::Acquire) != child.id() {
         if let Some(st) = child.try_wait()? {
@@ -129,13 +169,14 @@ impl DataplaneChild {
         backend: &str,
         wake_fd: i32,
         region: &Region,
+        tun: &TunQueue,
     ) -> io::Result<Self> {
         let workers = if workers == 0 {
             default_workers()
         } else {
             workers
         };
-        let child = start(iface, shm, workers, backend, wake_fd, region)?;
+        let child = start(iface, shm, workers, backend, wake_fd, region, tun)?;
         Ok(DataplaneChild {
             running: Running::Child(child),
             backend: backend.to_string(),
@@ -198,6 +239,7 @@ impl DataplaneChild {
         shm: &Path,
         wake_fd: i32,
         region: &Region,
+        tun: &TunQueue,
     ) -> Vec<Supervision> {
         let mut seen = Vec::new();
         if let Some(how) = self.exited() {
@@ -217,7 +259,15 @@ impl DataplaneChild {
             return seen;
         }
         self.last_start = Instant::now();
-        match start(iface, shm, self.workers, &self.backend, wake_fd, region) {
+        match start(
+            iface,
+            shm,
+            self.workers,
+            &self.backend,
+            wake_fd,
+            region,
+            tun,
+        ) {
             Ok(child) => {
                 seen.push(Supervision::Restarted(child.id()));
                 self.running = Running::Child(child);

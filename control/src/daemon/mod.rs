@@ -6,6 +6,7 @@
 
 mod child;
 mod commands;
+mod iface;
 mod keysync;
 mod outputs;
 mod pidfd;
@@ -25,7 +26,9 @@ use dataplane::shm::events::ToControl;
 use dataplane::shm::layout::{KEY_SLOT_BITS, RECORD_SIZE};
 use dataplane::shm::peers::PeerCounters;
 use dataplane::shm::{monotonic_ns, region_path, Region};
-use dataplane::tun::{Tun, TunQueue};
+use dataplane::tun::Tun;
+
+use iface::{Change, Interface};
 
 use crate::device::{Activity, Device, DeviceSettings, PeerId};
 use crate::metrics::MetricsServer;
@@ -74,8 +77,8 @@ pub struct Daemon {
     seen: HashMap<PeerId, PeerCounters>,
     listen_port: u16,
     fwmark: u32,
-    _tun: Tun,
-    _tun_queue: TunQueue,
+    /// Followed by its fd wherever it is moved.
+    tun: Interface,
     wake: OwnedFd,
     child: DataplaneChild,
     /// Serves until the daemon is dropped.
@@ -149,6 +152,7 @@ impl Daemon {
         h.mtu.store(DEFAULT_MTU as u32, Ordering::Relaxed);
         let wake = reattach::new_eventfd()?;
         let metrics = start_metrics(&opts, &shm_path)?;
+        let iface = Interface::new(queue)?;
         let child = DataplaneChild::spawn(
             &opts.iface,
             &shm_path,
@@ -156,8 +160,9 @@ impl Daemon {
             &opts.backend,
             wake.as_raw_fd(),
             &region,
+            iface.queue(),
         )?;
-        let d = Daemon::assemble(opts, region, shm_path, tun, queue, wake, child, metrics);
+        let d = Daemon::assemble(opts, region, shm_path, iface, wake, child, metrics);
         d.log(
             LogLevel::Info,
             format!(
@@ -207,9 +212,8 @@ impl Daemon {
             &opts.backend,
         );
         let orphans = Orphans::scan(&a.region);
-        let mut d = Daemon::assemble(
-            opts, a.region, shm_path, a.tun, a.queue, wake, child, metrics,
-        );
+        let iface = Interface::new(a.queue)?;
+        let mut d = Daemon::assemble(opts, a.region, shm_path, iface, wake, child, metrics);
         d.slots = PeerSlots::with_reserved(orphans.slots());
         d.listen_port = d.region.header().listen_port.load(Ordering::Relaxed) as u16;
         d.fwmark = d.region.header().fwmark.load(Ordering::Relaxed);
@@ -232,8 +236,7 @@ impl Daemon {
         opts: Options,
         region: Region,
         shm_path: PathBuf,
-        tun: Tun,
-        queue: TunQueue,
+        tun: Interface,
         wake: OwnedFd,
         child: DataplaneChild,
         metrics: Option<MetricsServer>,
@@ -261,8 +264,7 @@ impl Daemon {
             seen: HashMap::new(),
             listen_port: 0,
             fwmark: 0,
-            _tun: tun,
-            _tun_queue: queue,
+            tun,
             wake,
             child,
             metrics,
@@ -341,8 +343,7 @@ impl Daemon {
                     self.log(LogLevel::Info, "UAPI socket removed; exiting");
                     break;
                 }
-                if dataplane::tun::ifindex(&self.iface).is_none() {
-                    self.log(LogLevel::Info, "interface deleted; exiting");
+                if !self.watch_interface() {
                     break;
                 }
             }
@@ -364,6 +365,7 @@ impl Daemon {
             &self.shm_path,
             self.wake.as_raw_fd(),
             &self.region,
+            self.tun.queue(),
         );
         for s in seen {
             match s {
@@ -383,6 +385,38 @@ impl Daemon {
                 ),
             }
         }
+    }
+
+    /// Notices the interface moved between namespaces (it keeps serving
+    /// it) or deleted (false: time to exit). While it lives in another
+    /// namespace the data plane cannot read its MTU there, so this does.
+    fn watch_interface(&mut self) -> bool {
+        match self.tun.check() {
+            Some(Change::Deleted) => {
+                self.log(LogLevel::Info, "interface deleted; exiting");
+                return false;
+            }
+            Some(Change::Moved {
+                name, home: true, ..
+            }) => self.log(
+                LogLevel::Info,
+                format!("interface {name} is back in this network namespace"),
+            ),
+            Some(Change::Moved { name, netns, .. }) => self.log(
+                LogLevel::Info,
+                format!(
+                    "interface is now {name} in network namespace {netns} (inode); \
+                     its UDP sockets, XDP program and AF_XDP queues stay here"
+                ),
+            ),
+            None => {}
+        }
+        if self.tun.away() {
+            if let Ok(m) = self.tun.mtu() {
+                self.region.header().mtu.store(m, Ordering::Relaxed);
+            }
+        }
+        true
     }
 
     /// Sleeps until the data plane or the UAPI thread signals the eventfd,

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -28,6 +28,7 @@ use dataplane::shm::keys::slot_of_index;
 use dataplane::shm::layout::{KEY_SLOTS, PEER_SLOTS};
 use dataplane::shm::Region;
 use dataplane::tun::{Tun, TunQueue};
+use dataplane::tunns;
 
 use super::{now, pidfd, Daemon, LogLevel};
 use crate::device::PeerId;
@@ -38,7 +39,7 @@ use crate::session::Keypair;
 /// What a re-attaching control takes over.
 pub(super) struct Attached {
     pub region: Region,
-    pub tun: Tun,
+    /// Detached, like the one a fresh start keeps.
     pub queue: TunQueue,
     pub dataplane_pid: u32,
     pub dataplane_pidfd: OwnedFd,
@@ -80,15 +81,26 @@ pub(super) fn reattach(
             return Ok(None);
         }
     };
-    let attach = || -> io::Result<(Tun, TunQueue)> {
-        let tun = Tun::existing(iface)?;
-        let queue = tun.open_queue()?;
+    let attach = || -> io::Result<TunQueue> {
+        // Through the data plane's own queue: the interface may have been
+        // moved into another namespace, where our name lookup cannot see it
+        // (and where a same-named interface here is somebody else's).
+        let queue = match dataplane_queue(pid, &pidfd) {
+            Ok(theirs) => tunns::open_sibling(&theirs)?,
+            Err(e) => {
+                log(
+                    LogLevel::Info,
+                    format!("cannot borrow a TUN queue of data plane {pid} ({e}); opening {iface} by name"),
+                );
+                Tun::existing(iface)?.open_queue()?
+            }
+        };
         // Like the queue created at a fresh start: keeps the interface alive
         // without taking a share of its packets.
         queue.detach()?;
-        Ok((tun, queue))
+        Ok(queue)
     };
-    let (tun, queue) = match attach() {
+    let queue = match attach() {
         Ok(t) => t,
         Err(e) => {
             // The data plane still uses the region: leave it its file.
@@ -105,12 +117,44 @@ pub(super) fn reattach(
         .filter(|fd| is_eventfd(fd) && pidfd::keep_on_exec(fd).is_ok());
     Ok(Some(Attached {
         region,
-        tun,
         queue,
         dataplane_pid: pid,
         dataplane_pidfd: pidfd,
         wake,
     }))
+}
+
+/// A copy of one of the TUN queues data plane `pid` reads (found by the
+/// `iff:` line the kernel writes in a TUN fd's fdinfo). The copy shares the
+/// data plane's open file: detaching it would detach a worker's queue.
+fn dataplane_queue(pid: u32, pidfd: &OwnedFd) -> io::Result<TunQueue> {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let entry = entry?;
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let names_tun = info
+            .lines()
+            .any(|l| l.strip_prefix("iff:").is_some_and(|n| !n.trim().is_empty()));
+        if !names_tun {
+            continue;
+        }
+        let copy = pidfd::get_fd(pidfd, fd)?;
+        if let Ok(tunns::DeviceState::Alive { .. }) = tunns::device_state(copy.as_fd()) {
+            return Ok(TunQueue::from_fd(copy));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "it holds no TUN queue",
+    ))
 }
 
 fn is_eventfd(fd: &OwnedFd) -> bool {

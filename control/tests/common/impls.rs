@@ -169,6 +169,17 @@ impl Impl {
 
     /// [`Impl::start`] with `extra` on top of (overriding) [`Impl::env`].
     pub fn start_with(self, ns: &Netns, iface: &str, extra: &[(&str, &str)]) -> Daemon {
+        self.launch(ns, iface, extra, ns)
+    }
+
+    /// [`Impl::start`] of a daemon whose interface already exists and was
+    /// moved into `iface_ns` (a control process restarted while its data
+    /// plane kept the interface alive there).
+    pub fn start_away(self, ns: &Netns, iface: &str, iface_ns: &Netns) -> Daemon {
+        self.launch(ns, iface, &[], iface_ns)
+    }
+
+    fn launch(self, ns: &Netns, iface: &str, extra: &[(&str, &str)], iface_ns: &Netns) -> Daemon {
         let program = self.program();
         let sock = sock_path(iface);
         let _ = std::fs::create_dir_all(SOCK_DIR);
@@ -203,7 +214,7 @@ impl Impl {
                 exited = Some(status);
                 return true;
             }
-            sock.exists() && ns.has_link(iface)
+            sock.exists() && iface_ns.has_link(iface)
         });
         if let Some(status) = exited {
             panic!(

@@ -6,6 +6,7 @@
 //! own pid into the header, so "control is gone" turns false again).
 
 pub mod backend;
+mod iface_watch;
 mod keycache;
 mod local_addrs;
 mod outbox;
@@ -15,7 +16,7 @@ mod uplinks;
 mod worker;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -40,6 +41,11 @@ pub struct Options {
     pub workers: usize,
     /// Inherited eventfd to wake control with.
     pub wake_fd: Option<RawFd>,
+    /// Inherited TUN queues, one per worker, that control opened where the
+    /// interface lives now (it may have been moved to another namespace,
+    /// where a name lookup from here cannot reach). Empty: open them by
+    /// name here.
+    pub tun_fds: Vec<RawFd>,
     pub backend: BackendChoice,
 }
 
@@ -198,7 +204,18 @@ pub fn run(opts: Options) -> io::Result<()> {
     }
     // Worker and uplink figures describe this data plane, from zero.
     crate::shm::stats::reset(&region);
-    let n = opts.workers.clamp(1, MAX_WORKERS);
+    let mut given: Vec<OwnedFd> = opts
+        .tun_fds
+        .iter()
+        // SAFETY: control passed these queues to us (inherited, listed once
+        // each) and nothing else in this process owns them.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    let mut n = opts.workers.clamp(1, MAX_WORKERS);
+    if !given.is_empty() {
+        n = n.min(given.len());
+        given.truncate(n);
+    }
     region.header().workers.store(n as u32, Ordering::Release);
     // Read before the first bind: a `wg set listen-port` that bumps it
     // from here on is seen as a change and bound below. Read after, it
@@ -207,10 +224,16 @@ pub fn run(opts: Options) -> io::Result<()> {
     // and handshakes would go to and from the wrong port.
     let mut config_gen = region.header().config_gen.load(Ordering::Acquire);
     let sockets = bind_sockets(&region, n)?;
-    let queues = (0..n)
-        .map(|_| tun::open_queue(&opts.iface))
-        .collect::<io::Result<Vec<_>>>()?;
-    if let Ok(m) = tun::mtu(&opts.iface) {
+    let queues = if given.is_empty() {
+        (0..n)
+            .map(|_| tun::open_queue(&opts.iface))
+            .collect::<io::Result<Vec<_>>>()?
+    } else {
+        given.into_iter().map(tun::TunQueue::from_fd).collect()
+    };
+    // Follows the interface wherever it is moved, and sees its deletion.
+    let watch = iface_watch::IfaceWatch::new(queues[0].as_fd())?;
+    if let iface_watch::Seen::Mtu(m) = watch.check() {
         region.header().mtu.store(m, Ordering::Relaxed);
     }
     let port = region.header().bound_port.load(Ordering::Relaxed) as u16;
@@ -412,12 +435,13 @@ pub fn run(opts: Options) -> io::Result<()> {
             h.applied_gen.store(g, Ordering::Release);
         }
         if ticks % 100 == 0 {
-            if tun::ifindex(&opts.iface).is_none() {
-                log("interface deleted; exiting");
-                break;
-            }
-            if let Ok(m) = tun::mtu(&opts.iface) {
-                h.mtu.store(m, Ordering::Relaxed);
+            match watch.check() {
+                iface_watch::Seen::Deleted => {
+                    log("interface deleted; exiting");
+                    break;
+                }
+                iface_watch::Seen::Mtu(m) => h.mtu.store(m, Ordering::Relaxed),
+                iface_watch::Seen::Elsewhere => {}
             }
             if !control_alive(&shared.region) && !any_live_key(&shared.region) {
                 log("control is gone and every session expired; exiting");

@@ -101,11 +101,16 @@ pub fn rules(region_dir: Option<i32>, pid: i32) -> Vec<Rule> {
             Cond::Eq(A2, NETLINK_ROUTE as u32),
         ],
     ));
-    // Interface index and MTU of the TUN, asked on a UDP socket; nothing
-    // that sets anything, and no TUN ioctl.
+    // Interface index and MTU of the TUN, asked on a UDP socket, and the
+    // name a queue's device has now (TUNGETIFF, read-only: how the data
+    // plane follows its interface's MTU without CAP_NET_ADMIN, see
+    // process::iface_watch); nothing that sets anything.
     v.push(Rule::when(
         SYS_ioctl,
-        &[Cond::AnyOf(A1, &[SIOCGIFINDEX as u32, SIOCGIFMTU as u32])],
+        &[Cond::AnyOf(
+            A1,
+            &[SIOCGIFINDEX as u32, SIOCGIFMTU as u32, TUNGETIFF as u32],
+        )],
     ));
     v.push(Rule::when(
         SYS_bpf,

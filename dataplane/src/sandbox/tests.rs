@@ -108,7 +108,9 @@ fn arguments_are_checked() {
     assert_eq!(ioctl(libc::SIOCGIFMTU as libc::c_ulong), ALLOW);
     assert_eq!(ioctl(libc::SIOCGIFINDEX as libc::c_ulong), ALLOW);
     assert_eq!(ioctl(libc::SIOCSIFMTU as libc::c_ulong), EPERM);
+    assert_eq!(ioctl(libc::TUNGETIFF as libc::c_ulong), ALLOW);
     assert_eq!(ioctl(libc::TUNSETIFF as libc::c_ulong), EPERM);
+    assert_eq!(ioctl(libc::TUNSETOFFLOAD as libc::c_ulong), EPERM);
 
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
