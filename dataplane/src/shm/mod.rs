@@ -10,6 +10,7 @@
 //! the kernel allows, its key slots out of swap.
 
 pub mod allowed;
+pub mod capture;
 pub mod events;
 mod file;
 pub mod keys;
@@ -336,6 +337,29 @@ impl Region {
         assert!(i < MAX_UPLINKS, "uplink out of range");
         // SAFETY: in range and 64-aligned by the layout's asserts.
         unsafe { self.at(OFF_UPLINKS + i * core::mem::size_of::<UplinkStats>()) }
+    }
+
+    /// The packet capture's control block (see `capture.rs`).
+    pub fn capture_control(&self) -> &CaptureControl {
+        // SAFETY: in range and 64-aligned by the layout's asserts.
+        unsafe { self.at(OFF_CAPTURE) }
+    }
+
+    /// Worker `w`'s ring of captured frames (`w < MAX_WORKERS`).
+    pub fn capture_ring(&self, w: usize) -> capture::CaptureRing<'_> {
+        assert!(w < MAX_WORKERS, "worker out of range");
+        let off = OFF_CAPTURE_RINGS + w * CAPTURE_RING_SIZE;
+        // SAFETY: in range and 64-aligned (page-aligned start, 64-multiple
+        // ring size); the slots follow the header inside the same
+        // CAPTURE_RING_SIZE block, 8-aligned since the header is 128 bytes.
+        unsafe {
+            let header: &CaptureRingHeader = self.at(off);
+            let slots = self
+                .base
+                .as_ptr()
+                .add(off + core::mem::size_of::<CaptureRingHeader>());
+            capture::CaptureRing::from_raw(header, slots)
+        }
     }
 
     /// Ring carrying events from worker `w` to control.
