@@ -90,21 +90,7 @@ fn any_live_key(region: &Region) -> bool {
 }
 
 fn control_alive(region: &Region) -> bool {
-    let pid = region.header().control_pid.load(Ordering::Relaxed) as libc::pid_t;
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
-}
-
-/// A killed process its parent has not reaped yet still answers signal 0.
-fn is_zombie(pid: libc::pid_t) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // The state follows the command name, which may hold ')'.
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|st| st == "Z")
-        })
-        .unwrap_or(false)
+    crate::shm::pid_alive(region.header().control_pid.load(Ordering::Relaxed))
 }
 
 pub fn run(opts: Options) -> io::Result<()> {
@@ -246,6 +232,11 @@ pub fn run(opts: Options) -> io::Result<()> {
             next_stats_ns = now + STATS_INTERVAL_NS;
             if let Some(x) = &xdp {
                 stats::publish_xdp(&shared.region, &x.programs);
+            }
+            if let Some(pid) = crate::shm::capture::reap_orphan(&shared.region) {
+                log(&format!(
+                    "capture: process {pid} ended without turning capture off; turned it off"
+                ));
             }
         }
         if ticks % 5 == 0 {

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::events::{decode_addr, encode_addr};
 use super::layout::*;
 use super::seqlock;
-use super::Region;
+use super::{pid_alive, Region};
 use crate::frame::parse_udp_frame;
 
 /// Which frames a capture wants, and how much of each.
@@ -246,26 +246,6 @@ impl<'a> CaptureRing<'a> {
     pub fn dropped(&self) -> u64 {
         self.header.dropped.load(Ordering::Relaxed)
     }
-}
-
-/// Whether process `pid` is alive: it exists and is not a zombie that its
-/// parent has not reaped yet (which still answers signal 0).
-pub fn pid_alive(pid: u32) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    if p <= 0 || unsafe { libc::kill(p, 0) } != 0 {
-        return false;
-    }
-    !std::fs::read_to_string(format!("/proc/{p}/stat"))
-        .ok()
-        .and_then(|s| {
-            // The state follows the command name, which may hold ')'.
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|st| st == "Z")
-        })
-        .unwrap_or(false)
 }
 
 /// Capture command: claims the capture for process `pid`, writes `filter`

@@ -43,6 +43,26 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Whether process `pid` is alive: it exists and is not a zombie that its
+/// parent has not reaped yet (which still answers signal 0).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    if p <= 0 || unsafe { libc::kill(p, 0) } != 0 {
+        return false;
+    }
+    !std::fs::read_to_string(format!("/proc/{p}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The state follows the command name, which may hold ')'.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
+}
+
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
@@ -444,6 +464,25 @@ mod tests {
     use super::testutil::{temp_region, TempDir};
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    #[test]
+    fn pids_alive_and_dead() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        // Above the kernel's pid_max limit, and not a pid_t.
+        assert!(!pid_alive(i32::MAX as u32));
+        assert!(!pid_alive(u32::MAX));
+        // Exited but not reaped yet: still answers signal 0.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z"))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!pid_alive(pid), "a zombie is not alive");
+        child.wait().unwrap();
+    }
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().mode() & 0o7777

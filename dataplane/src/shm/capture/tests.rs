@@ -194,11 +194,3 @@ fn a_new_start_skips_what_an_earlier_capture_left_in_the_rings() {
     start(&r, &Filter::default(), me).unwrap();
     assert!(r.capture_ring(4).pop(&mut Vec::new()).is_none());
 }
-
-#[test]
-fn pids_alive_and_dead() {
-    assert!(pid_alive(std::process::id()));
-    assert!(!pid_alive(0));
-    assert!(!pid_alive(DEAD_PID));
-    assert!(!pid_alive(u32::MAX));
-}
