@@ -51,10 +51,12 @@ fn mac_of(ns: &Netns, iface: &str) -> [u8; 6] {
     v.try_into().unwrap()
 }
 
-/// What a WireGuard transport frame says about itself: (source MAC,
-/// destination MAC, source, destination), after checking that its Ethernet,
+/// (source MAC, destination MAC, source address and port, destination).
+type Addressing = ([u8; 6], [u8; 6], (Ipv4Addr, u16), (Ipv4Addr, u16));
+
+/// What a WireGuard transport frame says about itself, after checking that its Ethernet,
 /// IPv4 and UDP headers agree with each other and with its length.
-fn transport_frame(f: &[u8], orig: u32) -> ([u8; 6], [u8; 6], (Ipv4Addr, u16), (Ipv4Addr, u16)) {
+fn transport_frame(f: &[u8], orig: u32) -> Addressing {
     assert_eq!(f.len() as u32, orig, "kept whole");
     assert_eq!(&f[12..14], &[0x08, 0x00], "IPv4 ethertype");
     let ip = &f[14..];
@@ -131,7 +133,13 @@ fn capture_writes_af_xdp_frames_both_ways_to_a_pcap_file() {
     assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 1);
     let dir = TempDir::new();
     let (file, log) = (dir.join("both.pcap"), dir.join("both.log"));
-    let cap = start_capture(&t.a.ns, &t.a.iface, &["-c", "10", "-i", "veth0"], &file, &log);
+    let cap = start_capture(
+        &t.a.ns,
+        &t.a.iface,
+        &["-c", "10", "-i", "veth0"],
+        &file,
+        &log,
+    );
     assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 5);
     let said = wait_exit(cap, &log);
     assert!(said.contains("10 packets captured"), "{said}");
@@ -156,13 +164,15 @@ fn capture_writes_af_xdp_frames_both_ways_to_a_pcap_file() {
             other => panic!("a frame neither from A to B nor back: {other:?}"),
         }
     }
-    assert!(sent >= 4 && received >= 4, "{sent} sent, {received} received");
+    assert!(
+        sent >= 4 && received >= 4,
+        "{sent} sent, {received} received"
+    );
 
     // tcpdump reads it as it reads its own files.
-    let text = t
-        .a
-        .ns
-        .exec(&["tcpdump", "-r", file.to_str().unwrap(), "-nn"]);
+    let text =
+        t.a.ns
+            .exec(&["tcpdump", "-r", file.to_str().unwrap(), "-nn"]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 10, "{text}");
     assert!(text.contains("10.0.0.1.51820 > 10.0.0.2.51821"), "{text}");
@@ -204,8 +214,5 @@ fn capture_is_refused_for_an_interface_without_a_data_plane() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no wirespeed data plane for nosuch0"),
-        "{err}"
-    );
+    assert!(err.contains("no wirespeed data plane for nosuch0"), "{err}");
 }

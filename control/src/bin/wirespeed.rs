@@ -256,8 +256,17 @@ fn capture_main(args: &[String]) -> ExitCode {
     }
 }
 
-/// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD`, started by the daemon.
+/// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD [BACKEND [LOG_LEVEL]]`,
+/// started by the daemon (which passes the level it runs with: `-v` or
+/// LOG_LEVEL; without one, LOG_LEVEL as control reads it).
 fn dataplane_main(args: &[String]) -> ExitCode {
+    let level = match args.get(5) {
+        Some(l) => l.clone(),
+        None => std::env::var("LOG_LEVEL")
+            .or_else(|_| std::env::var("WIRESPEED_LOG"))
+            .unwrap_or_default(),
+    };
+    dataplane::logger::init(dataplane::logger::level_from_name(&level));
     let backend = match args.get(4).map(|b| b.parse()) {
         Some(Ok(b)) => b,
         Some(Err(e)) => {

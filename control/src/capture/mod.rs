@@ -22,7 +22,8 @@ use dataplane::shm::{pid_alive, region_path, stats, Region};
 
 use pcap::PcapWriter;
 
-pub const USAGE: &str = "usage: wirespeed capture INTERFACE -w FILE [-i UPLINK] [-c COUNT] [-s SNAPLEN]
+pub const USAGE: &str =
+    "usage: wirespeed capture INTERFACE -w FILE [-i UPLINK] [-c COUNT] [-s SNAPLEN]
                  [--direction rx|tx|both] [--host ADDR] [--port PORT]
 
 Writes the frames that INTERFACE's data plane receives and sends on its AF_XDP

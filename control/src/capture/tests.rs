@@ -13,17 +13,30 @@ fn arguments_in_any_order_with_defaults() {
     assert_eq!((a.uplink, a.count, a.host, a.port), (None, None, None, 0));
     assert_eq!(a.snaplen, CAPTURE_DATA_MAX as u32);
     assert_eq!(a.directions, CAPTURE_RX | CAPTURE_TX);
-    let a = args("-c 10 -i eth1 --direction tx -s 96 --host fd00::1 --port 51820 -w - wg1").unwrap();
+    let a =
+        args("-c 10 -i eth1 --direction tx -s 96 --host fd00::1 --port 51820 -w - wg1").unwrap();
     assert_eq!(a.iface, "wg1");
     assert_eq!(a.out, None, "- is standard output");
     assert_eq!(a.uplink.as_deref(), Some("eth1"));
-    assert_eq!((a.count, a.snaplen, a.directions), (Some(10), 96, CAPTURE_TX));
+    assert_eq!(
+        (a.count, a.snaplen, a.directions),
+        (Some(10), 96, CAPTURE_TX)
+    );
     assert_eq!(a.host, Some("fd00::1".parse().unwrap()));
     assert_eq!(a.port, 51820);
-    assert_eq!(args("wg0 -w f --direction rx").unwrap().directions, CAPTURE_RX);
+    assert_eq!(
+        args("wg0 -w f --direction rx").unwrap().directions,
+        CAPTURE_RX
+    );
     // tcpdump's -s 0, and anything above what a slot holds: whole frames.
-    assert_eq!(args("wg0 -w f -s 0").unwrap().snaplen, CAPTURE_DATA_MAX as u32);
-    assert_eq!(args("wg0 -w f -s 99999").unwrap().snaplen, CAPTURE_DATA_MAX as u32);
+    assert_eq!(
+        args("wg0 -w f -s 0").unwrap().snaplen,
+        CAPTURE_DATA_MAX as u32
+    );
+    assert_eq!(
+        args("wg0 -w f -s 99999").unwrap().snaplen,
+        CAPTURE_DATA_MAX as u32
+    );
 }
 
 #[test]

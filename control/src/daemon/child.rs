@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::shm::Region;
 
-use super::pidfd;
+use super::{pidfd, LogLevel};
 
 /// First wait before starting a data plane again after a failure.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -76,6 +76,8 @@ pub struct DataplaneChild {
     running: Running,
     workers: usize,
     backend: String,
+    /// Passed on to the data plane (its own lines and aya's).
+    log: LogLevel,
     last_start: Instant,
     backoff: Backoff,
 }
@@ -91,6 +93,7 @@ fn start(
     shm: &Path,
     workers: usize,
     backend: &str,
+    log: LogLevel,
     wake_fd: i32,
     region: &Region,
 ) -> io::Result<Child> {
@@ -103,6 +106,7 @@ fn start(
         .arg(workers.to_string())
         .arg(wake_fd.to_string())
         .arg(backend)
+        .arg(log.name())
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while region.header().dataplane_ready.load(Ordering::Acquire) != child.id() {
@@ -127,6 +131,7 @@ impl DataplaneChild {
         shm: &Path,
         workers: usize,
         backend: &str,
+        log: LogLevel,
         wake_fd: i32,
         region: &Region,
     ) -> io::Result<Self> {
@@ -135,19 +140,20 @@ impl DataplaneChild {
         } else {
             workers
         };
-        let child = start(iface, shm, workers, backend, wake_fd, region)?;
+        let child = start(iface, shm, workers, backend, log, wake_fd, region)?;
         Ok(DataplaneChild {
             running: Running::Child(child),
             backend: backend.to_string(),
+            log,
             workers,
             last_start: Instant::now(),
             backoff: Backoff::default(),
         })
     }
 
-    /// A data plane our predecessor started; `workers` and `backend` are
-    /// for the ones we may start later.
-    pub fn adopted(pid: u32, pidfd: OwnedFd, workers: usize, backend: &str) -> Self {
+    /// A data plane our predecessor started; `workers`, `backend` and `log`
+    /// are for the ones we may start later.
+    pub fn adopted(pid: u32, pidfd: OwnedFd, workers: usize, backend: &str, log: LogLevel) -> Self {
         let workers = if workers == 0 {
             default_workers()
         } else {
@@ -157,6 +163,7 @@ impl DataplaneChild {
         DataplaneChild {
             running: Running::Adopted { pid, pidfd },
             backend: backend.to_string(),
+            log,
             workers,
             // It has been running for a while: its death is restarted at once.
             last_start: now.checked_sub(STABLE).unwrap_or(now),
@@ -217,7 +224,15 @@ impl DataplaneChild {
             return seen;
         }
         self.last_start = Instant::now();
-        match start(iface, shm, self.workers, &self.backend, wake_fd, region) {
+        match start(
+            iface,
+            shm,
+            self.workers,
+            &self.backend,
+            self.log,
+            wake_fd,
+            region,
+        ) {
             Ok(child) => {
                 seen.push(Supervision::Restarted(child.id()));
                 self.running = Running::Child(child);
@@ -286,7 +301,7 @@ mod tests {
             .spawn()
             .unwrap();
         let fd = pidfd::open(p.id()).unwrap();
-        let mut c = DataplaneChild::adopted(p.id(), fd, 1, "udp");
+        let mut c = DataplaneChild::adopted(p.id(), fd, 1, "udp", LogLevel::Info);
         assert_eq!(c.pid(), Some(p.id()));
         assert_eq!(c.exited(), None);
         c.stop();

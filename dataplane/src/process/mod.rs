@@ -55,10 +55,6 @@ extern "C" fn on_signal(_: libc::c_int) {
     TERMINATE.store(true, Ordering::Relaxed);
 }
 
-pub(super) fn log(msg: &str) {
-    eprintln!("wirespeed-dataplane[{}]: {msg}", std::process::id());
-}
-
 /// Binds one socket per worker on the requested port (the first picks the
 /// port when it is 0; the rest join it with SO_REUSEPORT).
 fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
@@ -136,7 +132,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     let mut locals = local_addrs::local_addresses();
     let mut xdp = match opts.backend {
         BackendChoice::Udp => {
-            log("backend: UDP sockets (chosen with --backend udp)");
+            log::info!("backend: UDP sockets (chosen with --backend udp)");
             None
         }
         choice => {
@@ -149,14 +145,14 @@ pub fn run(opts: Options) -> io::Result<()> {
                     "the uplinks that reach the peers, as they are configured",
                 ),
             };
-            log(&format!(
+            log::info!(
                 "backend: {} (AF_XDP on {what}; UDP sockets elsewhere)",
                 if choice == BackendChoice::Xdp {
                     "xdp"
                 } else {
                     "auto"
                 }
-            ));
+            );
             match x.add(&wanted, choice == BackendChoice::Xdp) {
                 Ok(_) => {}
                 Err(e) => return Err(io::Error::new(e.kind(), format!("AF_XDP backend: {e}"))),
@@ -213,11 +209,11 @@ pub fn run(opts: Options) -> io::Result<()> {
     h.dataplane_pid.store(std::process::id(), Ordering::Release);
     h.dataplane_ready
         .store(std::process::id(), Ordering::Release);
-    log(&format!(
+    log::info!(
         "{n} workers on {}, UDP port {}",
         opts.iface,
         h.bound_port.load(Ordering::Relaxed)
-    ));
+    );
 
     let mut addrs = local_addrs::digest(&locals);
     let mut peers_digest = None;
@@ -234,9 +230,9 @@ pub fn run(opts: Options) -> io::Result<()> {
                 stats::publish_xdp(&shared.region, &x.programs);
             }
             if let Some(pid) = crate::shm::capture::reap_orphan(&shared.region) {
-                log(&format!(
+                log::info!(
                     "capture: process {pid} ended without turning capture off; turned it off"
-                ));
+                );
             }
         }
         if ticks % 5 == 0 {
@@ -279,7 +275,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                     let new_port = h.bound_port.load(Ordering::Relaxed) as u16;
                     if let Some(x) = xdp.as_mut() {
                         if let Err(e) = x.change_port(old_port, new_port) {
-                            log(&format!("cannot steer the new port {new_port}: {e}"));
+                            log::error!("cannot steer the new port {new_port}: {e}");
                         }
                     }
                     for (slot, s) in socket_slots.iter().zip(socks) {
@@ -288,7 +284,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                     h.bind_errno.store(0, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    log(&format!("cannot bind the new listen port: {e}"));
+                    log::error!("cannot bind the new listen port: {e}");
                     h.bind_errno.store(
                         e.raw_os_error().unwrap_or(libc::EIO) as u32,
                         Ordering::Relaxed,
@@ -299,14 +295,14 @@ pub fn run(opts: Options) -> io::Result<()> {
         }
         if ticks % 100 == 0 {
             if tun::ifindex(&opts.iface).is_none() {
-                log("interface deleted; exiting");
+                log::info!("interface deleted; exiting");
                 break;
             }
             if let Ok(m) = tun::mtu(&opts.iface) {
                 h.mtu.store(m, Ordering::Relaxed);
             }
             if !control_alive(&shared.region) && !any_live_key(&shared.region) {
-                log("control is gone and every session expired; exiting");
+                log::info!("control is gone and every session expired; exiting");
                 break;
             }
         }
@@ -322,16 +318,16 @@ pub fn run(opts: Options) -> io::Result<()> {
         // ever free this memory (the region's directory is RAM). Only if
         // nobody holds it: a control that restarted meanwhile may own it.
         match shared.region.remove_if_unclaimed(&opts.shm_path) {
-            Ok(true) => log("control is gone: removed the shared region"),
+            Ok(true) => log::info!("control is gone: removed the shared region"),
             Ok(false) => {}
-            Err(e) => log(&format!("cannot remove the shared region: {e}")),
+            Err(e) => log::error!("cannot remove the shared region: {e}"),
         }
     }
     if let Some(x) = &xdp {
         stats::publish_xdp(&shared.region, &x.programs);
         for p in &x.programs {
             if let Ok(st) = p.stats() {
-                log(&format!(
+                log::info!(
                     "XDP on {}: {} steered, {} passed, {} malformed, {} without socket, \
                      {} not addressed to this host",
                     p.iface(),
@@ -340,7 +336,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                     st.malformed,
                     st.no_socket,
                     st.not_local
-                ));
+                );
             }
         }
     }

@@ -61,9 +61,7 @@ impl Filter {
         let Some(u) = parse_udp_frame(frame) else {
             return false;
         };
-        let host_ok = self
-            .host
-            .is_none_or(|h| u.src.ip() == h || u.dst.ip() == h);
+        let host_ok = self.host.is_none_or(|h| u.src.ip() == h || u.dst.ip() == h);
         let port_ok = self.port == 0 || u.src.port() == self.port || u.dst.port() == self.port;
         host_ok && port_ok
     }
@@ -103,7 +101,13 @@ impl Armed {
     /// Copies `frame` into `ring` if the filter wants it. Returns whether it
     /// was copied (false also when the ring was full: counted there).
     #[inline]
-    pub fn offer(&self, ring: &CaptureRing<'_>, direction: u32, ifindex: u32, frame: &[u8]) -> bool {
+    pub fn offer(
+        &self,
+        ring: &CaptureRing<'_>,
+        direction: u32,
+        ifindex: u32,
+        frame: &[u8],
+    ) -> bool {
         if !self.filter.matches(direction, ifindex, frame) {
             return false;
         }

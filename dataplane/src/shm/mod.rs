@@ -475,8 +475,7 @@ mod tests {
         // Exited but not reaped yet: still answers signal 0.
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
-        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !s.contains(") Z"))
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
         {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

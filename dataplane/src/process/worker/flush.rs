@@ -44,8 +44,7 @@ impl Worker {
                 self.tx_crypto.seal(t.job, body).then_some(())?;
                 // No UDP checksum over IPv4: the Poly1305 tag already covers
                 // every byte, and skipping it saves a pass over each packet.
-                let total =
-                    write_udp_frame_with(buf, &t.header, t.len, UdpChecksum::NoneOverIpv4)?;
+                let total = write_udp_frame_with(buf, &t.header, t.len, UdpChecksum::NoneOverIpv4)?;
                 // Taken before the tx ring: one it refuses (counted as
                 // TxFull) is in the capture but never on the wire.
                 if let (Some((c, ring)), Some(frame)) = (&capture, buf.get(..total)) {
@@ -136,11 +135,11 @@ impl Worker {
         if refused > self.gso_refusals_seen {
             if !self.gso_refusal_logged {
                 self.gso_refusal_logged = true;
-                crate::process::log(&format!(
+                log::warn!(
                     "worker {}: the kernel refused a UDP segmentation train; \
                      that destination now gets one datagram per message",
                     self.id
-                ));
+                );
             }
             self.stats.udp_gso_refused(refused - self.gso_refusals_seen);
             self.gso_refusals_seen = refused;

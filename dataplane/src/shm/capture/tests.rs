@@ -60,13 +60,25 @@ fn frames_go_through_the_ring_cut_to_the_snaplen() {
     let mut out = Vec::new();
     let rec = ring.pop(&mut out).unwrap();
     assert_eq!(
-        (rec.session, rec.direction, rec.ifindex, rec.orig_len, rec.cap_len),
+        (
+            rec.session,
+            rec.direction,
+            rec.ifindex,
+            rec.orig_len,
+            rec.cap_len
+        ),
         (s, CAPTURE_TX, 3, big.len() as u32, 60)
     );
     assert_eq!(out, big[..60]);
-    assert!(rec.realtime_ns > 1_600_000_000 * 1_000_000_000, "a wall-clock time");
+    assert!(
+        rec.realtime_ns > 1_600_000_000 * 1_000_000_000,
+        "a wall-clock time"
+    );
     let rec = ring.pop(&mut out).unwrap();
-    assert_eq!((rec.direction, rec.orig_len), (CAPTURE_RX, small.len() as u32));
+    assert_eq!(
+        (rec.direction, rec.orig_len),
+        (CAPTURE_RX, small.len() as u32)
+    );
     assert_eq!(out, small);
     assert!(ring.pop(&mut out).is_none());
     // Other workers' rings saw nothing.
@@ -100,7 +112,9 @@ fn a_corrupt_head_or_length_is_not_believed() {
     let ring = r.capture_ring(1);
     ring.push(&CaptureRecord::default(), &[1; 8]);
     // A producer that claims more than a ring's worth: emptied, not read.
-    ring.header.head.store(10 * CAPTURE_SLOTS as u64, Ordering::Release);
+    ring.header
+        .head
+        .store(10 * CAPTURE_SLOTS as u64, Ordering::Release);
     let mut out = Vec::new();
     assert!(ring.pop(&mut out).is_none());
     assert!(ring.pop(&mut out).is_none());
@@ -112,7 +126,10 @@ fn a_corrupt_head_or_length_is_not_believed() {
         let at = ring.slots.add(slot * CAPTURE_SLOT_SIZE) as *mut CaptureRecord;
         (*at).cap_len = u32::MAX;
     }
-    assert_eq!(ring.pop(&mut out).unwrap().cap_len as usize, CAPTURE_DATA_MAX);
+    assert_eq!(
+        ring.pop(&mut out).unwrap().cap_len as usize,
+        CAPTURE_DATA_MAX
+    );
     assert_eq!(out.len(), CAPTURE_DATA_MAX);
 }
 
@@ -121,7 +138,10 @@ fn filters_by_direction_uplink_host_and_port() {
     let f = udp_frame("192.0.2.1:40000", "10.0.0.1:51820", 32);
     let any = Filter::default();
     assert!(any.matches(CAPTURE_RX, 5, &f));
-    assert!(any.matches(CAPTURE_TX, 9, &[0u8; 20]), "not UDP, no host filter");
+    assert!(
+        any.matches(CAPTURE_TX, 9, &[0u8; 20]),
+        "not UDP, no host filter"
+    );
     let rx_only = Filter {
         directions: CAPTURE_RX,
         ..any
