@@ -281,6 +281,7 @@ fn drain_until_done<W: Write>(
         }
         // Workers fill their rings independently: in time order per drain.
         batch.sort_by_key(|(rec, _)| rec.realtime_ns);
+        let busy = !batch.is_empty();
         for (rec, buf) in batch.drain(..) {
             if count.is_none_or(|c| written < c) {
                 pcap.write(rec.realtime_ns, rec.orig_len, &buf)?;
@@ -297,15 +298,19 @@ fn drain_until_done<W: Write>(
             eprintln!("wirespeed capture: the capture was turned off by someone else");
             return Ok(written);
         }
+        if busy {
+            // Rings that had frames are likely to fill again at once.
+            continue;
+        }
         idle += 1;
-        if idle % 100 == 0 {
+        if idle % 200 == 0 {
             let dp = region.header().dataplane_pid.load(Ordering::Acquire);
             if !pid_alive(dp) {
                 eprintln!("wirespeed capture: the data plane exited");
                 return Ok(written);
             }
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
