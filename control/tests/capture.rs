@@ -197,6 +197,24 @@ fn capture_writes_af_xdp_frames_both_ways_to_a_pcap_file() {
         assert_eq!(&f[6..12], &mac_b, "received only");
         assert_eq!(&f[14 + 12..14 + 16], &b.0.octets(), "from B");
     }
+
+    // A capture command killed outright leaves capture on; the data plane
+    // notices and turns it off.
+    let (file, log) = (dir.join("killed.pcap"), dir.join("killed.log"));
+    let mut cap = start_capture(&t.a.ns, &t.a.iface, &[], &file, &log);
+    let pid = cap.id();
+    cap.kill().unwrap();
+    cap.wait().unwrap();
+    let line = format!("capture: process {pid} ended without turning capture off");
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || t
+            .a
+            .daemon
+            .log()
+            .contains(&line)),
+        "{line}:\n{}",
+        t.a.daemon.log()
+    );
 }
 
 #[test]
