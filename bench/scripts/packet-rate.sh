@@ -12,6 +12,9 @@
 # workers needs 2W CPUs. Each generator is its own peer with its own UDP
 # port, and XPS sends it out of its own veth queue into its own worker.
 # SIZES and COUNT (messages per generator) override the defaults.
+# CAPTURE=1 runs `wirespeed capture IFACE -w /dev/null $CAPTURE_ARGS` while
+# wirespeed is measured (the cost of capture when on; its summary goes to
+# stderr).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WIRESPEED_GIVEN=${WIRESPEED:-}
@@ -115,7 +118,19 @@ through_wirespeed() {
     for _ in $(seq 100); do [ -S "/var/run/wireguard/$TUN_WS.sock" ] && break; sleep 0.05; done
     wait_iface "$TUN_WS"
     ip -n "$NS_A" link set "$TUN_WS" up
+    local cap=""
+    if [ -n "${CAPTURE:-}" ]; then
+        # shellcheck disable=SC2086 # CAPTURE_ARGS is a list of options
+        ip netns exec "$NS_A" "$WIRESPEED" capture "$TUN_WS" -w /dev/null ${CAPTURE_ARGS:-} \
+            2>"$LOG/capture.err" &
+        cap=$!
+        for _ in $(seq 100); do grep -q "listening on" "$LOG/capture.err" 2>/dev/null && break; sleep 0.05; done
+    fi
     generate "$w" "$size" "$TUN_WS" "$PID" worker- "/var/run/wireguard/$TUN_WS.sock"
+    if [ -n "$cap" ]; then
+        kill -INT "$cap" 2>/dev/null || true; wait "$cap" 2>/dev/null || true
+        sed 's/^/  capture: /' "$LOG/capture.err" >&2
+    fi
     stop
 }
 

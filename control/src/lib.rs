@@ -2,6 +2,7 @@
 //! besides sealing transport data. The protocol is sans-IO: state, bytes and
 //! the current time in; state, bytes and events out.
 
+pub mod capture;
 pub mod config;
 pub mod cookie;
 pub mod crypto;

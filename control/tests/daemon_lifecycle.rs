@@ -492,3 +492,46 @@ fn xdp_program_attached_while_running_and_gone_after_exit() {
         .unwrap_or(0);
     assert!(steered >= 3, "transport messages steered to AF_XDP:\n{log}");
 }
+
+/// The data plane's lines and aya's (through the `log` facade) follow
+/// LOG_LEVEL as control's do: aya's debug lines with debug, the data
+/// plane's own at info, only errors with error.
+#[test]
+fn data_plane_and_aya_lines_follow_log_level() {
+    let Some(_serial) = common::netns_test("dataplane_log_level") else {
+        return;
+    };
+    let xdp_attached = |t: &Tunnel| {
+        wait_until(Duration::from_secs(5), || {
+            t.a.ns.ip(&["link", "show", "veth0"]).contains("xdp_steer")
+        })
+    };
+    for level in ["debug", "info", "error"] {
+        let t = Tunnel::with(
+            Impl::Wirespeed,
+            Impl::Wirespeed,
+            common::TunnelOpts {
+                a_env: vec![("LOG_LEVEL", level)],
+                ..Default::default()
+            },
+        );
+        assert!(xdp_attached(&t), "{level}: XDP on veth0");
+        assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 1);
+        let log = t.a.daemon.log();
+        let aya = log
+            .lines()
+            .any(|l| l.starts_with("wirespeed-dataplane[") && l.contains("]: aya::"));
+        let own = log.lines().any(|l| {
+            l.starts_with("wirespeed-dataplane[") && l.contains("]: backend: AF_XDP on veth0")
+        });
+        assert_eq!(
+            (aya, own),
+            match level {
+                "debug" => (true, true),
+                "info" => (false, true),
+                _ => (false, false),
+            },
+            "{level}: (aya's lines, the data plane's own):\n{log}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod coredump;
 pub mod frame;
 pub mod gro;
 pub mod ip;
+pub mod logger;
 pub mod messages;
 pub mod netlink;
 pub mod offload;

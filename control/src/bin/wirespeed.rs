@@ -2,6 +2,8 @@
 //! `wireguard-go IFACE`. Creates the TUN interface and the UAPI socket
 //! /var/run/wireguard/IFACE.sock, starts the data plane process, and
 //! detaches once all of it is ready (unless -f or WG_PROCESS_FOREGROUND=1).
+//! `wirespeed capture IFACE -w FILE ...` writes a running interface's
+//! AF_XDP traffic to a pcap file (see `control::capture`).
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -11,6 +13,7 @@ use control::daemon::{Daemon, LogLevel, Options};
 
 const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--workers N] [--backend B]
                  [--metrics ADDR:PORT] INTERFACE
+       wirespeed capture INTERFACE -w FILE [OPTIONS]   (see wirespeed capture --help)
        wirespeed --version
 
 Creates INTERFACE (a TUN device) and its UAPI socket /var/run/wireguard/INTERFACE.sock,
@@ -106,6 +109,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--dataplane") {
         return dataplane_main(&args[1..]);
+    }
+    // `wirespeed capture` alone still starts an interface named "capture"
+    // (wg-quick passes nothing but the name).
+    if args.first().map(String::as_str) == Some("capture") && args.len() > 1 {
+        return capture_main(&args[1..]);
     }
     let mut foreground = std::env::var("WG_PROCESS_FOREGROUND").as_deref() == Ok("1");
     let mut verbose = false;
@@ -235,9 +243,40 @@ fn parse_fd_list(list: &str) -> Option<Vec<i32>> {
         .collect()
 }
 
-/// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD [BACKEND [TUN_FDS]]`,
-/// started by the daemon.
+/// `wirespeed capture ...`.
+fn capture_main(args: &[String]) -> ExitCode {
+    use control::capture::{Args, USAGE};
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let args = match Args::parse(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wirespeed capture: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match control::capture::run(&args) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wirespeed capture: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `wirespeed --dataplane IFACE SHM WORKERS WAKE_FD [BACKEND [TUN_FDS [LOG_LEVEL]]]`,
+/// started by the daemon (which passes the level it runs with: `-v` or
+/// LOG_LEVEL; without one, LOG_LEVEL as control reads it).
 fn dataplane_main(args: &[String]) -> ExitCode {
+    let level = match args.get(6) {
+        Some(l) => l.clone(),
+        None => std::env::var("LOG_LEVEL")
+            .or_else(|_| std::env::var("WIRESPEED_LOG"))
+            .unwrap_or_default(),
+    };
+    dataplane::logger::init(dataplane::logger::level_from_name(&level));
     let backend = match args.get(4).map(|b| b.parse()) {
         Some(Ok(b)) => b,
         Some(Err(e)) => {

@@ -20,7 +20,7 @@ use dataplane::shm::Region;
 use dataplane::tun::TunQueue;
 use dataplane::tunns;
 
-use super::pidfd;
+use super::{pidfd, LogLevel};
 
 /// First wait before starting a data plane again after a failure.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -79,6 +79,8 @@ pub struct DataplaneChild {
     running: Running,
     workers: usize,
     backend: String,
+    /// Passed on to the data plane (its own lines and aya's).
+    log: LogLevel,
     last_start: Instant,
     backoff: Backoff,
 }
@@ -114,11 +116,14 @@ fn inheritable(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
+// One parameter per argument of the data plane's command line.
+#[allow(clippy::too_many_arguments)]
 fn start(
     iface: &str,
     shm: &Path,
     workers: usize,
     backend: &str,
+    log: LogLevel,
     wake_fd: i32,
     region: &Region,
     tun: &TunQueue,
@@ -141,6 +146,7 @@ fn start(
         .arg(wake_fd.to_string())
         .arg(backend)
         .arg(list)
+        .arg(log.name())
         .spawn();
     drop(queues);
     let mut child = spawned?;
@@ -162,11 +168,14 @@ fn start(
 }
 
 impl DataplaneChild {
+    // One parameter per argument of the data plane's command line.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         iface: &str,
         shm: &Path,
         workers: usize,
         backend: &str,
+        log: LogLevel,
         wake_fd: i32,
         region: &Region,
         tun: &TunQueue,
@@ -176,19 +185,20 @@ impl DataplaneChild {
         } else {
             workers
         };
-        let child = start(iface, shm, workers, backend, wake_fd, region, tun)?;
+        let child = start(iface, shm, workers, backend, log, wake_fd, region, tun)?;
         Ok(DataplaneChild {
             running: Running::Child(child),
             backend: backend.to_string(),
+            log,
             workers,
             last_start: Instant::now(),
             backoff: Backoff::default(),
         })
     }
 
-    /// A data plane our predecessor started; `workers` and `backend` are
-    /// for the ones we may start later.
-    pub fn adopted(pid: u32, pidfd: OwnedFd, workers: usize, backend: &str) -> Self {
+    /// A data plane our predecessor started; `workers`, `backend` and `log`
+    /// are for the ones we may start later.
+    pub fn adopted(pid: u32, pidfd: OwnedFd, workers: usize, backend: &str, log: LogLevel) -> Self {
         let workers = if workers == 0 {
             default_workers()
         } else {
@@ -198,6 +208,7 @@ impl DataplaneChild {
         DataplaneChild {
             running: Running::Adopted { pid, pidfd },
             backend: backend.to_string(),
+            log,
             workers,
             // It has been running for a while: its death is restarted at once.
             last_start: now.checked_sub(STABLE).unwrap_or(now),
@@ -264,6 +275,7 @@ impl DataplaneChild {
             shm,
             self.workers,
             &self.backend,
+            self.log,
             wake_fd,
             region,
             tun,
@@ -336,7 +348,7 @@ mod tests {
             .spawn()
             .unwrap();
         let fd = pidfd::open(p.id()).unwrap();
-        let mut c = DataplaneChild::adopted(p.id(), fd, 1, "udp");
+        let mut c = DataplaneChild::adopted(p.id(), fd, 1, "udp", LogLevel::Info);
         assert_eq!(c.pid(), Some(p.id()));
         assert_eq!(c.exited(), None);
         c.stop();

@@ -53,6 +53,17 @@ pub enum LogLevel {
     Debug,
 }
 
+impl LogLevel {
+    /// The name `LOG_LEVEL` and the data plane's command line know it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
 pub struct Options {
     pub iface: String,
     pub log: LogLevel,
@@ -158,6 +169,7 @@ impl Daemon {
             &shm_path,
             opts.workers,
             &opts.backend,
+            opts.log,
             wake.as_raw_fd(),
             &region,
             iface.queue(),
@@ -210,6 +222,7 @@ impl Daemon {
             a.dataplane_pidfd,
             opts.workers,
             &opts.backend,
+            opts.log,
         );
         let orphans = Orphans::scan(&a.region);
         let iface = Interface::new(a.queue)?;

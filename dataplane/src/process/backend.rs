@@ -17,7 +17,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::log;
 use crate::xdp::XdpSteering;
 use crate::xsk::{XskMode, XskOptions, XskSocket};
 
@@ -137,12 +136,12 @@ impl XdpUplinks {
             match self.attach(iface) {
                 Ok(true) => added = true,
                 Ok(false) => {}
-                Err(e) if crate::xdp::foreign_program(&e).is_some() => log(&format!(
+                Err(e) if crate::xdp::foreign_program(&e).is_some() => log::info!(
                     "uplink {iface}: UDP sockets, not AF_XDP ({e}; \
                      wirespeed does not chain XDP programs)"
-                )),
+                ),
                 Err(e) if strict => return Err(e),
-                Err(e) => log(&format!("uplink {iface}: UDP sockets, not AF_XDP ({e})")),
+                Err(e) => log::info!("uplink {iface}: UDP sockets, not AF_XDP ({e})"),
             }
         }
         Ok(added)
@@ -153,13 +152,14 @@ impl XdpUplinks {
     fn attach(&mut self, iface: &str) -> io::Result<bool> {
         let mut prog = XdpSteering::attach(iface, &[self.port])?;
         for stale in prog.removed_stale() {
-            log(&format!(
+            log::info!(
                 "uplink {iface}: replaced a stale XDP program of ours (id {}, {} mode)",
-                stale.id, stale.mode
-            ));
+                stale.id,
+                stale.mode
+            );
         }
         if let Err(e) = prog.set_local_addresses(&self.locals) {
-            log(&format!("uplink {iface}: {e}"));
+            log::warn!("uplink {iface}: {e}");
         }
         let queues = rx_queues(iface);
         let mut socks = Vec::new();
@@ -182,7 +182,7 @@ impl XdpUplinks {
             // buffer, and carried a TCP stream 1.0-1.4x faster. Dropping
             // the program detaches it again.
             self.given_up = true;
-            log(
+            log::info!(
                 "backend: UDP sockets with GSO/GRO (AF_XDP binds in copy mode only \
                  on these uplinks, and UDP with GSO measured faster there)",
             );
@@ -196,12 +196,12 @@ impl XdpUplinks {
             });
             self.next_worker += 1;
         }
-        log(&format!(
+        log::info!(
             "backend: AF_XDP on {iface} ({:?} mode XDP, {} AF_XDP, {queues} queue{})",
             prog.mode(),
             mode.unwrap_or_default(),
             if queues == 1 { "" } else { "s" }
-        ));
+        );
         self.programs.push(prog);
         Ok(true)
     }
@@ -210,7 +210,7 @@ impl XdpUplinks {
     pub fn set_local_addresses(&mut self, locals: Vec<IpAddr>) {
         for p in &mut self.programs {
             if let Err(e) = p.set_local_addresses(&locals) {
-                log(&format!("uplink {}: {e}", p.iface()));
+                log::warn!("uplink {}: {e}", p.iface());
             }
         }
         self.locals = locals;

@@ -16,7 +16,7 @@ mod uplinks;
 mod worker;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -62,10 +62,6 @@ extern "C" fn on_signal(_: libc::c_int) {
     TERMINATE.store(true, Ordering::Relaxed);
 }
 
-pub(super) fn log(msg: &str) {
-    eprintln!("wirespeed-dataplane[{}]: {msg}", std::process::id());
-}
-
 /// Binds one socket per worker on the requested port (the first picks the
 /// port when it is 0; the rest join it with SO_REUSEPORT).
 fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
@@ -96,52 +92,13 @@ fn any_live_key(region: &Region) -> bool {
     })
 }
 
+/// An info line through the `log` facade, in the data plane's own format.
+pub(super) fn note(msg: &str) {
+    log::info!("{msg}");
+}
+
 fn control_alive(region: &Region) -> bool {
-    let pid = region.header().control_pid.load(Ordering::Relaxed) as libc::pid_t;
-    if pid <= 0 {
-        return false;
-    }
-    // A pidfd needs neither kill(2) nor /proc, which the sandbox refuses,
-    // and it tells an exited process its parent has not reaped yet (which
-    // still answers signal 0) from a live one: it is readable once the
-    // process exited.
-    // SAFETY: pidfd_open takes a pid and flags, and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return match io::Error::last_os_error().raw_os_error() {
-            // Before Linux 5.3 (where the filter cannot be on either: it
-            // refuses kill and open, which this falls back to).
-            Some(libc::ENOSYS) => legacy_alive(pid),
-            _ => false,
-        };
-    }
-    // SAFETY: pidfd_open just returned this fd and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: polls the one pollfd we pass, without waiting.
-    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-    r == 0
-}
-
-fn legacy_alive(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 && !is_zombie(pid) }
-}
-
-/// A killed process its parent has not reaped yet still answers signal 0.
-fn is_zombie(pid: libc::pid_t) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // The state follows the command name, which may hold ')'.
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|st| st == "Z")
-        })
-        .unwrap_or(false)
+    crate::shm::pid_alive(region.header().control_pid.load(Ordering::Relaxed))
 }
 
 /// Drops what the data plane no longer needs once everything is open:
@@ -153,13 +110,13 @@ fn is_zombie(pid: libc::pid_t) -> bool {
 fn drop_privileges(region_dir: Option<RawFd>, attaches_later: bool) -> io::Result<Sandbox> {
     let mut want_filter = sandbox::seccomp_wanted_by_env();
     if want_filter && attaches_later {
-        log(
+        note(
             "sandbox: no seccomp filter, and the capabilities to attach XDP: AF_XDP \
              uplinks follow the peers (WIRESPEED_XDP_IFACES fixes them and allows both)",
         );
         want_filter = false;
     } else if want_filter && !sandbox::seccomp::supported() {
-        log("sandbox: no seccomp filter for this architecture");
+        note("sandbox: no seccomp filter for this architecture");
         want_filter = false;
     }
     let keep = if attaches_later {
@@ -172,11 +129,11 @@ fn drop_privileges(region_dir: Option<RawFd>, attaches_later: bool) -> io::Resul
         .drop_privileges()
         .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
     if !dropped.bounding {
-        log("sandbox: no CAP_SETPCAP, the capability bounding set stays as it was");
+        note("sandbox: no CAP_SETPCAP, the capability bounding set stays as it was");
     }
     // Read back now: capget is not among the filter's calls.
     let kept = sandbox::caps::effective()?;
-    log(&format!(
+    note(&format!(
         "sandbox: capabilities left: {}; no_new_privs set",
         sandbox::caps::names(kept)
     ));
@@ -243,7 +200,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     let mut locals = local_addrs::local_addresses();
     let mut xdp = match opts.backend {
         BackendChoice::Udp => {
-            log("backend: UDP sockets (chosen with --backend udp)");
+            log::info!("backend: UDP sockets (chosen with --backend udp)");
             None
         }
         choice => {
@@ -256,14 +213,14 @@ pub fn run(opts: Options) -> io::Result<()> {
                     "the uplinks that reach the peers, as they are configured",
                 ),
             };
-            log(&format!(
+            log::info!(
                 "backend: {} (AF_XDP on {what}; UDP sockets elsewhere)",
                 if choice == BackendChoice::Xdp {
                     "xdp"
                 } else {
                     "auto"
                 }
-            ));
+            );
             match x.add(&wanted, choice == BackendChoice::Xdp) {
                 Ok(_) => {}
                 Err(e) => return Err(io::Error::new(e.kind(), format!("AF_XDP backend: {e}"))),
@@ -295,7 +252,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     let region_dir = match Region::dir_of(&opts.shm_path) {
         Ok(d) => Some(d),
         Err(e) => {
-            log(&format!("cannot open the region's directory: {e}"));
+            note(&format!("cannot open the region's directory: {e}"));
             None
         }
     };
@@ -342,9 +299,9 @@ pub fn run(opts: Options) -> io::Result<()> {
         })?;
     }
     if sandbox.filters() {
-        log("sandbox: seccomp filter on (a system call outside it fails with EPERM)");
+        note("sandbox: seccomp filter on (a system call outside it fails with EPERM)");
     } else if !sandbox::seccomp_wanted_by_env() {
-        log("sandbox: no seccomp filter (WIRESPEED_SECCOMP=off)");
+        note("sandbox: no seccomp filter (WIRESPEED_SECCOMP=off)");
     }
     let h = shared.region.header();
     // For a control that re-attaches after a restart (see the header).
@@ -355,11 +312,11 @@ pub fn run(opts: Options) -> io::Result<()> {
     h.dataplane_pid.store(std::process::id(), Ordering::Release);
     h.dataplane_ready
         .store(std::process::id(), Ordering::Release);
-    log(&format!(
+    log::info!(
         "{n} workers on {}, UDP port {}",
         opts.iface,
         h.bound_port.load(Ordering::Relaxed)
-    ));
+    );
 
     let mut addrs = local_addrs::digest(&locals);
     let mut peers_digest = None;
@@ -374,6 +331,11 @@ pub fn run(opts: Options) -> io::Result<()> {
             next_stats_ns = now + STATS_INTERVAL_NS;
             if let Some(x) = &xdp {
                 stats::publish_xdp(&shared.region, &x.programs);
+            }
+            if let Some(pid) = crate::shm::capture::reap_orphan(&shared.region) {
+                log::info!(
+                    "capture: process {pid} ended without turning capture off; turned it off"
+                );
             }
         }
         if ticks % 5 == 0 {
@@ -416,7 +378,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                     let new_port = h.bound_port.load(Ordering::Relaxed) as u16;
                     if let Some(x) = xdp.as_mut() {
                         if let Err(e) = x.change_port(old_port, new_port) {
-                            log(&format!("cannot steer the new port {new_port}: {e}"));
+                            log::error!("cannot steer the new port {new_port}: {e}");
                         }
                     }
                     for (slot, s) in socket_slots.iter().zip(socks) {
@@ -425,7 +387,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                     h.bind_errno.store(0, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    log(&format!("cannot bind the new listen port: {e}"));
+                    log::error!("cannot bind the new listen port: {e}");
                     h.bind_errno.store(
                         e.raw_os_error().unwrap_or(libc::EIO) as u32,
                         Ordering::Relaxed,
@@ -437,14 +399,14 @@ pub fn run(opts: Options) -> io::Result<()> {
         if ticks % 100 == 0 {
             match watch.check() {
                 iface_watch::Seen::Deleted => {
-                    log("interface deleted; exiting");
+                    log::info!("interface deleted; exiting");
                     break;
                 }
                 iface_watch::Seen::Mtu(m) => h.mtu.store(m, Ordering::Relaxed),
                 iface_watch::Seen::Elsewhere => {}
             }
             if !control_alive(&shared.region) && !any_live_key(&shared.region) {
-                log("control is gone and every session expired; exiting");
+                log::info!("control is gone and every session expired; exiting");
                 break;
             }
         }
@@ -464,16 +426,16 @@ pub fn run(opts: Options) -> io::Result<()> {
             None => Ok(false),
         };
         match removed {
-            Ok(true) => log("control is gone: removed the shared region"),
+            Ok(true) => log::info!("control is gone: removed the shared region"),
             Ok(false) => {}
-            Err(e) => log(&format!("cannot remove the shared region: {e}")),
+            Err(e) => log::error!("cannot remove the shared region: {e}"),
         }
     }
     if let Some(x) = &xdp {
         stats::publish_xdp(&shared.region, &x.programs);
         for p in &x.programs {
             if let Ok(st) = p.stats() {
-                log(&format!(
+                log::info!(
                     "XDP on {}: {} steered, {} passed, {} malformed, {} without socket, \
                      {} not addressed to this host",
                     p.iface(),
@@ -482,7 +444,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                     st.malformed,
                     st.no_socket,
                     st.not_local
-                ));
+                );
             }
         }
     }

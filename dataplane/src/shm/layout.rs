@@ -11,6 +11,8 @@
 //! off_worker_stats  WorkerStats x MAX_WORKERS per-worker counters (one writer each)
 //! off_peer_info     PeerInfo x PEER_SLOTS    what only control knows of a peer
 //! off_uplinks       UplinkStats x MAX_UPLINKS XDP program counters per uplink
+//! off_capture       CaptureControl           packet capture: on/off, filter, owner
+//! off_capture_rings CaptureRing x MAX_WORKERS frames copied while capture is on
 //! ```
 
 use core::cell::UnsafeCell;
@@ -20,7 +22,7 @@ use crate::replay::ReplayWindow;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WSPDSHM\0");
 /// Bumped on any change to the records below.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Key slots; a receiver index's low bits name its slot, so the data plane
 /// finds a session in O(1) without a shared hash table.
@@ -246,6 +248,75 @@ pub struct UplinkStats {
     pub no_socket: AtomicU64,
 }
 
+/// Packet capture (see `capture.rs`): what is wanted, by whom. Its own
+/// cache line, which nothing else writes: every worker reads `session`
+/// once per batch, and a line written for other reasons would bounce.
+#[repr(C, align(64))]
+pub struct CaptureControl {
+    /// 0: capture is off; else the running capture's session id, which
+    /// every record it gets carries. Stored (Release) after the fields below.
+    pub session: AtomicU64,
+    /// Source of session ids (bumped by each capture command).
+    pub sessions: AtomicU64,
+    /// The capture command that owns the capture (0: none): claimed with a
+    /// compare-and-swap; the data plane turns capture off when it is gone.
+    pub owner_pid: AtomicU32,
+    /// Most bytes of each frame to copy.
+    pub snaplen: AtomicU32,
+    /// CAPTURE_RX | CAPTURE_TX.
+    pub directions: AtomicU32,
+    /// Only frames of this uplink (0: every uplink).
+    pub ifindex: AtomicU32,
+    /// Only frames to or from this IP address (`events::encode_addr` with
+    /// port 0; family 0: any address) ...
+    pub host: [AtomicU64; 3],
+    /// ... and this UDP port, either end (0: any port).
+    pub port: AtomicU32,
+    pub _pad: u32,
+}
+
+pub const CAPTURE_RX: u32 = 1;
+pub const CAPTURE_TX: u32 = 2;
+/// Frames one worker's capture ring holds.
+pub const CAPTURE_SLOTS: usize = 512;
+/// One record: a [`CaptureRecord`] then the frame's first bytes; as large
+/// as the largest AF_XDP frame, so nothing is cut shorter than asked.
+pub const CAPTURE_SLOT_SIZE: usize = 4096;
+pub const CAPTURE_DATA_MAX: usize = CAPTURE_SLOT_SIZE - core::mem::size_of::<CaptureRecord>();
+
+/// A worker's ring of captured frames (single producer: the worker; single
+/// consumer: the capture command). Head and tail on lines of their own.
+#[repr(C, align(64))]
+pub struct CaptureRingHeader {
+    pub head: AtomicU64,
+    /// Frames the worker could not copy because the ring was full (only
+    /// the worker writes it).
+    pub dropped: AtomicU64,
+    pub _pad0: [u64; 6],
+    pub tail: AtomicU64,
+    pub _pad1: [u64; 7],
+}
+
+/// What precedes each captured frame in its slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureRecord {
+    /// The capture session it was taken for (stale ones are skipped).
+    pub session: u64,
+    /// CLOCK_REALTIME when it was taken, ns.
+    pub realtime_ns: u64,
+    /// The uplink's interface index.
+    pub ifindex: u32,
+    /// CAPTURE_RX or CAPTURE_TX.
+    pub direction: u32,
+    /// The frame's length on the wire, and the bytes of it copied.
+    pub orig_len: u32,
+    pub cap_len: u32,
+}
+
+pub const CAPTURE_RING_SIZE: usize =
+    core::mem::size_of::<CaptureRingHeader>() + CAPTURE_SLOTS * CAPTURE_SLOT_SIZE;
+
 pub const OFF_KEYS: usize = HEADER_SIZE;
 pub const OFF_PEERS: usize = OFF_KEYS + KEY_SLOTS * core::mem::size_of::<KeySlot>();
 pub const OFF_ALLOWED: usize = OFF_PEERS + PEER_SLOTS * core::mem::size_of::<PeerSlot>();
@@ -255,8 +326,13 @@ pub const OFF_WORKER_STATS: usize = (OFF_RINGS + 2 * MAX_WORKERS * RING_SIZE)
 pub const OFF_PEER_INFO: usize =
     OFF_WORKER_STATS + MAX_WORKERS * core::mem::size_of::<WorkerStats>();
 pub const OFF_UPLINKS: usize = OFF_PEER_INFO + PEER_SLOTS * core::mem::size_of::<PeerInfo>();
+pub const OFF_CAPTURE: usize = OFF_UPLINKS + MAX_UPLINKS * core::mem::size_of::<UplinkStats>();
+/// Page-aligned: the rings are most of the region, and stay untouched (no
+/// memory behind them in the tmpfs file) until a capture first runs.
+pub const OFF_CAPTURE_RINGS: usize =
+    (OFF_CAPTURE + core::mem::size_of::<CaptureControl>()).next_multiple_of(4096);
 pub const TOTAL_SIZE: usize =
-    (OFF_UPLINKS + MAX_UPLINKS * core::mem::size_of::<UplinkStats>()).next_multiple_of(4096);
+    (OFF_CAPTURE_RINGS + MAX_WORKERS * CAPTURE_RING_SIZE).next_multiple_of(4096);
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
 const _: () = assert!(core::mem::size_of::<AllowedHeader>() == 64);
@@ -267,3 +343,7 @@ const _: () =
 
 const _: () = assert!(core::mem::size_of::<PeerInfo>() == 64 && OFF_PEER_INFO % 64 == 0);
 const _: () = assert!(core::mem::size_of::<UplinkStats>() == 64 && OFF_UPLINKS % 64 == 0);
+const _: () = assert!(core::mem::size_of::<CaptureControl>() == 64 && OFF_CAPTURE % 64 == 0);
+const _: () = assert!(core::mem::size_of::<CaptureRingHeader>() == 128);
+const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 32);
+const _: () = assert!(CAPTURE_RING_SIZE % 64 == 0 && CAPTURE_SLOT_SIZE % 8 == 0);

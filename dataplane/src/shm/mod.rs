@@ -10,6 +10,7 @@
 //! the kernel allows, its key slots out of swap.
 
 pub mod allowed;
+pub mod capture;
 pub mod events;
 mod file;
 pub mod keys;
@@ -40,6 +41,57 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes one timespec into the valid pointer we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Whether process `pid` is alive: it exists and is not a zombie that its
+/// parent has not reaped yet (which still answers signal 0).
+pub fn pid_alive(pid: u32) -> bool {
+    use std::os::fd::FromRawFd;
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if p <= 0 {
+        return false;
+    }
+    // A pidfd needs neither kill(2) nor /proc, which the data plane's
+    // sandbox refuses, and it tells an exited process its parent has not
+    // reaped yet (which still answers signal 0) from a live one: it is
+    // readable once the process exited.
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+    if fd < 0 {
+        return match io::Error::last_os_error().raw_os_error() {
+            // Before Linux 5.3 (where the sandbox's filter is off: it
+            // refuses kill and open, which this falls back to).
+            Some(libc::ENOSYS) => legacy_pid_alive(p),
+            _ => false,
+        };
+    }
+    // SAFETY: pidfd_open just returned this fd and nothing else owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) };
+    let mut pfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls the one pollfd we pass, without waiting.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r == 0
+}
+
+fn legacy_pid_alive(p: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(p, 0) } != 0 {
+        return false;
+    }
+    !std::fs::read_to_string(format!("/proc/{p}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The state follows the command name, which may hold ')'.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
 }
 
 fn invalid(msg: &str) -> io::Error {
@@ -351,6 +403,29 @@ impl Region {
         unsafe { self.at(OFF_UPLINKS + i * core::mem::size_of::<UplinkStats>()) }
     }
 
+    /// The packet capture's control block (see `capture.rs`).
+    pub fn capture_control(&self) -> &CaptureControl {
+        // SAFETY: in range and 64-aligned by the layout's asserts.
+        unsafe { self.at(OFF_CAPTURE) }
+    }
+
+    /// Worker `w`'s ring of captured frames (`w < MAX_WORKERS`).
+    pub fn capture_ring(&self, w: usize) -> capture::CaptureRing<'_> {
+        assert!(w < MAX_WORKERS, "worker out of range");
+        let off = OFF_CAPTURE_RINGS + w * CAPTURE_RING_SIZE;
+        // SAFETY: in range and 64-aligned (page-aligned start, 64-multiple
+        // ring size); the slots follow the header inside the same
+        // CAPTURE_RING_SIZE block, 8-aligned since the header is 128 bytes.
+        unsafe {
+            let header: &CaptureRingHeader = self.at(off);
+            let slots = self
+                .base
+                .as_ptr()
+                .add(off + core::mem::size_of::<CaptureRingHeader>());
+            capture::CaptureRing::from_raw(header, slots)
+        }
+    }
+
     /// Ring carrying events from worker `w` to control.
     pub fn ring_to_control(&self, w: usize) -> ring::Ring<'_> {
         self.ring(w)
@@ -433,6 +508,24 @@ mod tests {
     use super::testutil::{temp_region, TempDir};
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    #[test]
+    fn pids_alive_and_dead() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        // Above the kernel's pid_max limit, and not a pid_t.
+        assert!(!pid_alive(i32::MAX as u32));
+        assert!(!pid_alive(u32::MAX));
+        // Exited but not reaped yet: still answers signal 0.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!pid_alive(pid), "a zombie is not alive");
+        child.wait().unwrap();
+    }
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().mode() & 0o7777

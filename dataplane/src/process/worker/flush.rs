@@ -5,6 +5,7 @@ use std::os::fd::AsRawFd;
 
 use crate::messages::TRANSPORT_HEADER_LEN;
 use crate::shm::events::ToControl;
+use crate::shm::layout::CAPTURE_TX;
 use crate::udp::SendMsg;
 
 use crate::frame::{write_udp_frame_with, UdpChecksum};
@@ -22,6 +23,11 @@ impl Worker {
     /// their sockets' tx rings and sends the rest with sendmmsg.
     pub(super) fn flush_out(&mut self) {
         self.tx_crypto.generate();
+        let capture = if self.tx_xdp_pending.is_empty() {
+            None
+        } else {
+            self.capture()
+        };
         for t in self.tx_xdp_pending.drain(..) {
             let Some(port) = self.xdp.get_mut(t.port) else {
                 // The ports are only ever away during receive_xdp, which
@@ -30,6 +36,7 @@ impl Worker {
                 self.stats.drop_packet(DropReason::TxFull);
                 continue;
             };
+            let ifindex = port.ifindex;
             let sock = &mut port.sock;
             let built = sock.held_buf(&t.frame).and_then(|buf| {
                 let body =
@@ -37,7 +44,13 @@ impl Worker {
                 self.tx_crypto.seal(t.job, body).then_some(())?;
                 // No UDP checksum over IPv4: the Poly1305 tag already covers
                 // every byte, and skipping it saves a pass over each packet.
-                write_udp_frame_with(buf, &t.header, t.len, UdpChecksum::NoneOverIpv4)
+                let total = write_udp_frame_with(buf, &t.header, t.len, UdpChecksum::NoneOverIpv4)?;
+                // Taken before the tx ring: one it refuses (counted as
+                // TxFull) is in the capture but never on the wire.
+                if let (Some((c, ring)), Some(frame)) = (&capture, buf.get(..total)) {
+                    c.offer(ring, CAPTURE_TX, ifindex, frame);
+                }
+                Some(total)
             });
             let queued = match built {
                 Some(total) => sock.transmit_held(t.frame, 0, total),
@@ -122,11 +135,11 @@ impl Worker {
         if refused > self.gso_refusals_seen {
             if !self.gso_refusal_logged {
                 self.gso_refusal_logged = true;
-                crate::process::log(&format!(
+                log::warn!(
                     "worker {}: the kernel refused a UDP segmentation train; \
                      that destination now gets one datagram per message",
                     self.id
-                ));
+                );
             }
             self.stats.udp_gso_refused(refused - self.gso_refusals_seen);
             self.gso_refusals_seen = refused;

@@ -12,7 +12,7 @@ use crate::aead::{AeadBatch, JobId};
 use crate::consts::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_TIMEOUT};
 use crate::gro::Gro;
 use crate::offload;
-use crate::shm::monotonic_ns;
+use crate::shm::{capture, monotonic_ns};
 use crate::tun::TunQueue;
 use crate::udp::{RecvSlot, UdpSocketBatch};
 use crate::xsk::HeldFrame;
@@ -189,6 +189,15 @@ impl Worker {
             tx_route: None,
             burst_left: 0,
         }
+    }
+
+    /// The packet capture, if one is on: read once per batch (one relaxed
+    /// load while it is off), with this worker's ring to copy frames into.
+    #[inline]
+    fn capture(&self) -> Option<(capture::Armed, capture::CaptureRing<'static>)> {
+        let shared: &'static Shared = self.shared;
+        let region = &shared.region;
+        capture::armed(region).map(|a| (a, region.capture_ring(self.id)))
     }
 
     /// Lets this worker take AF_XDP sockets for the transport fast path from

@@ -8,6 +8,7 @@ use crate::messages::{message_type, Message, MSG_TRANSPORT, TAG_LEN, TRANSPORT_H
 use crate::offload::{self, VnetHdr};
 use crate::shm::events::{ToControl, MAX_DATAGRAM};
 use crate::shm::keys::slot_of_index;
+use crate::shm::layout::CAPTURE_RX;
 use crate::tun::TunQueue;
 
 use crate::frame::parse_udp_frame;
@@ -65,10 +66,15 @@ impl Worker {
         let mut more = false;
         let mut ports = std::mem::take(&mut self.xdp);
         let mut admitted = std::mem::take(&mut self.rx_xdp_admitted);
+        let capture = self.capture();
         for p in &mut ports {
             let mut full = true;
+            let ifindex = p.ifindex;
             for _ in 0..8 {
                 let n = p.sock.rx_batch(BATCH, |mut frame| {
+                    if let Some((c, ring)) = &capture {
+                        c.offer(ring, CAPTURE_RX, ifindex, frame.data());
+                    }
                     let Some((src, local, at)) = parse_udp_frame(frame.data()).map(|u| {
                         let start = u.payload.as_ptr() as usize - frame.data().as_ptr() as usize;
                         (u.src, Some(u.dst.ip()), start..start + u.payload.len())
