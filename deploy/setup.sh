@@ -16,6 +16,7 @@ APT_PACKAGES=(
     iproute2 iptables iputils-ping tcpdump iperf3 netcat-openbsd procps kmod
     wireguard-tools wireguard-go openssl bpftool
     gnuplot-nox ethtool
+    systemd python3-venv
 )
 
 missing=()
@@ -34,5 +35,19 @@ if ! command -v boringtun-cli >/dev/null 2>&1; then
     echo "setup.sh: installing boringtun-cli 0.7.1 from crates.io"
     cargo install boringtun-cli --version 0.7.1 --locked --quiet
 fi
+
+# The Kubernetes manifests' check (deploy/ci/check-manifests.sh) validates
+# against the schemas kubernetes-validate ships, offline; it lives in its
+# own virtual environment, apart from the system's Python.
+CI_VENV=/opt/wirespeed-ci
+KV_VERSION=1.37.0
+if ! "$CI_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$KV_VERSION"; then
+    echo "setup.sh: installing kubernetes-validate $KV_VERSION from PyPI into $CI_VENV"
+    python3 -m venv "$CI_VENV"
+    "$CI_VENV/bin/pip" install --quiet "kubernetes-validate==$KV_VERSION"
+fi
+
+# The Debian package (deploy/package.sh) is built with cargo-deb, which
+# package.sh installs from crates.io on first use.
 
 echo "setup.sh: all prerequisites present"

@@ -107,7 +107,7 @@ fn probes(rng: &mut ChaCha8Rng, fx: &Fixture, n: usize, family: Option<bool>) ->
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let want_v4 = family.unwrap_or_else(|| rng.next_u32() % 4 < 3);
-        if rng.next_u32() % 2 == 0 {
+        if rng.next_u32().is_multiple_of(2) {
             let (net, cidr, _) = fx.entries[rng.next_u32() as usize % fx.entries.len()];
             let a = match net {
                 IpAddr::V4(n) if want_v4 => {

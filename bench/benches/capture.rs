@@ -2,7 +2,9 @@
 //! and per frame while it is on (filter, clock, copy into the ring) for a
 //! 64-byte and a full-size WireGuard frame, whole and cut to 128 bytes.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::frame::{write_udp_frame, FrameHeader};
 use dataplane::shm::capture::{self, Filter};
 use dataplane::shm::layout::{CAPTURE_RX, CAPTURE_SLOTS};
@@ -52,7 +54,7 @@ fn bench(c: &mut Criterion) {
                 |b| {
                     b.iter(|| {
                         n += 1;
-                        if n % CAPTURE_SLOTS == 0 {
+                        if n.is_multiple_of(CAPTURE_SLOTS) {
                             // What the capture command does: empties the ring.
                             ring.skip_all();
                         }

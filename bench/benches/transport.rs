@@ -53,7 +53,7 @@ fn bench(c: &mut Criterion) {
                             &mut buf,
                         )
                         .unwrap();
-                    let _ = criterion::black_box(tag);
+                    let _ = std::hint::black_box(tag);
                 })
             },
         );

@@ -140,7 +140,7 @@ pub fn complete_checksum(
     offset: usize,
 ) -> Result<(), OffloadError> {
     let at = start.checked_add(offset).ok_or(OffloadError::Malformed)?;
-    if at.checked_add(2).is_none_or(|end| end > packet.len()) || start % 2 != 0 {
+    if at.checked_add(2).is_none_or(|end| end > packet.len()) || !start.is_multiple_of(2) {
         return Err(OffloadError::Malformed);
     }
     let sum = !fold(add(0, &packet[start..]));

@@ -19,7 +19,7 @@ fn material(gen: u8, index: u32) -> KeyMaterial {
         local_index: index,
         peer: gen as u32,
         remote_index: !index,
-        initiator: gen % 2 == 0,
+        initiator: gen.is_multiple_of(2),
         created_ns: gen as u64,
         send_key: Zeroizing::new([gen; 32]),
         recv_key: Zeroizing::new([gen.wrapping_add(1); 32]),

@@ -303,7 +303,7 @@ fn drain_until_done<W: Write>(
             continue;
         }
         idle += 1;
-        if idle % 200 == 0 {
+        if idle.is_multiple_of(200) {
             let dp = region.header().dataplane_pid.load(Ordering::Acquire);
             if !pid_alive(dp) {
                 eprintln!("wirespeed capture: the data plane exited");

@@ -338,7 +338,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                 );
             }
         }
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             let now_locals = local_addrs::local_addresses();
             let a = local_addrs::digest(&now_locals);
             if a != addrs {
@@ -353,7 +353,7 @@ pub fn run(opts: Options) -> io::Result<()> {
                 }
             }
         }
-        if ticks % UPLINK_TICKS == 0 && override_uplinks.is_none() {
+        if ticks.is_multiple_of(UPLINK_TICKS) && override_uplinks.is_none() {
             if let Some(x) = xdp.as_mut().filter(|x| x.active()) {
                 let peers = uplinks::peer_endpoints(&shared.region);
                 if peers_digest != Some(peers.digest) {
@@ -396,7 +396,7 @@ pub fn run(opts: Options) -> io::Result<()> {
             }
             h.applied_gen.store(g, Ordering::Release);
         }
-        if ticks % 100 == 0 {
+        if ticks.is_multiple_of(100) {
             match watch.check() {
                 iface_watch::Seen::Deleted => {
                     log::info!("interface deleted; exiting");

@@ -336,14 +336,18 @@ pub const TOTAL_SIZE: usize =
 
 const _: () = assert!(core::mem::size_of::<Header>() <= HEADER_SIZE);
 const _: () = assert!(core::mem::size_of::<AllowedHeader>() == 64);
-const _: () = assert!(OFF_PEERS % 64 == 0 && OFF_ALLOWED % 64 == 0 && OFF_RINGS % 64 == 0);
-const _: () = assert!(RING_SIZE % 64 == 0);
-const _: () =
-    assert!(OFF_WORKER_STATS % 128 == 0 && core::mem::size_of::<WorkerStats>() % 128 == 0);
+const _: () = assert!(
+    OFF_PEERS.is_multiple_of(64) && OFF_ALLOWED.is_multiple_of(64) && OFF_RINGS.is_multiple_of(64)
+);
+const _: () = assert!(RING_SIZE.is_multiple_of(64));
+const _: () = assert!(
+    OFF_WORKER_STATS.is_multiple_of(128) && core::mem::size_of::<WorkerStats>().is_multiple_of(128)
+);
 
-const _: () = assert!(core::mem::size_of::<PeerInfo>() == 64 && OFF_PEER_INFO % 64 == 0);
-const _: () = assert!(core::mem::size_of::<UplinkStats>() == 64 && OFF_UPLINKS % 64 == 0);
-const _: () = assert!(core::mem::size_of::<CaptureControl>() == 64 && OFF_CAPTURE % 64 == 0);
+const _: () = assert!(core::mem::size_of::<PeerInfo>() == 64 && OFF_PEER_INFO.is_multiple_of(64));
+const _: () = assert!(core::mem::size_of::<UplinkStats>() == 64 && OFF_UPLINKS.is_multiple_of(64));
+const _: () =
+    assert!(core::mem::size_of::<CaptureControl>() == 64 && OFF_CAPTURE.is_multiple_of(64));
 const _: () = assert!(core::mem::size_of::<CaptureRingHeader>() == 128);
 const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 32);
-const _: () = assert!(CAPTURE_RING_SIZE % 64 == 0 && CAPTURE_SLOT_SIZE % 8 == 0);
+const _: () = assert!(CAPTURE_RING_SIZE.is_multiple_of(64) && CAPTURE_SLOT_SIZE.is_multiple_of(8));

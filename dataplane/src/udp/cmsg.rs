@@ -52,7 +52,7 @@ impl CmsgBuf {
         let space = unsafe { libc::CMSG_SPACE(mem::size_of::<T>() as u32) } as usize;
         // `used` is always a sum of CMSG_SPACEs, so the header lands
         // aligned for cmsghdr (the buffer itself is 8-aligned).
-        if used % mem::align_of::<libc::cmsghdr>() != 0 || used + space > CMSG_BUF_LEN {
+        if !used.is_multiple_of(mem::align_of::<libc::cmsghdr>()) || used + space > CMSG_BUF_LEN {
             return used;
         }
         // SAFETY: `used + space` bytes fit in the buffer (checked above), and
