@@ -308,23 +308,30 @@ fn uapi_server_limits() {
     // A huge line without a newline, and a huge request: EMSGSIZE, closed.
     let mut huge = b"set=1\n".to_vec();
     huge.extend(std::iter::repeat_n(b'x', 50_000));
+    // The server counts a connection until its thread is done, a little
+    // after the client read its answer: with a cap of 2, each exchange
+    // waits for the last to be gone (a loaded machine got EBUSY here).
+    wait_until(|| h.active_connections() == 0);
     assert_eq!(exchange(h.path(), &huge), "errno=-90\n\n");
     let mut many = b"set=1\n".to_vec();
     for _ in 0..2_000 {
         many.extend_from_slice(b"fwmark=1\n");
     }
     many.extend_from_slice(b"\n");
+    wait_until(|| h.active_connections() == 0);
     assert_eq!(exchange(h.path(), &many), "errno=-90\n\n");
     // The limit is per request, not per connection.
     let mut seq = Vec::new();
     for _ in 0..2_000 {
         seq.extend_from_slice(b"set=1\nfwmark=2\n\n");
     }
+    wait_until(|| h.active_connections() == 0);
     let out = exchange(h.path(), &seq);
     assert_eq!(out.matches("errno=0\n\n").count(), 2_000);
     assert_eq!(mem.lock().unwrap().fwmark, 2);
 
     // Idle connections time out, and the connection cap answers EBUSY.
+    wait_until(|| h.active_connections() == 0);
     let a = UnixStream::connect(h.path()).unwrap();
     let b = UnixStream::connect(h.path()).unwrap();
     wait_until(|| h.active_connections() == 2);
