@@ -17,8 +17,13 @@ tl_link
 bare=$(tl_iperf "$UNDER_B" "$SECS")
 echo "== wirespeed tunnel: $TUN_A <-> $TUN_B"
 tl_tunnel wirespeed wirespeed 1
-grep -h "backend:" "$WORK"/*.log | sed 's/^/  /'
 ip netns exec "$NS_A" ping -c 3 -i 0.2 "$TUN_B"
+# Each data plane settles on a backend per uplink once its peer is
+# configured (a fraction of a second after the start): its choice and why.
+sleep 0.5
+echo
+echo "== backend chosen by each side"
+grep -h "backend:" "$WORK"/*.log | sed 's/^/  /'
 echo
 echo "== wg show (side A)"
 ip netns exec "$NS_A" wg show "$IF_A"
