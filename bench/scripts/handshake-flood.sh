@@ -139,6 +139,11 @@ CLIENT_PORT=$PORT
 # reply, or "fail". Not run in a subshell: CLIENT_PORT must carry over.
 rehandshake() {
     local t0 t1
+    # Handshake timestamps are rounded down to 1/50 s (as the kernel's are),
+    # and a responder refuses an initiation whose timestamp is not newer
+    # than the last one it took from that peer: two fresh sessions within
+    # one such step would time the 5 s retry, not the server.
+    sleep 0.05
     if [ "${1:-}" = new ]; then
         CLIENT_PORT=$((CLIENT_PORT + 1))
         ip netns exec "$NS_C" wg set "$IF_C" listen-port "$CLIENT_PORT"
