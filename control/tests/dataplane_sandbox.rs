@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::tunnel::UNDERLAY_IF;
+use common::util::children_of;
 use common::{
     assert_ping, ping_with, tcp_transfer, Capture, Impl, Netns, PingOpts, Tunnel, TunnelOpts,
 };
@@ -20,17 +20,6 @@ const WIRESPEED: &str = env!("CARGO_BIN_EXE_wirespeed");
 
 /// CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13).
 const KEPT: u64 = (1 << 10) | (1 << 13);
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let out = Command::new("pgrep")
-        .args(["-P", &pid.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
 
 /// The data plane child of control `pid`, once it is there.
 fn data_plane_of(pid: u32) -> u32 {

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use common::impls::sock_path;
 use common::tunnel::UNDERLAY_IF;
+use common::util::running as alive;
 use common::util::{self, wait_until};
 use common::{assert_ping, for_each_pairing, tcp_transfer, Impl, Netns, Tunnel};
 use Impl::{Boringtun, WireguardGo, Wirespeed, WirespeedUdp, WirespeedUdpOffload};
@@ -36,14 +37,6 @@ const PAIRINGS: &[(Impl, Impl, bool)] = &[
 ];
 
 const MIB: u64 = 1 << 20;
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
-    })
-}
 
 /// The pid of the data plane the daemon's log names last.
 fn dataplane_pid(log: &str) -> Option<u32> {

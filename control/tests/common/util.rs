@@ -30,6 +30,28 @@ pub fn alive(pid: u32) -> bool {
     signal(pid, 0)
 }
 
+/// Whether `pid` is running: it exists and is not a zombie its parent has
+/// not reaped yet (which `alive` still counts).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// The pids whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail.
     unsafe { geteuid() == 0 }
