@@ -260,15 +260,16 @@ fn lock_new(path: &Path, dir: OwnedFd, name: CString, file: File) -> io::Result<
     Ok((file, Claim { dir, name }))
 }
 
-/// Removes `name` if it is the unlocked region file of a dead instance.
-fn remove_leftover(path: &Path, dir: &OwnedFd, name: &CString) -> io::Result<()> {
-    // O_NONBLOCK: a FIFO planted here must not hang the open.
+/// Opens the existing region file `name` in `dir` (never through a symlink,
+/// only a private plain file with one link; O_NONBLOCK so that a FIFO
+/// planted there cannot hang the open) and takes its lock, which a live
+/// instance holds for its whole life. `Ok(None)` if there is no such file.
+fn open_existing_locked(path: &Path, dir: &OwnedFd, name: &CString) -> io::Result<Option<OwnedFd>> {
     let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     let fd = match open_raw(Some(dir), name, flags, 0) {
         Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refused(path, "a symlink")),
-        // Gone meanwhile: the caller's next exclusive create decides.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     };
     let st = fstat(&fd)?;
@@ -285,6 +286,15 @@ fn remove_leftover(path: &Path, dir: &OwnedFd, name: &CString) -> io::Result<()>
             ),
         ));
     }
+    Ok(Some(fd))
+}
+
+/// Removes `name` if it is the unlocked region file of a dead instance.
+fn remove_leftover(path: &Path, dir: &OwnedFd, name: &CString) -> io::Result<()> {
+    // Gone meanwhile: the caller's next exclusive create decides.
+    let Some(fd) = open_existing_locked(path, dir, name)? else {
+        return Ok(());
+    };
     if names_file(dir, name, &fd)? {
         unlink_at(dir, name)?;
     }
@@ -337,28 +347,9 @@ pub(super) fn remove_if_unclaimed(dir: &RegionDir, file: &File) -> io::Result<bo
 pub(super) fn adopt(path: &Path) -> io::Result<Option<(File, Claim)>> {
     let (dir_path, name) = split(path)?;
     let dir = open_private_dir(dir_path)?;
-    // O_NONBLOCK: a FIFO planted here must not hang the open.
-    let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
-    let fd = match open_raw(Some(&dir), &name, flags, 0) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refused(path, "a symlink")),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    let Some(fd) = open_existing_locked(path, &dir, &name)? else {
+        return Ok(None);
     };
-    let st = fstat(&fd)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 1 {
-        return Err(refused(path, "not a plain file"));
-    }
-    check_private(path, &st)?;
-    if !try_lock_exclusive(&fd)? {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "{}: in use by a running instance on this interface in this network namespace",
-                path.display()
-            ),
-        ));
-    }
     // Removed (by an exiting data plane) between our open and our lock.
     if !names_file(&dir, &name, &fd)? {
         return Ok(None);
