@@ -453,12 +453,21 @@ fn xdp_program_attached_while_running_and_gone_after_exit() {
         "{}",
         t.a.ns.ip(&["link", "show", "veth0"])
     );
-    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
-    let log = t.a.daemon.log();
+    // The program is on the link before its AF_XDP sockets are made and
+    // handed to the workers (the log line comes after that); a worker takes
+    // them at its next turn. Until then replies go through the kernel, so
+    // one ping first, then the three that must be steered.
     assert!(
-        log.contains("backend: AF_XDP on veth0"),
-        "backend choice is logged:\n{log}"
+        wait_until(Duration::from_secs(5), || t
+            .a
+            .daemon
+            .log()
+            .contains("backend: AF_XDP on veth0")),
+        "backend choice is logged:\n{}",
+        t.a.daemon.log()
     );
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 1);
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
     t.a.daemon.stop();
     assert!(wait_until(Duration::from_secs(5), || !t
         .a
