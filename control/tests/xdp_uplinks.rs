@@ -197,6 +197,16 @@ fn forwarded_traffic_to_the_tunnel_port_is_routed_not_swallowed() {
         "xdp_steer on A's veth0:\n{}",
         t.a.daemon.log()
     );
+    // The program is on the link before A knows B's endpoint and makes the
+    // AF_XDP sockets (logged once the workers have them); until then A's
+    // transport messages reach it through the kernel, so wait for that line
+    // and send one warm-up ping before anything is counted.
+    assert!(
+        t.a.wait_xdp_on("veth0", Duration::from_secs(5)),
+        "A's AF_XDP sockets:\n{}",
+        t.a.daemon.log()
+    );
+    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 1);
 
     // C runs something on the same port as A's tunnel (A listens on 51820).
     let port = t.a.port;
