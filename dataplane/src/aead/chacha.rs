@@ -259,7 +259,7 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand_chacha::rand_core::{RngCore, SeedableRng};
 

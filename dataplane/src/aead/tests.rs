@@ -39,8 +39,7 @@ fn unhex<const N: usize>(s: &str) -> [u8; N] {
     hex::decode(s).unwrap().try_into().unwrap()
 }
 
-const SUNSCREEN: &[u8] = b"Ladies and Gentlemen of the class of '99: If I could \
-offer you only one tip for the future, sunscreen would be it.";
+use chacha::tests::SUNSCREEN;
 
 #[test]
 fn rfc8439_2_6_2_poly1305_key() {
@@ -112,6 +111,16 @@ fn ring_seal(key: &[u8; 32], counter: u64, text: &mut [u8]) -> [u8; 16] {
     tag.as_ref().try_into().unwrap()
 }
 
+/// A batch whose long messages go to the AVX-512 path where the CPU has
+/// it (`wide`), or to ring.
+fn batch(wide: bool) -> AeadBatch {
+    if wide {
+        AeadBatch::new()
+    } else {
+        AeadBatch::ring_for_long()
+    }
+}
+
 /// Both sides of SHORT_MAX, empty and block-aligned texts, and messages
 /// whose keystream falls in the AVX2 tail.
 #[test]
@@ -130,8 +139,8 @@ fn batch_matches_ring_at_edges() {
         SHORT_MAX + 1,
         1420,
     ];
-    for generate in [true, false] {
-        let mut batch = AeadBatch::new();
+    for (generate, wide) in [(true, true), (false, true), (true, false), (false, false)] {
+        let mut batch = batch(wide);
         let mut want = Vec::new();
         let mut ids = Vec::new();
         for (i, &len) in lens.iter().enumerate() {
@@ -255,6 +264,7 @@ proptest! {
         msgs in msgs(),
         seed: u64,
         generate: bool,
+        wide: bool,
         flip in any::<(prop::sample::Index, prop::sample::Index, u8)>(),
     ) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -267,7 +277,7 @@ proptest! {
             })
             .collect();
 
-        let mut batch = AeadBatch::new();
+        let mut batch = batch(wide);
         let ids: Vec<JobId> = msgs.iter().map(|m| batch.push(&SessionKey::new(&m.key), m.counter, m.len)).collect();
         prop_assert_eq!(batch.len(), msgs.len());
         if generate {
