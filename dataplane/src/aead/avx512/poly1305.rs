@@ -202,11 +202,13 @@ struct Lanes {
 }
 
 impl Lanes {
+    #[inline]
     #[target_feature(enable = "avx512f")]
     fn splat(r: &Limbs) -> Self {
         Self::load([*r; 8])
     }
 
+    #[inline]
     #[target_feature(enable = "avx512f")]
     fn load(r: [Limbs; 8]) -> Self {
         let limb = |k: usize| {
@@ -224,6 +226,7 @@ impl Lanes {
     }
 
     /// `h r` per lane, partly reduced (as [`mul`]).
+    #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn mul(&self, h: &[__m512i; 3]) -> [__m512i; 3] {
         let z = _mm512_setzero_si512();
@@ -264,6 +267,7 @@ impl Lanes {
 /// 64-bit lane multiply by a small constant without AVX-512DQ's
 /// `vpmullq`: the operands are below 2^44 and 20, so the 32x32 products
 /// of `vpmuludq` on the low and high halves suffice.
+#[inline]
 #[target_feature(enable = "avx512f")]
 fn mul_small(a: __m512i, small: __m512i) -> __m512i {
     let lo = _mm512_mul_epu32(a, small);
