@@ -255,3 +255,75 @@ fn a_detached_idle_interface_waits_for_the_next_control() {
         d.log()
     );
 }
+
+/// `wirespeed-unit STEP iface` inside `ns`, as the unit runs it.
+fn unit_step(ns: &Netns, step: &str, iface: &str, conf_dir: &TempDir) -> String {
+    let script = repo().join("deploy/systemd/wirespeed-unit");
+    // A file, not a pipe: the daemons wg-quick starts inherit it and
+    // outlive the step (systemd waits for the step's exit, not for EOF).
+    let out = conf_dir.join(&format!("{step}.out"));
+    let f = std::fs::File::create(&out).unwrap();
+    let status = ns
+        .cmd(script.to_str().unwrap())
+        .args([step, iface])
+        .env("WIRESPEED_CONFIG_DIR", conf_dir.path())
+        .env("WIRESPEED", WIRESPEED)
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(status.success(), "wirespeed-unit {step}: {text}");
+    text
+}
+
+#[test]
+fn the_units_fresh_start_goes_through_wg_quick_and_its_stop_runs_post_down() {
+    let Some(_serial) = common::netns_test("unit_fresh_start") else {
+        return;
+    };
+    let ns = Netns::new();
+    let iface = format!("wsu{}", std::process::id() % 100_000);
+    let dir = TempDir::new();
+    let key = ns.exec(&["wg", "genkey"]);
+    let peer = ns.sh("wg genkey | wg pubkey");
+    let marks = dir.path().display().to_string();
+    dir.write(
+        &format!("{iface}.conf"),
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.78.0.1/24\n\
+             PostUp = touch {marks}/up-%i\nPostDown = touch {marks}/down-%i # a comment\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = 10.78.1.0/24\n",
+            key.trim(),
+            peer.trim()
+        ),
+    );
+    let sock = PathBuf::from(format!("/var/run/wireguard/{iface}.sock"));
+
+    // ExecStartPre: wg-quick brings the file up, its daemon hands over.
+    let said = unit_step(&ns, "pre-start", &iface, &dir);
+    assert!(said.contains("detached"), "{said}");
+    assert!(dir.join(&format!("up-{iface}")).exists(), "PostUp ran: {said}");
+    assert!(!sock.exists(), "wg-quick's control left");
+    let routes = ns.ip(&["route", "show", "dev", &iface]);
+    assert!(routes.contains("10.78.1.0/24"), "{routes}");
+
+    // ExecStart, then ExecStartPost.
+    let mut d = Impl::Wirespeed.start(&ns, &iface);
+    unit_step(&ns, "post-start", &iface, &dir);
+    assert!(d.log().contains("re-attached"), "{}", d.log());
+    let peers = ns.exec(&["wg", "show", &iface, "peers"]);
+    assert_eq!(peers.trim(), peer.trim());
+    let addrs = ns.ip(&["-o", "addr", "show", "dev", &iface]);
+    assert!(addrs.contains("10.78.0.1/24"), "{addrs}");
+
+    // `systemctl stop`: SIGTERM, then ExecStopPost.
+    d.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || !ns
+            .has_link(&iface)),
+        "SIGTERM deletes the interface"
+    );
+    unit_step(&ns, "post-stop", &iface, &dir);
+    assert!(dir.join(&format!("down-{iface}")).exists(), "PostDown ran");
+}
