@@ -144,13 +144,12 @@ fn planned_restart_during_a_transfer_loses_nothing() {
     assert!(transfer.wait_for_progress(8 << 20, Duration::from_secs(20)));
 
     // What `systemctl restart` does first (RestartKillSignal=SIGUSR2).
-    let out = t
-        .b
-        .ns
-        .cmd(WIRESPEED)
-        .args(["--detach", &t.b.iface])
-        .output()
-        .unwrap();
+    let out =
+        t.b.ns
+            .cmd(WIRESPEED)
+            .args(["--detach", &t.b.iface])
+            .output()
+            .unwrap();
     assert!(
         out.status.success(),
         "wirespeed --detach: {}{}\nlog:\n{}",
@@ -230,7 +229,11 @@ fn a_detached_idle_interface_waits_for_the_next_control() {
     assert!(d.exit_status().unwrap().success(), "{}", d.log());
     sleep(Duration::from_secs(3));
     assert!(alive(dp[0]), "the data plane waits for the next control");
-    assert_eq!(ifindex(ns.name(), &iface), Some(index), "and keeps the interface");
+    assert_eq!(
+        ifindex(ns.name(), &iface),
+        Some(index),
+        "and keeps the interface"
+    );
     let addrs = ns.ip(&["-o", "addr", "show", "dev", &iface]);
     assert!(addrs.contains("10.77.0.1/24"), "{addrs}");
 
@@ -303,7 +306,10 @@ fn the_units_fresh_start_goes_through_wg_quick_and_its_stop_runs_post_down() {
     // ExecStartPre: wg-quick brings the file up, its daemon hands over.
     let said = unit_step(&ns, "pre-start", &iface, &dir);
     assert!(said.contains("detached"), "{said}");
-    assert!(dir.join(&format!("up-{iface}")).exists(), "PostUp ran: {said}");
+    assert!(
+        dir.join(&format!("up-{iface}")).exists(),
+        "PostUp ran: {said}"
+    );
     assert!(!sock.exists(), "wg-quick's control left");
     let routes = ns.ip(&["route", "show", "dev", &iface]);
     assert!(routes.contains("10.78.1.0/24"), "{routes}");

@@ -215,4 +215,3 @@ mod tests {
         REQUESTED.store(false, Ordering::Relaxed);
     }
 }
-
