@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 
 BIN=/usr/sbin/wirespeed
 DROPIN=/lib/systemd/system/wg-quick@.service.d/wirespeed.conf
+UNIT=/lib/systemd/system/wirespeed@.service
+HELPER=/usr/lib/wirespeed/wirespeed-unit
 EXAMPLES=/usr/share/doc/wirespeed/examples
 
 if dpkg-query -W -f='${Status}' wirespeed 2>/dev/null | grep -q "ok installed"; then
@@ -68,7 +70,10 @@ pass "dpkg -i $(basename "$deb")"
 man -w wirespeed | grep -q '/man8/wirespeed.8' || fail "man wirespeed finds no page"
 out=$(cd "$tmp" && systemd-analyze verify --man=no wg-quick@wg0.service 2>&1) || fail "systemd-analyze verify: $out"
 [ -z "$out" ] || fail "systemd-analyze verify: $out"
-pass "$BIN, wirespeed(8) and the wg-quick@ drop-in (systemd-analyze verify clean)"
+[ -f "$UNIT" ] && [ -x "$HELPER" ] || fail "$UNIT or $HELPER missing"
+out=$(cd "$tmp" && systemd-analyze verify --man=no wirespeed@wg0.service 2>&1) || fail "systemd-analyze verify wirespeed@: $out"
+[ -z "$out" ] || fail "systemd-analyze verify wirespeed@: $out"
+pass "$BIN, wirespeed(8), the wg-quick@ drop-in and wirespeed@.service (systemd-analyze verify clean)"
 
 # Two hosts on one link; the examples' PostUp NATs out of eth0, so that is
 # the link's name on both.
@@ -151,7 +156,7 @@ dpkg -r wirespeed >/dev/null
 installed=0
 [ -z "$(ours)" ] || fail "still running after dpkg -r: $(ours)"
 ! ip -n "$ns2" link show "$if2" >/dev/null 2>&1 || fail "$if2 still in $ns2 after dpkg -r"
-for f in "$BIN" "$DROPIN" "/var/run/wireguard/$if1.sock" "/var/run/wireguard/$if2.sock" /usr/share/man/man8/wirespeed.8.gz "$EXAMPLES"; do
+for f in "$BIN" "$DROPIN" "$UNIT" "$HELPER" "/var/run/wireguard/$if1.sock" "/var/run/wireguard/$if2.sock" /usr/share/man/man8/wirespeed.8.gz "$EXAMPLES"; do
     [ ! -e "$f" ] || fail "$f left after dpkg -r"
 done
 pass "dpkg -r with server2 up: its daemon, interface and UAPI socket gone, the package's files gone"

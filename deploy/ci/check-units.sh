@@ -4,6 +4,8 @@
 # wireguard-tools' wg-quick@.service; verify only warns (exit 0) on an
 # unknown key, so any output fails. A copy with a key misspelt on purpose
 # must warn and name our file: that shows the drop-in is what was read.
+# The native wirespeed@.service is checked the same way, with its commands
+# pointed at copies here (verify insists they exist and are executable).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,4 +37,35 @@ if ! grep -q "wirespeed.conf:.*Unknown key" <<<"$out"; then
     echo "check-units: a broken drop-in went unnoticed; verify said: $out" >&2
     exit 1
 fi
-echo "check-units: wg-quick@.service + wirespeed drop-in verified"
+
+native() { # UNIT -> prints verify's output
+    rm -rf "$tmp/native" && mkdir -p "$tmp/native/units" "$tmp/native/bin"
+    cp deploy/systemd/wirespeed-unit "$tmp/native/bin/"
+    printf '#!/bin/sh\n' >"$tmp/native/bin/wirespeed"
+    chmod 755 "$tmp/native/bin/"*
+    sed -e "s|/usr/sbin/wirespeed|$tmp/native/bin/wirespeed|" \
+        -e "s|/usr/lib/wirespeed/wirespeed-unit|$tmp/native/bin/wirespeed-unit|" \
+        "$1" >"$tmp/native/units/wirespeed@.service"
+    (cd "$tmp" && SYSTEMD_UNIT_PATH="$tmp/native/units:" systemd-analyze verify --man=no \
+        "wirespeed@wg0.service" 2>&1) || echo "systemd-analyze verify exited $?"
+}
+
+unit=deploy/systemd/wirespeed@.service
+out=$(native "$unit")
+if [ -n "$out" ]; then
+    echo "check-units: $unit:" >&2
+    echo "$out" >&2
+    exit 1
+fi
+# What makes a restart hitless and a stop a full stop (see the unit).
+for line in Type=notify KillMode=process KillSignal=SIGTERM RestartKillSignal=SIGUSR2 \
+    'ExecStart=/usr/sbin/wirespeed --foreground %i'; do
+    grep -qxF "$line" "$unit" || { echo "check-units: $unit lost $line" >&2; exit 1; }
+done
+sed 's/^KillMode=/KilMode=/' "$unit" >"$tmp/broken.service"
+out=$(native "$tmp/broken.service")
+if ! grep -q "wirespeed@.service:.*Unknown key" <<<"$out"; then
+    echo "check-units: a broken wirespeed@.service went unnoticed; verify said: $out" >&2
+    exit 1
+fi
+echo "check-units: wg-quick@.service + wirespeed drop-in, wirespeed@.service verified"

@@ -2,6 +2,8 @@
 //! `wireguard-go IFACE`. Creates the TUN interface and the UAPI socket
 //! /var/run/wireguard/IFACE.sock, starts the data plane process, and
 //! detaches once all of it is ready (unless -f or WG_PROCESS_FOREGROUND=1).
+//! `wirespeed --detach IFACE` makes the control process of IFACE leave
+//! without tearing anything down, for a restart that loses no packet.
 //! `wirespeed capture IFACE -w FILE ...` writes a running interface's
 //! AF_XDP traffic to a pcap file (see `control::capture`).
 
@@ -9,10 +11,11 @@ use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
-use control::daemon::{Daemon, LogLevel, Options};
+use control::daemon::{detach, sdnotify, Daemon, LogLevel, Options};
 
 const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--workers N] [--backend B]
                  [--metrics ADDR:PORT] INTERFACE
+       wirespeed --detach INTERFACE
        wirespeed capture INTERFACE -w FILE [OPTIONS]   (see wirespeed capture --help)
        wirespeed --version
 
@@ -24,7 +27,10 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
   --backend B        auto (default), xdp or udp (also WIRESPEED_BACKEND): auto uses
                      AF_XDP on the Ethernet uplinks when it can and says why not
   --metrics ADDR:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics (also
-                     WIRESPEED_METRICS); off unless asked for";
+                     WIRESPEED_METRICS); off unless asked for
+  --detach           make the running control process of INTERFACE exit and leave
+                     the interface, data plane and sessions running (SIGUSR2 does
+                     the same); `wirespeed INTERFACE` re-attaches";
 
 fn log_level(verbose: bool) -> LogLevel {
     let env = std::env::var("LOG_LEVEL")
@@ -132,6 +138,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     let mut iface = None;
+    let mut hand_over = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -144,6 +151,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "-f" | "--foreground" => foreground = true,
+            "--detach" => hand_over = true,
             "--backend" => match it.next() {
                 Some(b) if b.parse::<dataplane::process::BackendChoice>().is_ok() => {
                     backend = b.clone()
@@ -187,6 +195,9 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if hand_over {
+        return detach_main(&iface);
+    }
     let log = log_level(verbose);
     let ready_pipe = if foreground {
         None
@@ -211,6 +222,9 @@ fn main() -> ExitCode {
             if let Some(w) = ready_pipe {
                 let _ = std::fs::File::from(w).write_all(&[0]);
                 quiet_stdio(log >= LogLevel::Debug || std::env::var_os("LOG_LEVEL").is_some());
+            } else if let Err(e) = sdnotify::ready() {
+                // The unit's start then times out, and says why.
+                eprintln!("wirespeed({iface}): cannot notify the service manager: {e}");
             }
             match daemon.run(uapi) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -228,6 +242,31 @@ fn main() -> ExitCode {
                 }
                 None => eprintln!("{msg}"),
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `wirespeed --detach IFACE`: succeeds once control has left and the
+/// interface is still there.
+fn detach_main(iface: &str) -> ExitCode {
+    match detach::request(iface, std::time::Duration::from_secs(10)) {
+        Ok(pid) if detach::interface_exists(iface) => {
+            println!(
+                "wirespeed: control process {pid} of {iface} detached; the interface and its \
+                 data plane keep running, `wirespeed {iface}` re-attaches"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(pid) => {
+            eprintln!(
+                "wirespeed: control process {pid} of {iface} had no data plane to hand over \
+                 and stopped; the interface is gone"
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("wirespeed: cannot detach {iface}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -58,6 +58,11 @@ impl Commands {
         }
     }
 
+    /// Commands that wait for room.
+    pub fn pending(&self) -> usize {
+        self.backlog.len()
+    }
+
     /// Pushes what waits, oldest first, while there is room.
     pub fn retry(&mut self, region: &Region) {
         while let Some((hint, cmd)) = self.backlog.front() {

@@ -6,11 +6,13 @@
 
 mod child;
 mod commands;
+pub mod detach;
 mod iface;
 mod keysync;
 mod outputs;
 mod pidfd;
 mod reattach;
+pub mod sdnotify;
 mod uapi_impl;
 
 use std::collections::HashMap;
@@ -122,6 +124,7 @@ impl Daemon {
             libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
+        detach::install_handler();
         let shm_path = region_path(&opts.iface)?;
         let iface = opts.iface.clone();
         let log = |level: LogLevel, msg: String| {
@@ -194,29 +197,38 @@ impl Daemon {
         shm_path: PathBuf,
         a: Attached,
     ) -> io::Result<(Daemon, UapiServer)> {
-        let uapi = match UapiServer::bind(&opts.iface) {
-            Ok(u) => u,
+        // Whatever can fail comes before the region names us: until then a
+        // refused start leaves the data plane as it found it (still waiting
+        // for a successor, after a planned detach), and its file with it.
+        let ready = || -> io::Result<_> {
+            let uapi = UapiServer::bind(&opts.iface)?;
+            let metrics = start_metrics(&opts, &shm_path)?;
+            let wake = match a.wake {
+                Some(w) => w,
+                None => {
+                    eprintln!(
+                        "wirespeed({}): cannot share the running data plane's wake-up eventfd; \
+                         polling its events every 100 ms until it restarts",
+                        opts.iface
+                    );
+                    reattach::new_eventfd()?
+                }
+            };
+            Ok((uapi, metrics, wake, Interface::new(a.queue)?))
+        };
+        let (uapi, metrics, wake, iface) = match ready() {
+            Ok(r) => r,
             Err(e) => {
                 a.region.leave();
                 return Err(e);
             }
         };
         let h = a.region.header();
+        let handed_over = h.control_detached.load(Ordering::Acquire);
         // The data plane takes a live control_pid as a sign to keep going
         // once its keys expire, and to leave the region's file to us.
         h.control_pid.store(std::process::id(), Ordering::Release);
-        let wake = match a.wake {
-            Some(w) => w,
-            None => {
-                eprintln!(
-                    "wirespeed({}): cannot share the running data plane's wake-up eventfd; \
-                     polling its events every 100 ms until it restarts",
-                    opts.iface
-                );
-                reattach::new_eventfd()?
-            }
-        };
-        let metrics = start_metrics(&opts, &shm_path)?;
+        a.region.clear_detached();
         let child = DataplaneChild::adopted(
             a.dataplane_pid,
             a.dataplane_pidfd,
@@ -225,7 +237,6 @@ impl Daemon {
             opts.log,
         );
         let orphans = Orphans::scan(&a.region);
-        let iface = Interface::new(a.queue)?;
         let mut d = Daemon::assemble(opts, a.region, shm_path, iface, wake, child, metrics);
         d.slots = PeerSlots::with_reserved(orphans.slots());
         d.listen_port = d.region.header().listen_port.load(Ordering::Relaxed) as u16;
@@ -233,9 +244,13 @@ impl Daemon {
         d.log(
             LogLevel::Info,
             format!(
-                "re-attached to the running data plane, pid {}; sessions of {} peer(s) \
+                "re-attached to the running data plane, pid {}{}; sessions of {} peer(s) \
                  resume as the configuration names them again",
                 a.dataplane_pid,
+                match handed_over {
+                    0 => String::new(),
+                    pid => format!(", handed over by control {pid}"),
+                },
                 orphans.len()
             ),
         );
@@ -296,7 +311,8 @@ impl Daemon {
     }
 
     /// Serves until SIGTERM/SIGINT, the UAPI socket is removed, or the
-    /// interface is deleted.
+    /// interface is deleted (all of which tear everything down), or until
+    /// SIGUSR2, which leaves it all to the next control (`detach.rs`).
     pub fn run(mut self, uapi: UapiServer) -> io::Result<()> {
         let (tx, requests) = std::sync::mpsc::channel::<UapiCall>();
         let wake = self.wake.try_clone()?;
@@ -320,6 +336,23 @@ impl Daemon {
         loop {
             if TERMINATE.load(Ordering::Relaxed) {
                 self.log(LogLevel::Info, "terminating on signal");
+                break;
+            }
+            if detach::requested() {
+                if self.can_detach() {
+                    // No configuration change may land after the last
+                    // state is handed over; those already asked are answered.
+                    drop(uapi);
+                    while let Ok(call) = requests.try_recv() {
+                        call.respond(&mut self);
+                    }
+                    self.detach();
+                    return Ok(());
+                }
+                self.log(
+                    LogLevel::Error,
+                    "asked to detach, but no data plane runs to keep the interface; stopping",
+                );
                 break;
             }
             let t = now();

@@ -260,6 +260,12 @@ impl Daemon {
         matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
     }
 
+    /// How the process ended, once it has (reaped by then); None while
+    /// it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     pub fn assert_running(&mut self) {
         let iface = self.iface.clone();
         assert!(

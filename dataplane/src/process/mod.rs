@@ -405,7 +405,12 @@ pub fn run(opts: Options) -> io::Result<()> {
                 iface_watch::Seen::Mtu(m) => h.mtu.store(m, Ordering::Relaxed),
                 iface_watch::Seen::Elsewhere => {}
             }
-            if !control_alive(&shared.region) && !any_live_key(&shared.region) {
+            // A control that detached on purpose is followed by another
+            // (a service restart): wait for it even with nothing to keep.
+            if !control_alive(&shared.region)
+                && !any_live_key(&shared.region)
+                && !shared.region.awaits_reattach(monotonic_ns())
+            {
                 log::info!("control is gone and every session expired; exiting");
                 break;
             }

@@ -91,7 +91,11 @@ pub struct Header {
     /// control, plus one (0: none): a control that re-attaches to a running
     /// data plane takes a copy of it with pidfd_getfd.
     pub dataplane_wake_fd: AtomicU32,
-    pub _pad1: u32,
+    /// The pid of a control that left on purpose (`SIGUSR2`), handing the
+    /// data plane to the next one; 0 otherwise. It took the place of
+    /// padding, so the layout (and its version) stay as they were: an
+    /// older data plane ignores it and an older region reads 0.
+    pub control_detached: AtomicU32,
     /// Control's static public key (not secret): the sessions in the key
     /// slots were made with it, and a re-attaching control adopts them only
     /// if it is configured with the same key.

@@ -13,6 +13,7 @@ pub mod allowed;
 pub mod capture;
 pub mod events;
 mod file;
+pub mod handoff;
 pub mod keys;
 pub mod layout;
 pub mod peers;
