@@ -132,21 +132,7 @@ fn finish(h: &Limbs, s0: u64, s1: u64) -> [u8; 16] {
 /// multiple of 128 bytes, not empty), partly reduced.
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn lanes(r: &Limbs, ct: &[u8]) -> Limbs {
-    // Powers r^1 ..= r^8.
-    // Three multiplications deep rather than seven: r^3 and r^4 from r^2,
-    // then r^5 ..= r^8 from r^4, each level's products independent.
-    let mut pow = [[0u64; 3]; 8];
-    pow[0] = *r;
-    pow[1] = mul(r, r);
-    pow[2] = mul(&pow[1], r);
-    pow[3] = mul(&pow[1], &pow[1]);
-    for i in 4..8 {
-        pow[i] = mul(&pow[3], &pow[i - 4]);
-    }
-    let r8 = Lanes::splat(&pow[7]);
-    // Lane j takes block j of each group; on the last step it is weighted
-    // r^(8 - j).
-    let last = Lanes::load(core::array::from_fn(|j| pow[7 - j]));
+    let (r8, last) = powers(r);
     let m44 = _mm512_set1_epi64(M44 as i64);
     let hibit = _mm512_set1_epi64(HIBIT as i64);
     let even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
@@ -179,7 +165,6 @@ fn lanes(r: &Limbs, ct: &[u8]) -> Limbs {
     for (o, v) in out.iter_mut().zip(h) {
         *o = _mm512_reduce_add_epi64(v) as u64;
     }
-    pow.zeroize();
     // Eight lanes below 2^44 (2^42 on top) sum below 2^47: carry back into
     // the partly reduced form `mul` takes.
     let c = out[0] >> 44;
@@ -194,6 +179,41 @@ fn lanes(r: &Limbs, ct: &[u8]) -> Limbs {
     out
 }
 
+/// The multipliers of [`lanes`]: r^8 in every lane, and r^8 .. r^1 in
+/// lanes 0 .. 7 for the last step. Computed in the lanes, three
+/// multiplications deep: [r, r^2] pairs, then [r .. r^4], then [r .. r^8],
+/// each from the previous vector times a blend of 1 and its top power.
+#[inline]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn powers(r: &Limbs) -> (Lanes, Lanes) {
+    let one = [
+        _mm512_set1_epi64(1),
+        _mm512_setzero_si512(),
+        _mm512_setzero_si512(),
+    ];
+    let splat = |v: &[__m512i; 3], lane: i64| {
+        let idx = _mm512_set1_epi64(lane);
+        v.map(|l| _mm512_permutexvar_epi64(idx, l))
+    };
+    let blend = |mask: __mmask8, v: &[__m512i; 3]| {
+        Lanes::from_limbs(core::array::from_fn(|k| {
+            _mm512_mask_blend_epi64(mask, one[k], v[k])
+        }))
+    };
+    let rv = r.map(|l| _mm512_set1_epi64(l as i64));
+    // [r, r^2, r, r^2, ...]
+    let a = blend(0xaa, &rv).mul(&rv);
+    // [r, r^2, r^3, r^4, r, r^2, r^3, r^4]
+    let b = blend(0xcc, &splat(&a, 1)).mul(&a);
+    // [r, r^2, ..., r^8]
+    let c = blend(0xf0, &splat(&b, 3)).mul(&b);
+    let reverse = _mm512_setr_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    (
+        Lanes::from_limbs(splat(&c, 7)),
+        Lanes::from_limbs(c.map(|l| _mm512_permutexvar_epi64(reverse, l))),
+    )
+}
+
 /// A multiplier per lane: r's limbs and 20 r1, 20 r2.
 struct Lanes {
     r: [__m512i; 3],
@@ -204,19 +224,7 @@ struct Lanes {
 impl Lanes {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn splat(r: &Limbs) -> Self {
-        Self::load([*r; 8])
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn load(r: [Limbs; 8]) -> Self {
-        let limb = |k: usize| {
-            let v: [u64; 8] = core::array::from_fn(|j| r[j][k]);
-            // SAFETY: v is 64 bytes; loadu needs no alignment.
-            unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) }
-        };
-        let r = [limb(0), limb(1), limb(2)];
+    fn from_limbs(r: [__m512i; 3]) -> Self {
         let twenty = _mm512_set1_epi64(20);
         Lanes {
             r,
@@ -244,23 +252,24 @@ impl Lanes {
         let dhi2 = add3(hi(h[0], r2), hi(h[1], r1), hi(h[2], r0));
         let m44 = _mm512_set1_epi64(M44 as i64);
         let m42 = _mm512_set1_epi64(M42 as i64);
+        // The carries out of each limb are taken in parallel rather than
+        // one after another, which shortens the chain from one step to
+        // the next; the limbs end a little above 44/44/42 bits (by under
+        // 2^11), well inside the 52 bits the next products take.
         let t0 = dlo0;
-        let t1 = add3(
-            dlo1,
-            _mm512_slli_epi64::<8>(dhi0),
-            _mm512_srli_epi64::<44>(t0),
-        );
-        let t2 = add3(
-            dlo2,
-            _mm512_slli_epi64::<8>(dhi1),
-            _mm512_srli_epi64::<44>(t1),
-        );
+        let t1 = _mm512_add_epi64(dlo1, _mm512_slli_epi64::<8>(dhi0));
+        let t2 = _mm512_add_epi64(dlo2, _mm512_slli_epi64::<8>(dhi1));
         // Past bit 130 (t2 from bit 42, dhi2 from bit 52 - 10 below it)
         // folds back times 5.
         let c = _mm512_add_epi64(_mm512_srli_epi64::<42>(t2), _mm512_slli_epi64::<10>(dhi2));
         let h0 = add3(_mm512_and_si512(t0, m44), c, _mm512_slli_epi64::<2>(c));
-        let h1 = _mm512_add_epi64(_mm512_and_si512(t1, m44), _mm512_srli_epi64::<44>(h0));
-        [_mm512_and_si512(h0, m44), h1, _mm512_and_si512(t2, m42)]
+        let h1 = add3(
+            _mm512_and_si512(t1, m44),
+            _mm512_srli_epi64::<44>(t0),
+            _mm512_srli_epi64::<44>(h0),
+        );
+        let h2 = _mm512_add_epi64(_mm512_and_si512(t2, m42), _mm512_srli_epi64::<44>(t1));
+        [_mm512_and_si512(h0, m44), h1, h2]
     }
 }
 
