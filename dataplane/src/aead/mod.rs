@@ -158,7 +158,19 @@ impl AeadBatch {
                 end += 1 + blocks(j.text_len);
             }
         }
+        let short_end = end;
+        for j in &mut self.jobs[start..] {
+            if j.text_len > SHORT_MAX && j.ring.is_none() && paired_tail(j.text_len) {
+                // Blocks 16 .. 24 of a full-size message: two such tails
+                // make one pass (see `tails`).
+                j.ks = Some(end);
+                end += 8;
+            }
+        }
         self.reserve_scratch(end);
+        if end > short_end {
+            self.tails(start);
+        }
 
         // Jobs' blocks are laid out in the order they are queued here, so
         // each pass fills consecutive scratch blocks.
@@ -168,7 +180,7 @@ impl AeadBatch {
             at: self.ks_used,
         };
         for j in &self.jobs[start..] {
-            if j.ks.is_none() {
+            if j.ks.is_none() || j.text_len > SHORT_MAX {
                 continue;
             }
             let mut s = chacha::state(&j.key, nonce_words(j.counter));
@@ -184,10 +196,60 @@ impl AeadBatch {
         }
         lanes.flush(&mut self.scratch);
         lanes.input.zeroize();
-        debug_assert_eq!(lanes.at, end);
+        debug_assert_eq!(lanes.at, short_end);
         self.generated = self.jobs.len();
         self.ks_used = end;
     }
+
+    /// Computes the keystream tails of the long jobs from `start` on that
+    /// `generate` gave scratch room to, two jobs a pass: the rounds are a
+    /// chain of dependent steps, so a pass costs the same with eight lanes
+    /// as with sixteen, and a 1,420-byte message needs 24 blocks, one and a
+    /// half passes.
+    #[cfg(target_arch = "x86_64")]
+    fn tails(&mut self, start: usize) {
+        let mut waiting: Option<usize> = None;
+        for i in start..self.jobs.len() {
+            let j = &self.jobs[i];
+            if j.ring.is_some() || j.text_len <= SHORT_MAX || j.ks.is_none() {
+                continue;
+            }
+            let Some(w) = waiting.take() else {
+                waiting = Some(i);
+                continue;
+            };
+            let (a, b) = (&self.jobs[w], &self.jobs[i]);
+            let (at, bt) = (a.ks.expect("set above"), b.ks.expect("set above"));
+            let mut out = [[0u64; 8]; 16];
+            // SAFETY: long jobs without a ring key exist only in a batch
+            // made with wide() true.
+            unsafe {
+                avx512::tails_x2(
+                    (&a.key, nonce_words(a.counter)),
+                    Some((&b.key, nonce_words(b.counter))),
+                    &mut out,
+                )
+            };
+            self.scratch[at..at + 8].copy_from_slice(&out[..8]);
+            self.scratch[bt..bt + 8].copy_from_slice(&out[8..]);
+            out.zeroize();
+        }
+        if let Some(w) = waiting {
+            let a = &self.jobs[w];
+            let at = a.ks.expect("set above");
+            // SAFETY: as above.
+            unsafe {
+                avx512::tails_x2(
+                    (&a.key, nonce_words(a.counter)),
+                    None,
+                    &mut self.scratch[at..at + 8],
+                )
+            };
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn tails(&mut self, _start: usize) {}
 
     /// Opens `job` in place: `body` is its ciphertext followed by the tag.
     /// Returns the plaintext; on failure the bytes are garbage.
@@ -206,7 +268,8 @@ impl AeadBatch {
         if j.text_len > SHORT_MAX {
             // SAFETY: a long job has no ring key only when the batch was
             // made with wide() true: the CPU has what the AVX-512 path needs.
-            let ok = unsafe { avx512::open(&j.key, nonce_words(j.counter), text, tag) };
+            let ok =
+                unsafe { avx512::open(&j.key, nonce_words(j.counter), text, tag, self.tail(j)) };
             return if bool::from(ok) {
                 Ok(text)
             } else {
@@ -260,7 +323,7 @@ impl AeadBatch {
         #[cfg(target_arch = "x86_64")]
         if j.text_len > SHORT_MAX {
             // SAFETY: as in open.
-            let tag = unsafe { avx512::seal(&j.key, nonce_words(j.counter), text) };
+            let tag = unsafe { avx512::seal(&j.key, nonce_words(j.counter), text, self.tail(j)) };
             tag_out.copy_from_slice(&tag);
             return true;
         }
@@ -281,6 +344,11 @@ impl AeadBatch {
         };
         tag_out.copy_from_slice(&tag);
         true
+    }
+
+    /// A long job's precomputed keystream tail, if `generate` made one.
+    fn tail(&self, j: &Job) -> Option<&[[u64; 8]]> {
+        j.ks.map(|at| &self.scratch[at..at + 8])
     }
 
     /// Forgets every job, wiping the keys and the keystream.
@@ -355,6 +423,15 @@ impl Lanes {
         self.at += n;
         self.n = 0;
     }
+}
+
+/// Whether a long message's keystream past the first AVX-512 pass is
+/// computed by `generate`, two messages a pass.
+fn paired_tail(text_len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::has_paired_tail(text_len);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Whether long messages go to the AVX-512 path rather than to ring.

