@@ -2,7 +2,8 @@
 //! UDP_SEGMENT (as QUIC stacks do) hands wirespeed's TUN one super-packet
 //! per batch when the TUN offers UDP segmentation (USO, kernel 6.2+); the
 //! data plane cuts it into datagrams, and every one of them must arrive
-//! whole at the far end. On both backends. And the other end of the UDP
+//! whole at the far end, where the receiving data plane writes each train
+//! to its TUN as one super-packet again. On both backends. And the other end of the UDP
 //! backend's batching: a route that refuses its segmentation trains costs
 //! no packet, and the refusals are counted.
 //!
@@ -42,6 +43,16 @@ fn udp_segmentation_offload_super_packets_arrive_as_datagrams() {
                 "USO not offered on {}:\n{features}",
                 t.a.iface
             );
+            // B writes what it receives to its TUN; with USO it coalesces
+            // each train of datagrams into one super-packet, which the TUN
+            // counts as one packet.
+            let b_features = t.b.ns.exec(&["ethtool", "-k", &t.b.iface]);
+            let b_uso = b_features.contains("tx-udp-segmentation: on");
+            let rx_packets = || -> u64 {
+                let path = format!("/sys/class/net/{}/statistics/rx_packets", t.b.iface);
+                t.b.ns.exec(&["cat", &path]).trim().parse().unwrap()
+            };
+            let rx_before = rx_packets();
             let target = SocketAddr::new(IpAddr::V4(t.b.tunnel_ip), 7400);
             let rx = t.b.ns.udp_socket(target);
             rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -64,6 +75,13 @@ fn udp_segmentation_offload_super_packets_arrive_as_datagrams() {
                 missing.len(),
                 SENDS * PER_SEND,
                 &missing[..missing.len().min(10)]
+            );
+            let writes = rx_packets() - rx_before;
+            assert!(b_uso, "USO not offered on {}:\n{b_features}", t.b.iface);
+            assert!(
+                writes <= (SENDS * PER_SEND / 2) as u64,
+                "{} datagrams took {writes} TUN writes at B: not coalesced",
+                SENDS * PER_SEND
             );
         },
     );

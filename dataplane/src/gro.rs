@@ -7,12 +7,20 @@
 //! TCP options; in-order sequence numbers; every segment but the last of
 //! full size; only ACK (and PSH, which ends the run) among the flags.
 //!
-//! Anything else (non-TCP, pure ACKs, SYN/FIN/RST/URG/ECE/CWR, IP options or
-//! fragments) is written as it came, after whatever of its flow was held, so
-//! no flow is ever reordered.
+//! Where the TUN takes UDP super-packets (USO, kernel 6.2+), consecutive
+//! datagrams of one UDP flow are coalesced the same way (GSO_UDP_L4), by the
+//! rules of the kernel's `udp_gro_receive`: the same addresses, ports and IP
+//! fields, every datagram but the last of the first one's size, at most 64.
+//! The kernel cuts them back into the same datagrams (a QUIC connection or
+//! a video stream through the tunnel then costs its receiver one pass
+//! through the IP stack per train, not per datagram).
+//!
+//! Anything else (other protocols, pure ACKs, SYN/FIN/RST/URG/ECE/CWR, IP
+//! options or fragments, UDP without a checksum) is written as it came,
+//! after whatever of its flow was held, so no flow is ever reordered.
 
 use crate::checksum::{add, fold, pseudo_header};
-use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6};
+use crate::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 
 /// Flows held at once within a batch; a new flow beyond that flushes the
 /// oldest.
@@ -24,16 +32,22 @@ const MAX_LEN: usize = 65535;
 const TCP_PSH: u8 = 0x08;
 const TCP_ACK: u8 = 0x10;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// Most datagrams in one UDP super-packet (the kernel's `UDP_MAX_SEGMENTS`
+/// is 64 on older kernels, 128 on newer ones).
+const MAX_UDP_SEGMENTS: usize = 64;
 
-/// Addresses and ports: what makes a flow.
+/// Protocol, addresses and ports: what makes a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     addrs: [u8; 32],
     ports: [u8; 4],
     v6: bool,
+    udp: bool,
 }
 
-/// What one plain TCP segment looks like, as far as merging goes.
+/// What one plain TCP segment or UDP datagram looks like, as far as merging
+/// goes (`seq` and `flags` are zero for UDP).
 struct Segment {
     key: FlowKey,
     headers: usize,
@@ -73,6 +87,8 @@ impl<F: FnMut(Option<&VnetHdr>, &[u8])> Sink for F {
 
 #[derive(Default)]
 pub struct Gro {
+    /// UDP is coalesced too: the TUN takes GSO_UDP_L4.
+    udp: bool,
     flows: Vec<Flow>,
     /// Buffers of flushed flows, reused so the packet path allocates nothing
     /// once warm.
@@ -80,15 +96,19 @@ pub struct Gro {
 }
 
 impl Gro {
-    pub fn new() -> Gro {
-        Gro::default()
+    /// `udp`: the TUN takes UDP super-packets (it accepted USO).
+    pub fn new(udp: bool) -> Gro {
+        Gro {
+            udp,
+            ..Gro::default()
+        }
     }
 
     /// Takes one plain IP packet: holds it for merging, or writes it (after
     /// its flow's held segments) to `out`.
     pub fn push(&mut self, packet: &[u8], out: &mut impl Sink) {
-        let Some(seg) = parse(packet) else {
-            // Not mergeable. Its flow (if TCP) must not be overtaken.
+        let Some(seg) = parse(packet).filter(|s| self.udp || !s.key.udp) else {
+            // Not mergeable. Its flow (if TCP or UDP) must not be overtaken.
             if let Some(key) = flow_key(packet) {
                 self.flush_key(&key, out);
             }
@@ -158,11 +178,12 @@ impl Flow {
 
     fn accepts(&self, seg: &Segment, packet: &[u8]) -> bool {
         if self.closed
-            || seg.seq != self.next_seq
+            || (!self.key.udp && seg.seq != self.next_seq)
             || (!self.key.v6 && seg.id != self.next_id)
             || seg.payload > self.mss
             || seg.headers != self.headers
             || self.buf.len() + seg.payload > MAX_LEN
+            || (self.key.udp && self.segments == MAX_UDP_SEGMENTS)
         {
             return false;
         }
@@ -175,6 +196,9 @@ impl Flow {
         } else {
             first[1] == packet[1] && first[6..10] == packet[6..10]
         };
+        if self.key.udp {
+            return ip_same;
+        }
         // TCP: ACK number, data offset, window, and every option byte
         // (timestamps included, as the kernel's GRO demands).
         ip_same
@@ -188,7 +212,7 @@ impl Flow {
         self.next_seq = self.next_seq.wrapping_add(seg.payload as u32);
         self.next_id = self.next_id.wrapping_add(1);
         self.segments += 1;
-        if seg.flags & TCP_PSH != 0 {
+        if !self.key.udp && seg.flags & TCP_PSH != 0 {
             let tcp = self.ip_len();
             self.buf[tcp + 13] |= TCP_PSH;
             self.closed = true;
@@ -199,11 +223,12 @@ impl Flow {
     }
 
     /// Turns the held bytes into one GSO packet: lengths of the whole, a
-    /// fresh IPv4 header checksum, and the TCP checksum left partial (the
-    /// pseudo-header sum) for the kernel to treat as CHECKSUM_PARTIAL.
+    /// fresh IPv4 header checksum, and the TCP or UDP checksum left partial
+    /// (the pseudo-header sum) for the kernel to treat as CHECKSUM_PARTIAL.
     fn finish(&mut self) -> VnetHdr {
         let len = self.buf.len();
         let tcp = self.ip_len();
+        let udp = self.key.udp;
         let b = &mut self.buf;
         if self.key.v6 {
             b[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
@@ -213,27 +238,36 @@ impl Flow {
             let sum = !fold(add(0, &b[..tcp]));
             b[10..12].copy_from_slice(&sum.to_be_bytes());
         }
-        let sum = pseudo_header(b, IPPROTO_TCP, len - tcp);
-        b[tcp + 16..tcp + 18].copy_from_slice(&fold(sum).to_be_bytes());
+        let (proto, csum_offset, gso_type) = match (udp, self.key.v6) {
+            (true, _) => (IPPROTO_UDP, 6, GSO_UDP_L4),
+            (false, true) => (IPPROTO_TCP, 16, GSO_TCPV6),
+            (false, false) => (IPPROTO_TCP, 16, GSO_TCPV4),
+        };
+        if udp {
+            b[tcp + 4..tcp + 6].copy_from_slice(&((len - tcp) as u16).to_be_bytes());
+        }
+        let sum = pseudo_header(b, proto, len - tcp);
+        let at = tcp + csum_offset;
+        b[at..at + 2].copy_from_slice(&fold(sum).to_be_bytes());
         VnetHdr {
             flags: F_NEEDS_CSUM,
-            gso_type: if self.key.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            gso_type,
             hdr_len: self.headers as u16,
             gso_size: self.mss as u16,
             csum_start: tcp as u16,
-            csum_offset: 16,
+            csum_offset: csum_offset as u16,
         }
     }
 }
 
-/// The flow of any TCP packet, mergeable or not.
+/// The flow of any TCP or UDP packet, mergeable or not.
 fn flow_key(p: &[u8]) -> Option<FlowKey> {
     let (v6, ip_len, proto) = match p.first()? >> 4 {
         4 => (false, usize::from(p[0] & 0x0f) * 4, *p.get(9)?),
         6 => (true, 40, *p.get(6)?),
         _ => return None,
     };
-    if proto != IPPROTO_TCP || p.len() < ip_len + 4 {
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || p.len() < ip_len + 4 {
         return None;
     }
     let mut addrs = [0u8; 32];
@@ -243,12 +277,19 @@ fn flow_key(p: &[u8]) -> Option<FlowKey> {
         addrs[..8].copy_from_slice(p.get(12..20)?);
     }
     let ports = p.get(ip_len..ip_len + 4)?.try_into().ok()?;
-    Some(FlowKey { addrs, ports, v6 })
+    Some(FlowKey {
+        addrs,
+        ports,
+        v6,
+        udp: proto == IPPROTO_UDP,
+    })
 }
 
-/// A TCP segment that may be merged: plain headers (no IPv4 options or
-/// fragments, no IPv6 extension headers), only ACK/PSH set, some payload,
-/// and lengths that agree with the buffer.
+/// A TCP segment or UDP datagram that may be merged: plain headers (no
+/// IPv4 options or fragments, no IPv6 extension headers), some payload,
+/// lengths that agree with the buffer; for TCP only ACK/PSH set, for UDP a
+/// checksum (the kernel computes one for every datagram it cuts, so one
+/// sent without could not come out as it went in).
 fn parse(p: &[u8]) -> Option<Segment> {
     let key = flow_key(p)?;
     let v6 = key.v6;
@@ -262,6 +303,29 @@ fn parse(p: &[u8]) -> Option<Segment> {
     } else if usize::from(u16::from_be_bytes([p[4], p[5]])) + 40 != p.len() {
         return None;
     }
+    let id = if v6 {
+        0
+    } else {
+        u16::from_be_bytes([p[4], p[5]])
+    };
+    if key.udp {
+        let udp = p.get(ip_len..ip_len + 8)?;
+        let headers = ip_len + 8;
+        if usize::from(u16::from_be_bytes([udp[4], udp[5]])) != p.len() - ip_len
+            || p.len() <= headers
+            || udp[6..8] == [0, 0]
+        {
+            return None;
+        }
+        return Some(Segment {
+            key,
+            headers,
+            seq: 0,
+            id,
+            flags: 0,
+            payload: p.len() - headers,
+        });
+    }
     let tcp = p.get(ip_len..ip_len + 20)?;
     let tcp_len = usize::from(tcp[12] >> 4) * 4;
     let flags = tcp[13];
@@ -273,11 +337,7 @@ fn parse(p: &[u8]) -> Option<Segment> {
         key,
         headers,
         seq: u32::from_be_bytes(tcp[4..8].try_into().ok()?),
-        id: if v6 {
-            0
-        } else {
-            u16::from_be_bytes([p[4], p[5]])
-        },
+        id,
         flags,
         payload: p.len() - headers,
     })
@@ -296,7 +356,7 @@ mod tests {
     }
 
     fn run(packets: &[Vec<u8>]) -> Vec<(Option<VnetHdr>, Vec<u8>)> {
-        let mut gro = Gro::new();
+        let mut gro = Gro::new(true);
         let mut out = Vec::new();
         let mut sink = |h: Option<&VnetHdr>, p: &[u8]| out.push((h.copied(), p.to_vec()));
         for p in packets {
@@ -317,6 +377,67 @@ mod tests {
             for_each_packet(&h, &mut p, &mut scratch, |s| segs.push(s.to_vec())).unwrap();
         }
         segs
+    }
+
+    fn datagram(v6: bool, sport: u16, len: usize, i: u16) -> Vec<u8> {
+        let body: Vec<u8> = (0..len).map(|j| (usize::from(i) * 7 + j) as u8).collect();
+        crate::offload::test_packets::udp(v6, sport, &body, 0xfff0u16.wrapping_add(i))
+    }
+
+    #[test]
+    fn udp_trains_become_one_packet_each_and_cut_back_exactly() {
+        for v6 in [false, true] {
+            // Six full datagrams and a short one: one train. Then a full one
+            // after the short: a new train (nothing follows a short one).
+            let mut sent: Vec<Vec<u8>> = (0..6).map(|i| datagram(v6, 999, 1200, i)).collect();
+            sent.push(datagram(v6, 999, 300, 6));
+            sent.push(datagram(v6, 999, 1200, 7));
+            let written = run(&sent);
+            assert_eq!(written.len(), 2, "v6 {v6}");
+            let h = written[0].0.unwrap();
+            assert_eq!(
+                (h.gso_type, h.gso_size, h.csum_offset, h.hdr_len),
+                (GSO_UDP_L4, 1200, 6, if v6 { 48 } else { 28 })
+            );
+            assert_eq!(written[0].1.len(), h.hdr_len as usize + 6 * 1200 + 300);
+            assert_eq!(written[1].0, None, "a lone datagram is written as it came");
+            assert_eq!(resegment(&written), sent, "v6 {v6}");
+        }
+    }
+
+    #[test]
+    fn udp_is_left_alone_without_uso_and_ordered_with_its_flow() {
+        let sent: Vec<Vec<u8>> = (0..4).map(|i| datagram(false, 5, 1000, i)).collect();
+        let mut gro = Gro::new(false);
+        let mut out = Vec::new();
+        for p in &sent {
+            gro.push(p, &mut |h: Option<&VnetHdr>, p: &[u8]| {
+                out.push((h.copied(), p.to_vec()))
+            });
+        }
+        assert!(out.iter().all(|(h, _)| h.is_none()));
+        assert_eq!(out.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(), sent);
+
+        // With USO: a datagram without a checksum, or another size, is not
+        // merged, but still leaves after what its flow held.
+        let mut zero = datagram(false, 5, 1000, 4);
+        zero[26..28].fill(0);
+        let mut sent: Vec<Vec<u8>> = (0..3).map(|i| datagram(false, 5, 1000, i)).collect();
+        sent.push(zero);
+        sent.push(datagram(false, 6, 1000, 0));
+        sent.push(datagram(false, 5, 1000, 5));
+        let written = run(&sent);
+        assert_eq!(resegment(&written), sent);
+        assert_eq!(written.len(), 4);
+    }
+
+    #[test]
+    fn udp_trains_stop_at_64_datagrams() {
+        let sent: Vec<Vec<u8>> = (0..70).map(|i| datagram(true, 1, 100, i)).collect();
+        let written = run(&sent);
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[0].1.len(), 48 + 64 * 100);
+        assert_eq!(resegment(&written), sent);
     }
 
     #[test]

@@ -339,6 +339,36 @@ pub(crate) mod test_packets {
         p[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
         p
     }
+
+    /// A valid IPv4 or IPv6 UDP datagram (full checksums) carrying
+    /// `payload`, from port `sport` to 4433.
+    pub fn udp(v6: bool, sport: u16, payload: &[u8], id: u16) -> Vec<u8> {
+        // The TCP builder's IP header, cut to UDP's size and relabelled.
+        let mut p = tcp(v6, sport, 0, &[], 0, 0, id);
+        let ip_len = if v6 { 40 } else { 20 };
+        p.truncate(ip_len + 8);
+        p.extend_from_slice(payload);
+        let total = p.len();
+        if v6 {
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = 17;
+        } else {
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[9] = 17;
+            p[10..12].fill(0);
+            let s = !fold(add(0, &p[..20]));
+            p[10..12].copy_from_slice(&s.to_be_bytes());
+        }
+        let u = ip_len;
+        p[u + 2..u + 4].copy_from_slice(&4433u16.to_be_bytes());
+        p[u + 4..u + 6].copy_from_slice(&((total - u) as u16).to_be_bytes());
+        p[u + 6..u + 8].fill(0);
+        let c = !fold(add(pseudo_header(&p, 17, total - u), &p[u..]));
+        // 0 means "no checksum" in UDP; a computed 0 is sent as all ones.
+        let c = if c == 0 { 0xffff } else { c };
+        p[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
+        p
+    }
 }
 
 #[cfg(test)]

@@ -214,15 +214,18 @@ impl TunQueue {
     }
 
     /// Offers the kernel checksum, TCP and (where it knows it) UDP
-    /// segmentation offload on this device (`on`), or takes it back. Device-wide; must be called on an
-    /// attached queue.
-    pub fn set_offload(&self, on: bool) -> io::Result<()> {
+    /// segmentation offload on this device (`on`), or takes it back.
+    /// Device-wide; must be called on an attached queue. True when UDP
+    /// segmentation is on, so UDP super-packets may be written too.
+    pub fn set_offload(&self, on: bool) -> io::Result<bool> {
         if !on {
-            return self.offer(0);
+            return self.offer(0).map(|()| false);
         }
         match self.offer(OFFLOADS | USO) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.offer(OFFLOADS),
-            r => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.offer(OFFLOADS).map(|()| false)
+            }
+            r => r.map(|()| true),
         }
     }
 

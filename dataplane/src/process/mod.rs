@@ -23,6 +23,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use crate::consts::REJECT_AFTER_TIME;
+use crate::offload;
 use crate::sandbox::{self, Sandbox};
 use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, KEY_SLOTS, MAX_WORKERS};
 use crate::shm::{monotonic_ns, Region};
@@ -262,6 +263,14 @@ pub fn run(opts: Options) -> io::Result<()> {
         // that thread), and this thread reads the XDP counters from now on.
         stats::publish_xdp(&shared.region, &x.programs);
     }
+    // Whether the kernel takes UDP super-packets from the TUN (USO, 6.2+),
+    // asked again here since control's answer is not passed on: offering
+    // what control already set changes nothing, and the ioctl is not
+    // allowed once the sandbox is on.
+    let uso = offload::wanted_by_env()
+        && queues
+            .first()
+            .is_some_and(|q| q.set_offload(true).unwrap_or(false));
     let attaches_later = override_uplinks.is_none() && xdp.as_ref().is_some_and(|x| x.active());
     let sandbox = drop_privileges(region_dir.as_ref().map(|d| d.as_raw_fd()), attaches_later)?;
     // The filter goes on once every worker has started (pinned, named, its
@@ -270,7 +279,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     let mut handles = Vec::new();
     let mut socket_slots: Vec<Arc<Mutex<Option<UdpSocketBatch>>>> = Vec::new();
     for (i, ((sock, q), inbox)) in sockets.into_iter().zip(queues).zip(inboxes).enumerate() {
-        let mut w = Worker::new(i, shared, sock, q);
+        let mut w = Worker::new(i, shared, sock, q, uso);
         if let Some(inbox) = inbox {
             w = w.with_xdp(inbox, fwmark);
         }

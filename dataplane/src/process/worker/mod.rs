@@ -153,7 +153,15 @@ struct Ready {
 }
 
 impl Worker {
-    pub fn new(id: usize, shared: &'static Shared, sock: UdpSocketBatch, tun: TunQueue) -> Worker {
+    /// `uso`: the TUN takes UDP super-packets, so received UDP is
+    /// coalesced too.
+    pub fn new(
+        id: usize,
+        shared: &'static Shared,
+        sock: UdpSocketBatch,
+        tun: TunQueue,
+        uso: bool,
+    ) -> Worker {
         Worker {
             id,
             shared,
@@ -166,7 +174,7 @@ impl Worker {
             out_len: 0,
             tunbuf: vec![0u8; TUN_BUF],
             segbuf: vec![0u8; TUN_BUF],
-            gro: offload::wanted_by_env().then(Gro::new),
+            gro: offload::wanted_by_env().then(|| Gro::new(uso)),
             reported_move: HashMap::new(),
             reported_confirm: HashMap::new(),
             last_need: HashMap::new(),
