@@ -46,11 +46,23 @@ cleanup() {
     # Purge: not even dpkg's record of the removed package stays.
     [ "$installed" = 1 ] && dpkg -r wirespeed >/dev/null 2>&1
     dpkg-query -W wirespeed >/dev/null 2>&1 && dpkg -P wirespeed >/dev/null 2>&1
+    # A daemon killed above had no chance to remove its UAPI socket or its
+    # shared-memory region; the names carry our PID, so they are ours.
+    rm -f "/var/run/wireguard/$if1.sock" "/var/run/wireguard/$if2.sock" \
+        /run/wirespeed/*-"$if1".region /run/wirespeed/*-"$if2".region
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+# Run as a CI step, a cancelled job gets SIGTERM or SIGINT: exit so that
+# the EXIT trap still takes the package and the namespaces away.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
-pass() { echo "package-test: ok: $*"; }
+passed=0
+pass() {
+    passed=$((passed + 1))
+    echo "package-test: ok: $*"
+}
 
 # Our daemons: the processes in our namespaces running the installed binary.
 ours_in() {
@@ -62,9 +74,13 @@ ours_in() {
 }
 ours() { ours_in "$ns1"; ours_in "$ns2"; }
 
+# $auto in Cargo.toml's depends is filled in by dpkg-shlibdeps; without
+# dpkg-dev cargo-deb only warns and the package would not depend on libc6.
+depends=$(dpkg-deb -f "$deb" Depends)
+grep -q 'libc6 (>= ' <<<"$depends" || fail "the package's Depends lack the shared libraries': $depends"
 dpkg -i "$deb" >/dev/null
 installed=1
-pass "dpkg -i $(basename "$deb")"
+pass "dpkg -i $(basename "$deb") (Depends: $depends)"
 [ -x "$BIN" ] || fail "$BIN missing"
 "$BIN" --version | grep -q '^wirespeed ' || fail "wirespeed --version"
 man -w wirespeed | grep -q '/man8/wirespeed.8' || fail "man wirespeed finds no page"
@@ -160,4 +176,4 @@ for f in "$BIN" "$DROPIN" "$UNIT" "$HELPER" "/var/run/wireguard/$if1.sock" "/var
     [ ! -e "$f" ] || fail "$f left after dpkg -r"
 done
 pass "dpkg -r with server2 up: its daemon, interface and UAPI socket gone, the package's files gone"
-echo "package-test: 7 passed, 0 failed"
+echo "package-test: $passed passed, 0 failed"

@@ -17,6 +17,9 @@ APT_PACKAGES=(
     wireguard-tools wireguard-go openssl bpftool
     gnuplot-nox ethtool
     systemd python3-venv
+    # cargo-deb (deploy/package.sh): dpkg-shlibdeps fills in the package's
+    # shared-library Depends, strip, and xz compresses the archive members.
+    dpkg-dev binutils xz-utils
 )
 
 missing=()
@@ -48,6 +51,7 @@ if ! "$CI_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$KV_VE
 fi
 
 # The Debian package (deploy/package.sh) is built with cargo-deb, which
-# package.sh installs from crates.io on first use.
+# package.sh installs from crates.io on first use, into the target
+# directory (pinned there, whatever else the machine has).
 
 echo "setup.sh: all prerequisites present"
