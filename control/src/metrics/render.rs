@@ -306,7 +306,8 @@ pub fn format(s: &Snapshot) -> String {
         ),
         (
             "wirespeed_worker_events_lost_total",
-            "Events for the control process lost because too many were waiting already.",
+            "Events for the control process that could not wait (one naming no peer slot of \
+             the region; each peer's events always have room).",
             |w| w.events_lost,
         ),
         (
