@@ -736,3 +736,36 @@ fn rx_blast_accounts_for_every_loss() {
         assert_no_leak(&xsk, FRAMES);
     });
 }
+
+/// The data plane checks what it maps: a UMEM file of the wrong size, or
+/// one that could be resized under the workers, is refused.
+#[test]
+fn a_umem_file_not_as_described_is_refused() {
+    let fd = |len: i64, seal: bool| {
+        // SAFETY: a NUL-terminated name; checked below.
+        let raw = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(raw >= 0);
+        // SAFETY: a fresh descriptor nothing else owns.
+        let f = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain calls on that descriptor.
+        unsafe {
+            assert_eq!(libc::ftruncate(raw, len), 0);
+            if seal {
+                let s = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+                assert_eq!(libc::fcntl(raw, libc::F_ADD_SEALS, s), 0);
+            }
+        }
+        f
+    };
+    use std::os::fd::{AsFd, FromRawFd};
+    let ok = fd(64 * 2048, true);
+    assert!(super::umem::Umem::map_shared(ok.as_fd(), 64, 2048).is_ok());
+    for (f, why) in [
+        (fd(64 * 2048, false), "unsealed"),
+        (fd(32 * 2048, true), "too small"),
+        (fd(128 * 2048, true), "too large"),
+    ] {
+        let e = super::umem::Umem::map_shared(f.as_fd(), 64, 2048).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{why}: {e}");
+    }
+}
