@@ -238,9 +238,20 @@ pub fn run(opts: Options) -> io::Result<()> {
                         choice,
                         udp_gso,
                     };
-                    let mut a = attacher::spawn(&region, setup).map_err(backend_error)?;
-                    let active = a.start(&mut dealer).map_err(backend_error)?;
-                    (None, active.then_some(a))
+                    let started = attacher::spawn(&region, setup).and_then(|mut a| {
+                        let active = a.start(&mut dealer)?;
+                        Ok(active.then_some(a))
+                    });
+                    match started {
+                        Ok(a) => (None, a),
+                        Err(e) if choice == BackendChoice::Xdp => return Err(backend_error(e)),
+                        // auto settles for UDP, as it does for an uplink
+                        // that cannot be attached.
+                        Err(e) => {
+                            log::info!("backend: UDP sockets (the XDP attacher failed: {e})");
+                            (None, None)
+                        }
+                    }
                 }
             }
         }
