@@ -1,7 +1,9 @@
 //! The running data plane's privileges, read from /proc/PID/task/*/status:
 //! after setup every thread of it keeps only CAP_NET_BIND_SERVICE and
 //! CAP_NET_RAW, has no_new_privs and a seccomp filter, and the tunnel
-//! still carries traffic on both backends. (That it then cannot read
+//! still carries traffic on both backends, AF_XDP uplinks that come at run
+//! time included: a separate attacher process attaches them and hands the
+//! sockets over. (That it then cannot read
 //! control's memory is shown in `dataplane/src/sandbox/tests.rs`, with the
 //! same sandbox in a forked child.)
 
@@ -10,10 +12,12 @@ mod common;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use common::netns::veth;
 use common::tunnel::UNDERLAY_IF;
-use common::util::children_of;
+use common::util::{children_of, unique_name};
 use common::{
-    assert_ping, ping_with, tcp_transfer, Capture, Impl, Netns, PingOpts, Tunnel, TunnelOpts,
+    assert_ping, ping_with, tcp_transfer, Capture, IfaceConf, Impl, Keys, Netns, PeerConf,
+    PingOpts, Tunnel, TunnelOpts,
 };
 
 const WIRESPEED: &str = env!("CARGO_BIN_EXE_wirespeed");
@@ -88,9 +92,9 @@ fn sandboxed(seccomp: u32) -> Privileges {
     with_caps(KEPT, seccomp)
 }
 
-/// What a data plane keeps while its AF_XDP uplinks follow its peers:
-/// CAP_NET_ADMIN (12), CAP_IPC_LOCK (14), CAP_PERFMON (38) and CAP_BPF
-/// (39) besides the two, and no filter.
+/// What the XDP attacher (the data plane's child where its AF_XDP uplinks
+/// follow its peers) keeps: CAP_NET_ADMIN (12), CAP_IPC_LOCK (14),
+/// CAP_PERFMON (38) and CAP_BPF (39) besides the two, and no filter.
 const XDP_ATTACH: u64 = KEPT | (1 << 12) | (1 << 14) | (1 << 38) | (1 << 39);
 
 fn with_caps(caps: u64, seccomp: u32) -> Privileges {
@@ -120,13 +124,34 @@ fn assert_sandboxed(dp: u32, seccomp: u32) {
     assert_privileges(dp, &sandboxed(seccomp));
 }
 
+/// The data plane's one child, the XDP attacher: the capabilities to
+/// attach, with no_new_privs, and (parsing nothing from the network) no
+/// filter.
+fn assert_attacher(dp: u32) {
+    let kids = children_of(dp);
+    assert_eq!(kids.len(), 1, "one attacher child of data plane {dp}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", kids[0])).unwrap();
+    assert!(status.contains("Name:\txdp-attacher"), "{status}");
+    assert_eq!(privileges(&status), with_caps(XDP_ATTACH, 0));
+}
+
+/// "XDP on UPLINK: N steered, ..." from a log that ended (the attacher
+/// logs its programs' counters when the data plane stops).
+fn steered(log: &str, uplink: &str) -> u64 {
+    log.split(&format!("XDP on {uplink}: "))
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Both backends: a tunnel between two wirespeed daemons whose data planes
 /// are sandboxed, carrying a ping and a hashed TCP transfer, and a new
 /// listen port bound and used while sandboxed (a port below 1024, with a
 /// fwmark: the two capabilities it keeps). On AF_XDP, A's uplink is fixed
-/// (WIRESPEED_XDP_IFACES): the full sandbox; B's follows its peer: fewer
-/// capabilities than control, no filter, and its XDP program attached
-/// after the sandbox, once the peer was configured.
+/// (WIRESPEED_XDP_IFACES), B's follows its peer, its XDP program attached
+/// after the sandbox (once the peer was configured) by its attacher: the
+/// full sandbox on both.
 fn sandboxed_tunnel(imp: Impl) {
     let xdp = imp == Impl::Wirespeed;
     let opts = TunnelOpts {
@@ -143,10 +168,11 @@ fn sandboxed_tunnel(imp: Impl) {
         data_plane_of(t.b.daemon.pid()),
     ];
     assert_sandboxed(dps[0], 2);
+    assert_sandboxed(dps[1], 2);
     if xdp {
-        assert_privileges(dps[1], &with_caps(XDP_ATTACH, 0));
+        assert_attacher(dps[1]);
     } else {
-        assert_sandboxed(dps[1], 2);
+        assert!(children_of(dps[1]).is_empty(), "no attacher on UDP");
     }
     let control =
         privileges(&std::fs::read_to_string(format!("/proc/{}/status", t.a.daemon.pid())).unwrap());
@@ -171,6 +197,13 @@ fn sandboxed_tunnel(imp: Impl) {
             assert!(link.contains("prog/xdp"), "{}: {link}", side.ns.name());
         }
         assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
+        // Attached at run time, and the data plane gave up nothing for it.
+        assert!(
+            t.b.wait_xdp_on(UNDERLAY_IF, Duration::from_secs(5)),
+            "{}",
+            t.b.daemon.log()
+        );
+        assert_sandboxed(dps[1], 2);
     }
 
     t.a.daemon
@@ -268,4 +301,131 @@ fn seccomp_off_leaves_the_filter_out_and_the_rest_in() {
     let dp = data_plane_of(pid);
     assert_sandboxed(dp, 0);
     ns.ip(&["link", "del", &iface]);
+}
+
+/// AF_XDP with the uplinks following the peers (no WIRESPEED_XDP_IFACES):
+/// the data plane has the full sandbox from the start, a peer that appears
+/// later behind a second uplink still gets AF_XDP there (the attacher
+/// attaches the program and hands the sockets over), and both uplinks'
+/// programs steer the tunnel's messages into the sockets the sandboxed
+/// workers read.
+#[test]
+fn uplinks_that_come_later_get_af_xdp_with_the_data_plane_sandboxed() {
+    let Some(_serial) = common::netns_test("xdp_later_uplink") else {
+        return;
+    };
+    let mut t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    let dp = data_plane_of(t.a.daemon.pid());
+    assert_sandboxed(dp, 2);
+    assert_attacher(dp);
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
+    assert!(
+        t.a.wait_xdp_on(UNDERLAY_IF, Duration::from_secs(10)),
+        "{}",
+        t.a.daemon.log()
+    );
+
+    // C, behind a second uplink of A, becomes A's peer only now.
+    let c = Netns::new();
+    veth(
+        &t.a.ns,
+        "side0",
+        Some("10.5.0.1/24"),
+        &c,
+        "eth0",
+        Some("10.5.0.2/24"),
+    );
+    let kc = Keys::generate();
+    let dc = Impl::WirespeedUdp.start(&c, &unique_name("i"));
+    dc.configure(
+        &c,
+        &IfaceConf {
+            private_key: kc.private.clone(),
+            listen_port: Some(51822),
+            peers: vec![PeerConf {
+                public_key: t.a.keys.public.clone(),
+                allowed_ips: vec![format!("{}/32", t.a.tunnel_ip)],
+                endpoint: Some("10.5.0.1:51820".into()),
+                ..PeerConf::default()
+            }],
+            addresses: vec!["10.9.0.3/24".into()],
+            ..IfaceConf::default()
+        },
+    );
+    t.a.daemon.set_peer(
+        &t.a.ns,
+        &PeerConf {
+            public_key: kc.public.clone(),
+            allowed_ips: vec!["10.9.0.3/32".into()],
+            endpoint: Some("10.5.0.2:51822".into()),
+            ..PeerConf::default()
+        },
+    );
+    assert_ping(&t.a.ns, "10.9.0.3", 3);
+    assert!(
+        t.a.wait_xdp_on("side0", Duration::from_secs(10)),
+        "AF_XDP on the second uplink:\n{}",
+        t.a.daemon.log()
+    );
+    assert_ping(&c, &t.a.tunnel_ip.to_string(), 5);
+    assert_ping(&t.b.ns, &t.a.tunnel_ip.to_string(), 5);
+    assert_sandboxed(dp, 2);
+    assert_attacher(dp);
+
+    t.a.daemon.stop();
+    let log = t.a.daemon.log();
+    for uplink in [UNDERLAY_IF, "side0"] {
+        assert!(
+            steered(&log, uplink) >= 5,
+            "the program on {uplink} steered the tunnel's messages:\n{log}"
+        );
+    }
+    drop(dc);
+}
+
+/// The attacher lives and dies with its data plane: a data plane killed
+/// with SIGKILL takes its attacher along (no privileged orphan is left,
+/// and its program link goes with it), and the data plane control starts
+/// in its place gets an attacher of its own, which attaches the uplink
+/// again while the new data plane keeps the full sandbox.
+#[test]
+fn the_attacher_ends_with_its_data_plane() {
+    let Some(_serial) = common::netns_test("xdp_attacher_killed") else {
+        return;
+    };
+    let t = Tunnel::new(Impl::Wirespeed, Impl::Wirespeed);
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 2);
+    let dp = data_plane_of(t.a.daemon.pid());
+    let attacher = children_of(dp);
+    assert_eq!(attacher.len(), 1, "the attacher of {dp}");
+    // SAFETY: kill on a pid of ours (a grandchild of the test).
+    unsafe { libc::kill(dp as libc::pid_t, libc::SIGKILL) };
+    let gone = |pid: u32| !std::path::Path::new(&format!("/proc/{pid}/exe")).exists();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !gone(attacher[0]) && Instant::now() < end {
+        sleep(Duration::from_millis(20));
+    }
+    assert!(gone(attacher[0]), "the attacher outlived its data plane");
+
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut next = children_of(t.a.daemon.pid());
+    while !(next.len() == 1 && next[0] != dp) && Instant::now() < end {
+        sleep(Duration::from_millis(50));
+        next = children_of(t.a.daemon.pid());
+    }
+    assert!(next.len() == 1 && next[0] != dp, "a new data plane");
+    let end = Instant::now() + Duration::from_secs(10);
+    while children_of(next[0]).len() != 1 && Instant::now() < end {
+        sleep(Duration::from_millis(50));
+    }
+    assert_attacher(next[0]);
+    assert_ping(&t.a.ns, &t.b.tunnel_ip.to_string(), 3);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut link = t.a.ns.ip(&["link", "show", UNDERLAY_IF]);
+    while !link.contains("prog/xdp") && Instant::now() < end {
+        sleep(Duration::from_millis(100));
+        link = t.a.ns.ip(&["link", "show", UNDERLAY_IF]);
+    }
+    assert!(link.contains("prog/xdp"), "attached again: {link}");
+    assert_sandboxed(next[0], 2);
 }

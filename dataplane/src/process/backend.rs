@@ -9,7 +9,11 @@
 //! arrive through an AF_XDP socket and send every one whose route leaves
 //! through an interface without one. Which uplinks are tried is
 //! [`super::uplinks`]' business; [`XdpUplinks`] attaches them one at a time
-//! as they become wanted and hands their sockets to the workers.
+//! as they become wanted, and [`PortDealer`] hands their sockets to the
+//! workers. Both live in the data plane when the uplinks are named
+//! (`WIRESPEED_XDP_IFACES`, all attached before the sandbox); when they
+//! follow the peers, `XdpUplinks` lives in the XDP attacher process
+//! ([`super::attacher`]) and the sockets cross over to the dealer.
 
 use std::collections::HashSet;
 use std::io;
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::xdp::XdpSteering;
-use crate::xsk::{XskMode, XskOptions, XskSocket};
+use crate::xsk::{XskHandover, XskMode, XskOptions, XskSocket};
 
 /// What the operator asked for (`--backend`, WIRESPEED_BACKEND).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,40 +83,91 @@ impl PortInbox {
     }
 }
 
+/// Deals AF_XDP sockets to the workers' inboxes in turn, mapping each
+/// into this process first (the data plane's side of [`Attached`]).
+pub struct PortDealer {
+    pub inboxes: Vec<Arc<PortInbox>>,
+    next: usize,
+}
+
+impl PortDealer {
+    pub fn new(workers: usize) -> PortDealer {
+        PortDealer {
+            inboxes: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+            next: 0,
+        }
+    }
+
+    /// Maps the uplink's sockets here and gives them to the workers, then
+    /// logs the uplink's line (so that line in the log means the workers
+    /// have the sockets). A socket that cannot be mapped is closed, which
+    /// takes it out of the XDP program's socket map: its queue's transport
+    /// messages then reach the UDP sockets.
+    pub fn deal(&mut self, uplink: Attached) {
+        let mut dealt = 0;
+        for h in uplink.sockets {
+            let (ifindex, queue) = (h.ifindex(), h.queue());
+            match h.adopt() {
+                Ok(sock) => {
+                    self.inboxes[self.next % self.inboxes.len()].put(XdpPort { sock, ifindex });
+                    self.next += 1;
+                    dealt += 1;
+                }
+                Err(e) => log::warn!(
+                    "AF_XDP socket on interface {ifindex} queue {queue}: cannot map it ({e}); \
+                     that queue stays on UDP"
+                ),
+            }
+        }
+        if dealt > 0 {
+            log::info!("{}", uplink.summary);
+        } else {
+            log::warn!(
+                "uplink {}: UDP sockets, not AF_XDP (none of its AF_XDP sockets could be mapped)",
+                uplink.iface
+            );
+        }
+    }
+}
+
+/// One uplink just attached: its AF_XDP sockets, made but not yet mapped
+/// by the process whose workers use them, and the line saying so.
+#[derive(Debug)]
+pub struct Attached {
+    pub iface: String,
+    pub sockets: Vec<XskHandover>,
+    pub summary: String,
+}
+
 /// The XDP programs attached so far (held for the data plane's lifetime:
-/// dropping one detaches it, and only ours are ever detached) and the
-/// workers' inboxes for their sockets.
+/// dropping one detaches it, and only ours are ever detached). Their
+/// sockets go to whoever asked ([`Attached`]): the data plane's workers
+/// directly, or across from the attacher process (`super::attacher`).
 pub struct XdpUplinks {
     choice: BackendChoice,
-    workers: usize,
     port: u16,
     /// UDP GSO works here: with it, UDP sockets beat copy-mode AF_XDP.
     udp_gso: bool,
     pub programs: Vec<XdpSteering>,
-    pub inboxes: Vec<Arc<PortInbox>>,
     /// Uplinks attached, or tried and left to the UDP sockets: each is tried
     /// once (a foreign program does not go away by asking again).
     tried: HashSet<String>,
     /// auto found copy-mode AF_XDP only, where UDP with GSO is faster:
     /// nothing more is attached.
     given_up: bool,
-    next_worker: usize,
     locals: Vec<IpAddr>,
 }
 
 impl XdpUplinks {
     /// Nothing attached yet; `choice` is auto or xdp.
-    pub fn new(choice: BackendChoice, workers: usize, port: u16, udp_gso: bool) -> XdpUplinks {
+    pub fn new(choice: BackendChoice, port: u16, udp_gso: bool) -> XdpUplinks {
         XdpUplinks {
             choice,
-            workers: workers.max(1),
             port,
             udp_gso,
             programs: Vec::new(),
-            inboxes: (0..workers.max(1)).map(|_| Arc::default()).collect(),
             tried: HashSet::new(),
             given_up: false,
-            next_worker: 0,
             locals: Vec::new(),
         }
     }
@@ -125,17 +180,17 @@ impl XdpUplinks {
     /// Attaches to each uplink of `wanted` not tried before. An uplink that
     /// cannot be had stays on the UDP sockets, with the reason in the log;
     /// with `strict` (the operator forced AF_XDP and this is the start) an
-    /// error other than another program's presence fails instead. True when
-    /// a program was attached.
-    pub fn add(&mut self, wanted: &[String], strict: bool) -> io::Result<bool> {
-        let mut added = false;
+    /// error other than another program's presence fails instead. Returns
+    /// the uplinks attached.
+    pub fn add(&mut self, wanted: &[String], strict: bool) -> io::Result<Vec<Attached>> {
+        let mut added = Vec::new();
         for iface in wanted {
             if self.given_up || !self.tried.insert(iface.clone()) {
                 continue;
             }
             match self.attach(iface) {
-                Ok(true) => added = true,
-                Ok(false) => {}
+                Ok(Some(a)) => added.push(a),
+                Ok(None) => {}
                 Err(e) if crate::xdp::foreign_program(&e).is_some() => log::info!(
                     "uplink {iface}: UDP sockets, not AF_XDP ({e}; \
                      wirespeed does not chain XDP programs)"
@@ -148,8 +203,9 @@ impl XdpUplinks {
     }
 
     /// One uplink: the program, one AF_XDP socket per receive queue, the
-    /// sockets to the workers. False when auto decided for UDP instead.
-    fn attach(&mut self, iface: &str) -> io::Result<bool> {
+    /// sockets to go to the workers. None when auto decided for UDP
+    /// instead.
+    fn attach(&mut self, iface: &str) -> io::Result<Option<Attached>> {
         let mut prog = XdpSteering::attach(iface, &[self.port])?;
         for stale in prog.removed_stale() {
             log::info!(
@@ -164,9 +220,10 @@ impl XdpUplinks {
         let queues = rx_queues(iface);
         let mut socks = Vec::new();
         for q in 0..queues {
-            let sock = XskSocket::new(prog.ifindex(), q, XskOptions::default()).map_err(|e| {
-                io::Error::new(e.kind(), format!("AF_XDP socket on {iface} queue {q}: {e}"))
-            })?;
+            let sock =
+                XskHandover::create(prog.ifindex(), q, XskOptions::default()).map_err(|e| {
+                    io::Error::new(e.kind(), format!("AF_XDP socket on {iface} queue {q}: {e}"))
+                })?;
             prog.set_socket(q, std::os::fd::AsRawFd::as_raw_fd(&sock))?;
             socks.push(sock);
         }
@@ -186,24 +243,21 @@ impl XdpUplinks {
                 "backend: UDP sockets with GSO/GRO (AF_XDP binds in copy mode only \
                  on these uplinks, and UDP with GSO measured faster there)",
             );
-            return Ok(false);
+            return Ok(None);
         }
         let mode = socks.first().map(|s| s.mode().to_string());
-        for sock in socks {
-            self.inboxes[self.next_worker % self.workers].put(XdpPort {
-                ifindex: prog.ifindex(),
-                sock,
-            });
-            self.next_worker += 1;
-        }
-        log::info!(
+        let summary = format!(
             "backend: AF_XDP on {iface} ({:?} mode XDP, {} AF_XDP, {queues} queue{})",
             prog.mode(),
             mode.unwrap_or_default(),
             if queues == 1 { "" } else { "s" }
         );
         self.programs.push(prog);
-        Ok(true)
+        Ok(Some(Attached {
+            iface: iface.to_owned(),
+            sockets: socks,
+            summary,
+        }))
     }
 
     /// The host's addresses changed: steer for exactly `locals` from now on.

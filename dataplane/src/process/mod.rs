@@ -4,7 +4,11 @@
 //! the interface disappears, or control is gone and every key expired. A
 //! control process that restarts meanwhile re-attaches to it (it writes its
 //! own pid into the header, so "control is gone" turns false again).
+//! Where AF_XDP uplinks follow the peers, a child of it, the XDP attacher
+//! ([`attacher`]), attaches them as they come, so that the data plane
+//! itself keeps the full sandbox.
 
+pub(crate) mod attacher;
 pub mod backend;
 mod iface_watch;
 mod keycache;
@@ -54,10 +58,6 @@ static TERMINATE: AtomicBool = AtomicBool::new(false);
 
 /// How often the supervisor copies the XDP programs' counters into the region.
 const STATS_INTERVAL_NS: u64 = 1_000_000_000;
-/// How often (in 10 ms ticks) the supervisor looks for peers that came or
-/// moved, whose uplinks may want the XDP program: one pass over the peer
-/// slots, route lookups only for endpoints not seen before.
-const UPLINK_TICKS: u64 = 25;
 
 extern "C" fn on_signal(_: libc::c_int) {
     TERMINATE.store(true, Ordering::Relaxed);
@@ -105,27 +105,27 @@ fn control_alive(region: &Region) -> bool {
 /// Drops what the data plane no longer needs once everything is open:
 /// capabilities and `no_new_privs` now, for this thread and the workers it
 /// starts next; the seccomp filter (if any) is returned ready for
-/// [`Sandbox::enter_filter`] once the workers are running.
-/// `attaches_later`: uplinks may still get XDP programs and AF_XDP sockets
-/// as peers come, which needs [`sandbox::XDP_ATTACH_CAPS`] and no filter.
-fn drop_privileges(region_dir: Option<RawFd>, attaches_later: bool) -> io::Result<Sandbox> {
+/// [`Sandbox::enter_filter`] once the workers are running. `attacher`:
+/// the process that attaches the uplinks that come later (AF_XDP uplinks
+/// following the peers), which keeps what that takes so that this one
+/// need not.
+fn drop_privileges(
+    region_dir: Option<RawFd>,
+    attacher: Option<libc::pid_t>,
+) -> io::Result<Sandbox> {
     let mut want_filter = sandbox::seccomp_wanted_by_env();
-    if want_filter && attaches_later {
-        note(
-            "sandbox: no seccomp filter, and the capabilities to attach XDP: AF_XDP \
-             uplinks follow the peers (WIRESPEED_XDP_IFACES fixes them and allows both)",
-        );
-        want_filter = false;
-    } else if want_filter && !sandbox::seccomp::supported() {
+    if let Some(pid) = attacher {
+        note(&format!(
+            "sandbox: AF_XDP uplinks follow the peers: XDP programs and AF_XDP sockets \
+             for them come from the XDP attacher (pid {pid}), which keeps the \
+             capabilities to attach them; this process gives them up"
+        ));
+    }
+    if want_filter && !sandbox::seccomp::supported() {
         note("sandbox: no seccomp filter for this architecture");
         want_filter = false;
     }
-    let keep = if attaches_later {
-        sandbox::XDP_ATTACH_CAPS
-    } else {
-        sandbox::KEPT_CAPS
-    };
-    let sb = Sandbox::prepare(keep, region_dir, want_filter)?;
+    let sb = Sandbox::prepare(sandbox::KEPT_CAPS, region_dir, want_filter)?;
     let dropped = sb
         .drop_privileges()
         .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
@@ -196,23 +196,22 @@ pub fn run(opts: Options) -> io::Result<()> {
     }
     let port = region.header().bound_port.load(Ordering::Relaxed) as u16;
     let fwmark = region.header().fwmark.load(Ordering::Relaxed);
-    let override_uplinks = uplinks::override_from_env();
-    let mut finder = uplinks::UplinkFinder::default();
     let mut locals = local_addrs::local_addresses();
-    let mut xdp = match opts.backend {
+    let mut dealer = backend::PortDealer::new(n);
+    let backend_error = |e: io::Error| io::Error::new(e.kind(), format!("AF_XDP backend: {e}"));
+    // With the uplinks named, the data plane attaches them now, while it
+    // has the privileges; following the peers, the attacher does, now and
+    // as peers come, and owns the programs and the backend's figures.
+    let (mut xdp, mut attacher) = match opts.backend {
         BackendChoice::Udp => {
             log::info!("backend: UDP sockets (chosen with --backend udp)");
-            None
+            (None, None)
         }
         choice => {
-            let mut x = backend::XdpUplinks::new(choice, n, port, sockets[0].offloads().0);
-            x.set_local_addresses(locals.clone());
-            let (wanted, what) = match &override_uplinks {
-                Some(list) => (list.clone(), "WIRESPEED_XDP_IFACES"),
-                None => (
-                    finder.uplinks(&opts.iface, &uplinks::peer_endpoints(&region), fwmark),
-                    "the uplinks that reach the peers, as they are configured",
-                ),
+            let udp_gso = sockets[0].offloads().0;
+            let what = match uplinks::override_from_env() {
+                Some(_) => "WIRESPEED_XDP_IFACES",
+                None => "the uplinks that reach the peers, as they are configured",
             };
             log::info!(
                 "backend: {} (AF_XDP on {what}; UDP sockets elsewhere)",
@@ -222,26 +221,60 @@ pub fn run(opts: Options) -> io::Result<()> {
                     "auto"
                 }
             );
-            match x.add(&wanted, choice == BackendChoice::Xdp) {
-                Ok(_) => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("AF_XDP backend: {e}"))),
+            match uplinks::override_from_env() {
+                Some(list) => {
+                    let mut x = backend::XdpUplinks::new(choice, port, udp_gso);
+                    x.set_local_addresses(locals.clone());
+                    for a in x
+                        .add(&list, choice == BackendChoice::Xdp)
+                        .map_err(backend_error)?
+                    {
+                        dealer.deal(a);
+                    }
+                    (Some(x), None)
+                }
+                None => {
+                    let setup = attacher::Setup {
+                        iface: opts.iface.clone(),
+                        choice,
+                        udp_gso,
+                    };
+                    let started = attacher::spawn(&region, setup).and_then(|mut a| {
+                        let active = a.start(&mut dealer)?;
+                        Ok(active.then_some(a))
+                    });
+                    match started {
+                        Ok(a) => (None, a),
+                        Err(e) if choice == BackendChoice::Xdp => return Err(backend_error(e)),
+                        // auto settles for UDP, as it does for an uplink
+                        // that cannot be attached.
+                        Err(e) => {
+                            log::info!("backend: UDP sockets (the XDP attacher failed: {e})");
+                            (None, None)
+                        }
+                    }
+                }
             }
-            Some(x)
         }
     };
-    let backend_code = |x: &Option<backend::XdpUplinks>| match x {
-        Some(x) if x.active() && !x.programs.is_empty() => BACKEND_XDP,
-        _ => BACKEND_UDP,
-    };
-    region
-        .header()
-        .backend
-        .store(backend_code(&xdp), Ordering::Release);
+    // The attacher keeps the backend's figures while it runs.
+    let xdp_wanted = xdp.is_some() || attacher.is_some();
     if let Some(x) = &xdp {
+        let code = if x.active() && !x.programs.is_empty() {
+            BACKEND_XDP
+        } else {
+            BACKEND_UDP
+        };
+        region.header().backend.store(code, Ordering::Release);
         stats::publish_uplinks(&region, &x.programs);
+    } else if attacher.is_none() {
+        region
+            .header()
+            .backend
+            .store(BACKEND_UDP, Ordering::Release);
     }
     let inboxes: Vec<Option<Arc<backend::PortInbox>>> = (0..n)
-        .map(|i| xdp.as_ref().map(|x| x.inboxes[i].clone()))
+        .map(|i| xdp_wanted.then(|| dealer.inboxes[i].clone()))
         .collect();
     // SAFETY: control passed this eventfd to us and nothing else owns it.
     let wake = opts.wake_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -271,8 +304,10 @@ pub fn run(opts: Options) -> io::Result<()> {
         && queues
             .first()
             .is_some_and(|q| q.set_offload(true).unwrap_or(false));
-    let attaches_later = override_uplinks.is_none() && xdp.as_ref().is_some_and(|x| x.active());
-    let sandbox = drop_privileges(region_dir.as_ref().map(|d| d.as_raw_fd()), attaches_later)?;
+    let sandbox = drop_privileges(
+        region_dir.as_ref().map(|d| d.as_raw_fd()),
+        attacher.as_ref().map(|a| a.pid()),
+    )?;
     // The filter goes on once every worker has started (pinned, named, its
     // signal stack set up), so it need only allow what they do from then on.
     let started = Arc::new(Barrier::new(n + 1));
@@ -328,13 +363,22 @@ pub fn run(opts: Options) -> io::Result<()> {
     );
 
     let mut addrs = local_addrs::digest(&locals);
-    let mut peers_digest = None;
     let mut ticks = 0u64;
     let mut next_stats_ns = 0u64;
     h.applied_gen.store(config_gen, Ordering::Release);
     while !TERMINATE.load(Ordering::Relaxed) && !shared.stopping() {
         std::thread::sleep(Duration::from_millis(10));
         ticks += 1;
+        if let Some(a) = attacher.as_mut() {
+            if !a.poll(&mut dealer) {
+                log::warn!(
+                    "the XDP attacher ended: its programs are detached, transport \
+                     messages take the UDP sockets"
+                );
+                attacher = None;
+                h.backend.store(BACKEND_UDP, Ordering::Release);
+            }
+        }
         let now = monotonic_ns();
         if now >= next_stats_ns {
             next_stats_ns = now + STATS_INTERVAL_NS;
@@ -354,27 +398,10 @@ pub fn run(opts: Options) -> io::Result<()> {
                 addrs = a;
                 locals = now_locals;
                 shared.addr_gen.fetch_add(1, Ordering::AcqRel);
-                // Routes to the peers may have changed with the addresses.
-                finder.forget();
-                peers_digest = None;
                 if let Some(x) = xdp.as_mut() {
                     x.set_local_addresses(locals.clone());
                 }
             }
-        }
-        if ticks.is_multiple_of(UPLINK_TICKS) && override_uplinks.is_none() {
-            if let Some(x) = xdp.as_mut().filter(|x| x.active()) {
-                let peers = uplinks::peer_endpoints(&shared.region);
-                if peers_digest != Some(peers.digest) {
-                    peers_digest = Some(peers.digest);
-                    let mark = h.fwmark.load(Ordering::Relaxed);
-                    let wanted = finder.uplinks(&opts.iface, &peers, mark);
-                    if let Ok(true) = x.add(&wanted, false) {
-                        stats::publish_uplinks(&shared.region, &x.programs);
-                    }
-                }
-            }
-            h.backend.store(backend_code(&xdp), Ordering::Release);
         }
         let g = h.config_gen.load(Ordering::Acquire);
         if g != config_gen {
@@ -428,6 +455,9 @@ pub fn run(opts: Options) -> io::Result<()> {
     shared.stop.store(true, Ordering::Relaxed);
     for t in handles {
         let _ = t.join();
+    }
+    if let Some(a) = attacher {
+        a.finish();
     }
     if shared.region.header().control_pid.load(Ordering::Acquire) == owner
         && !control_alive(&shared.region)

@@ -16,6 +16,9 @@
 //!   up) would put the program on interfaces the tunnel may never use,
 //!   which is what this module exists to avoid.
 //!
+//! Following the peers, the XDP attacher (`super::attacher`) makes these
+//! look-ups as peers come, not the sandboxed data plane.
+//!
 //! The set only grows while the data plane runs (an uplink once attached
 //! keeps its program until exit): a peer that roams away leaves its old
 //! uplink steering at no cost to anyone else, since the program passes

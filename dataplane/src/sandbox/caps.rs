@@ -14,7 +14,8 @@ pub const CAP_NET_BIND_SERVICE: u32 = 10;
 pub const CAP_NET_RAW: u32 = 13;
 /// `CAP_NET_ADMIN`, `CAP_IPC_LOCK`, `CAP_PERFMON`, `CAP_BPF`: loading and
 /// attaching an XDP program and pinning an AF_XDP socket's memory, for a
-/// data plane whose uplinks follow its peers (see [`super::XDP_ATTACH_CAPS`]).
+/// data plane whose uplinks follow its peers: kept by its XDP attacher
+/// process, not by the data plane (see [`super::XDP_ATTACH_CAPS`]).
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_IPC_LOCK: u32 = 14;
 pub const CAP_PERFMON: u32 = 38;

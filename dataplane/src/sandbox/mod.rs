@@ -21,13 +21,15 @@ use std::os::fd::RawFd;
 /// The capabilities the data plane keeps (bits by capability number).
 pub const KEPT_CAPS: u64 = (1 << caps::CAP_NET_BIND_SERVICE) | (1 << caps::CAP_NET_RAW);
 
-/// What a data plane keeps while it may still attach XDP programs and
-/// AF_XDP sockets to uplinks as peers come (AF_XDP with the uplinks
-/// following the peers, no `WIRESPEED_XDP_IFACES`). Such a data plane gets
-/// no seccomp filter either: attaching loads programs, creates maps and
-/// sockets and reads /sys, which is setup, not a loop. Still without
-/// `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN` or `CAP_DAC_*`, and with fewer
-/// capabilities than control, so control's memory stays out of reach.
+/// What the XDP attacher keeps (`process::attacher`): the process, forked
+/// from the data plane before its sandbox, that loads and attaches XDP
+/// programs and makes AF_XDP sockets for the uplinks that come at run time
+/// (AF_XDP with the uplinks following the peers), so that the data plane
+/// itself keeps only [`KEPT_CAPS`] and its filter. It has no seccomp
+/// filter (attaching loads programs, creates maps and sockets and reads
+/// /sys), but parses nothing from the network, and without
+/// `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN` or `CAP_DAC_*`, with fewer
+/// capabilities than control, it cannot reach control's memory either.
 pub const XDP_ATTACH_CAPS: u64 = KEPT_CAPS
     | (1 << caps::CAP_NET_ADMIN)
     | (1 << caps::CAP_IPC_LOCK)

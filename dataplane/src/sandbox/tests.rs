@@ -102,6 +102,47 @@ fn only_udp_and_rtnetlink_sockets() {
     );
 }
 
+/// Where AF_XDP uplinks follow the peers, the data plane takes over
+/// sockets its attacher made: receiving them and mapping their rings and
+/// UMEM file is allowed; making them (an AF_XDP socket, a memory file, a
+/// program, a map or a link) is not.
+#[test]
+fn taking_an_af_xdp_socket_over_is_allowed_making_one_is_not() {
+    let shared = (libc::MAP_SHARED | libc::MAP_POPULATE) as u64;
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    for (nr, a) in [
+        (
+            libc::SYS_recvmsg,
+            args(&[3, 0, libc::MSG_CMSG_CLOEXEC as u64]),
+        ),
+        (libc::SYS_mmap, args(&[0, 1 << 20, rw, shared, 5, 0])),
+        (libc::SYS_getsockopt, args(&[5, libc::SOL_XDP as u64, 1])),
+        (libc::SYS_fstat, args(&[6])),
+        (libc::SYS_fcntl, args(&[6, libc::F_GET_SEALS as u64])),
+    ] {
+        assert_eq!(verdict(nr, a), ALLOW, "system call {nr}");
+    }
+    const BPF_MAP_CREATE: u64 = 0;
+    const BPF_PROG_LOAD: u64 = 5;
+    const BPF_LINK_CREATE: u64 = 28;
+    for (nr, a) in [
+        (
+            libc::SYS_socket,
+            args(&[libc::AF_XDP as u64, libc::SOCK_RAW as u64]),
+        ),
+        (libc::SYS_memfd_create, args(&[0, 0])),
+        (libc::SYS_bpf, args(&[BPF_MAP_CREATE])),
+        (libc::SYS_bpf, args(&[BPF_PROG_LOAD])),
+        (libc::SYS_bpf, args(&[BPF_LINK_CREATE])),
+        (
+            libc::SYS_mmap,
+            args(&[0, 4096, rw | libc::PROT_EXEC as u64, shared, 5, 0]),
+        ),
+    ] {
+        assert_eq!(verdict(nr, a), EPERM, "system call {nr} {a:?}");
+    }
+}
+
 #[test]
 fn arguments_are_checked() {
     let ioctl = |cmd: libc::c_ulong| verdict(libc::SYS_ioctl, args(&[3, cmd]));

@@ -77,6 +77,7 @@
 //! * A frame longer than the device MTU is completed (the frame comes back)
 //!   but never delivered; no counter shows it. Keep frames within the MTU.
 
+mod handover;
 mod ring;
 mod socket;
 mod umem;
@@ -86,6 +87,7 @@ mod testprog;
 #[cfg(test)]
 mod tests;
 
+pub use handover::XskHandover;
 pub use socket::{
     FrameCounts, HeldFrame, RxFrame, TxFrame, XskCounters, XskMode, XskOptions, XskSocket,
     XskStats, ZeroCopy, MAX_RING_SIZE,

@@ -219,16 +219,7 @@ impl XskSocket {
     ///
     /// [`mode`]: XskSocket::mode
     pub fn new(ifindex: u32, queue: u32, opts: XskOptions) -> io::Result<XskSocket> {
-        check_geometry(opts.frames, opts.frame_size)?;
-        if !opts.ring_size.is_power_of_two() || opts.ring_size > MAX_RING_SIZE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "AF_XDP ring size {}: must be a power of two up to {MAX_RING_SIZE}",
-                    opts.ring_size
-                ),
-            ));
-        }
+        check_options(&opts)?;
         match opts.zero_copy {
             ZeroCopy::Off => Self::open(ifindex, queue, &opts, libc::XDP_COPY),
             ZeroCopy::Force => Self::open(ifindex, queue, &opts, libc::XDP_ZEROCOPY),
@@ -245,96 +236,84 @@ impl XskSocket {
     /// not retried on the same socket (its UMEM state after a failed bind
     /// is the kernel's business); the caller starts over.
     fn open(ifindex: u32, queue: u32, opts: &XskOptions, mode_flag: u16) -> io::Result<XskSocket> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a freshly created fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let umem = Umem::new(opts.frames, opts.frame_size)?;
-        umem.register(raw)?;
-        let size = opts.ring_size;
-        for opt in [
-            libc::XDP_UMEM_FILL_RING,
-            libc::XDP_UMEM_COMPLETION_RING,
-            libc::XDP_RX_RING,
-            libc::XDP_TX_RING,
-        ] {
-            setsockopt_u32(raw, opt, size)?;
-        }
-        let off = mmap_offsets(raw)?;
-        let fill = ProdRing::new(RawRing::<u64>::map(
-            raw,
-            &off.fr,
-            size,
-            libc::XDP_UMEM_PGOFF_FILL_RING as i64,
-        )?);
-        let comp = ConsRing::new(RawRing::<u64>::map(
-            raw,
-            &off.cr,
-            size,
-            libc::XDP_UMEM_PGOFF_COMPLETION_RING as i64,
-        )?);
-        let rx = ConsRing::new(RawRing::<libc::xdp_desc>::map(
-            raw,
-            &off.rx,
-            size,
-            libc::XDP_PGOFF_RX_RING,
-        )?);
-        let tx = ProdRing::new(RawRing::<libc::xdp_desc>::map(
-            raw,
-            &off.tx,
-            size,
-            libc::XDP_PGOFF_TX_RING,
-        )?);
+        let fd = socket_for(&umem, opts.ring_size)?;
+        let raw = fd.as_raw_fd();
+        // Mapped before the bind, the order libxdp uses; mapping a bound
+        // socket's rings (see `adopt`) works on the 6.18 kernel here, but
+        // is needed only there.
+        let rings = Rings::map(raw, opts.ring_size)?;
+        bind(raw, ifindex, queue, mode_flag)?;
+        let mode = bound_mode(raw)?;
+        Ok(Self::assemble(
+            fd,
+            rings,
+            umem,
+            opts.ring_size,
+            ifindex,
+            queue,
+            mode,
+        ))
+    }
 
-        let sa = libc::sockaddr_xdp {
-            sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: mode_flag | libc::XDP_USE_NEED_WAKEUP,
-            sxdp_ifindex: ifindex,
-            sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: 0,
-        };
-        // SAFETY: sa is a valid sockaddr_xdp for the call and its size is
-        // passed.
-        let rc = unsafe {
-            libc::bind(
-                raw,
-                (&sa as *const libc::sockaddr_xdp).cast(),
-                mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mode = if xdp_options(raw)? & libc::XDP_OPTIONS_ZEROCOPY != 0 {
-            XskMode::ZeroCopy
-        } else {
-            XskMode::Copy
-        };
+    /// A socket that another process created, registered and bound
+    /// ([`super::XskHandover`]): maps its rings and its UMEM's memory file
+    /// here, and gives the kernel its share of frames to receive into. The
+    /// rings of a bound socket can be mapped on the kernels this runs on
+    /// (6.18 here); one that refuses (EBUSY) leaves that uplink on UDP.
+    pub(super) fn adopt(
+        fd: OwnedFd,
+        umem_file: BorrowedFd<'_>,
+        opts: &XskOptions,
+        ifindex: u32,
+        queue: u32,
+    ) -> io::Result<XskSocket> {
+        check_options(opts)?;
+        let umem = Umem::map_shared(umem_file, opts.frames, opts.frame_size)?;
+        let rings = Rings::map(fd.as_raw_fd(), opts.ring_size)?;
+        // Asked of the socket, not taken from the sender's word.
+        let mode = bound_mode(fd.as_raw_fd())?;
+        Ok(Self::assemble(
+            fd,
+            rings,
+            umem,
+            opts.ring_size,
+            ifindex,
+            queue,
+            mode,
+        ))
+    }
 
+    fn assemble(
+        fd: OwnedFd,
+        rings: Rings,
+        umem: Umem,
+        ring_size: u32,
+        ifindex: u32,
+        queue: u32,
+        mode: XskMode,
+    ) -> XskSocket {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let mut sock = XskSocket {
             fd,
-            rx,
-            tx,
-            fill,
-            comp,
+            rx: rings.rx,
+            tx: rings.tx,
+            fill: rings.fill,
+            comp: rings.comp,
             alloc: FrameAlloc::new(umem.frames(), umem.frame_size()),
+            fill_target: (umem.frames() / 2).min(ring_size),
             umem,
             mode,
             ifindex,
             queue,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            fill_target: (opts.frames / 2).min(size),
             rx_kernel: 0,
             tx_kernel: 0,
             held: 0,
             counters: XskCounters::default(),
         };
         sock.refill();
-        Ok(sock)
+        sock
     }
 
     /// The mode the socket is bound in.
@@ -990,4 +969,116 @@ fn xdp_options(fd: RawFd) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(opts.flags)
+}
+
+/// Checks the geometry and the ring size.
+pub(super) fn check_options(opts: &XskOptions) -> io::Result<()> {
+    check_geometry(opts.frames, opts.frame_size)?;
+    if !opts.ring_size.is_power_of_two() || opts.ring_size > MAX_RING_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "AF_XDP ring size {}: must be a power of two up to {MAX_RING_SIZE}",
+                opts.ring_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The mode a bound socket is in.
+pub(super) fn bound_mode(fd: RawFd) -> io::Result<XskMode> {
+    Ok(if xdp_options(fd)? & libc::XDP_OPTIONS_ZEROCOPY != 0 {
+        XskMode::ZeroCopy
+    } else {
+        XskMode::Copy
+    })
+}
+
+/// The four rings of a socket, mapped.
+struct Rings {
+    fill: ProdRing<u64>,
+    comp: ConsRing<u64>,
+    rx: ConsRing<libc::xdp_desc>,
+    tx: ProdRing<libc::xdp_desc>,
+}
+
+impl Rings {
+    /// Maps the rings of `size` entries that were set up on socket `raw`.
+    fn map(raw: RawFd, size: u32) -> io::Result<Rings> {
+        let off = mmap_offsets(raw)?;
+        Ok(Rings {
+            fill: ProdRing::new(RawRing::<u64>::map(
+                raw,
+                &off.fr,
+                size,
+                libc::XDP_UMEM_PGOFF_FILL_RING as i64,
+            )?),
+            comp: ConsRing::new(RawRing::<u64>::map(
+                raw,
+                &off.cr,
+                size,
+                libc::XDP_UMEM_PGOFF_COMPLETION_RING as i64,
+            )?),
+            rx: ConsRing::new(RawRing::<libc::xdp_desc>::map(
+                raw,
+                &off.rx,
+                size,
+                libc::XDP_PGOFF_RX_RING,
+            )?),
+            tx: ProdRing::new(RawRing::<libc::xdp_desc>::map(
+                raw,
+                &off.tx,
+                size,
+                libc::XDP_PGOFF_TX_RING,
+            )?),
+        })
+    }
+}
+
+/// A new AF_XDP socket with `umem` registered and its four rings of
+/// `ring_size` entries set up, not bound yet.
+pub(super) fn socket_for(umem: &Umem, ring_size: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a freshly created fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    umem.register(raw)?;
+    for opt in [
+        libc::XDP_UMEM_FILL_RING,
+        libc::XDP_UMEM_COMPLETION_RING,
+        libc::XDP_RX_RING,
+        libc::XDP_TX_RING,
+    ] {
+        setsockopt_u32(raw, opt, ring_size)?;
+    }
+    Ok(fd)
+}
+
+/// Binds socket `raw` to `queue` of `ifindex`, with need_wakeup and
+/// `mode_flag` (XDP_COPY or XDP_ZEROCOPY).
+pub(super) fn bind(raw: RawFd, ifindex: u32, queue: u32, mode_flag: u16) -> io::Result<()> {
+    let sa = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: mode_flag | libc::XDP_USE_NEED_WAKEUP,
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: 0,
+    };
+    // SAFETY: sa is a valid sockaddr_xdp for the call and its size is
+    // passed.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            (&sa as *const libc::sockaddr_xdp).cast(),
+            mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

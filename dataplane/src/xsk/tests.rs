@@ -736,3 +736,131 @@ fn rx_blast_accounts_for_every_loss() {
         assert_no_leak(&xsk, FRAMES);
     });
 }
+
+/// What the XDP attacher does for a sandboxed data plane: a child process
+/// makes and binds the socket, its UMEM in a memory file, sends both over
+/// a socket pair and ends; this process maps them and the socket works
+/// here: datagrams land in the pages mapped here (through the UMEM many
+/// times over, so the fill ring is ours), and frames built here leave.
+#[test]
+fn a_socket_made_by_another_process_works_here() {
+    use crate::process::attacher::wire::{self, Msg, Received};
+    use std::os::fd::AsFd;
+    let Some(net) = TestNet::new("a_socket_made_by_another_process_works_here") else {
+        return;
+    };
+    net.run(|| {
+        const FRAMES: u32 = 64;
+        const RING: u32 = 32;
+        let a = ifindex("wska");
+        let (ours, theirs) = wire::pair().unwrap();
+        // SAFETY: the child makes system calls only (no allocation on the
+        // way that succeeds; see in_child in the sandbox tests) and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            // First, as the attacher does: the descriptors of the other
+            // tests' threads (an XDP link another test expects to vanish
+            // when it closes its copy) are none of this child's business.
+            let keep = theirs.as_raw_fd() as libc::c_uint;
+            // SAFETY: closes descriptors this child never uses (it _exits
+            // without running their owners' destructors).
+            unsafe {
+                libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
+                libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
+            }
+            let code = match XskHandover::create(a, 0, opts(FRAMES, RING, ZeroCopy::Auto)) {
+                Ok(h) => {
+                    let o = h.options();
+                    let m = Msg::Port {
+                        ifindex: h.ifindex(),
+                        queue: h.queue(),
+                        frames: o.frames,
+                        frame_size: o.frame_size,
+                        ring_size: o.ring_size,
+                    };
+                    i32::from(wire::send(theirs.as_fd(), &m, &h.fds()).is_err())
+                }
+                Err(_) => 2,
+            };
+            // SAFETY: ends the child without the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked, into a live integer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the maker failed");
+        let Received::Msg(Msg::Port { frames, queue, .. }, fds) =
+            wire::recv(ours.as_fd(), true).unwrap()
+        else {
+            panic!("no socket came");
+        };
+        assert_eq!((frames, queue), (FRAMES, 0));
+        let [sock, umem]: [std::os::fd::OwnedFd; 2] = fds.try_into().unwrap();
+        let h =
+            XskHandover::from_fds(sock, umem, opts(FRAMES, RING, ZeroCopy::Auto), a, 0).unwrap();
+        let mut xsk = h.adopt().unwrap();
+        assert_eq!(xsk.frame_counts().rx_kernel, xsk.rx_quota());
+
+        let xdp = TestXdp::attach(a).unwrap();
+        xdp.set_socket(0, xsk.as_raw_fd()).unwrap();
+        let tx = UdpSocket::bind(SocketAddrV4::new(B_IP, 7777)).unwrap();
+        tx.connect(SocketAddrV4::new(A_IP, XSK_PORT)).unwrap();
+        tx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let from = SocketAddrV4::new(B_IP, 7777);
+        let mut other = 0;
+        let total = FRAMES * 4;
+        for burst in 0..total / 16 {
+            for seq in burst * 16..burst * 16 + 16 {
+                tx.send(&payload_for(seq)).unwrap();
+            }
+            let mut got = recv_seqs(&mut xsk, from, 16, &mut other);
+            got.sort_unstable();
+            assert_eq!(got, (burst * 16..burst * 16 + 16).collect::<Vec<_>>());
+        }
+
+        let mut f = xsk.tx_frame().expect("a tx frame");
+        let src = SocketAddrV4::new(A_IP, XSK_PORT);
+        let n = build_udp4(f.buf(), A_MAC, B_MAC, src, from, &payload_for(7));
+        assert!(f.submit(n));
+        xsk.flush().unwrap();
+        let mut buf = [0u8; 2048];
+        let (len, peer) = tx.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..len], peer), (&payload_for(7)[..], src.into()));
+        wait_completions(&mut xsk);
+        assert_no_leak(&xsk, FRAMES);
+    });
+}
+
+/// The data plane checks what it maps: a UMEM file of the wrong size, or
+/// one that could be resized under the workers, is refused.
+#[test]
+fn a_umem_file_not_as_described_is_refused() {
+    let fd = |len: i64, seal: bool| {
+        // SAFETY: a NUL-terminated name; checked below.
+        let raw = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(raw >= 0);
+        // SAFETY: a fresh descriptor nothing else owns.
+        let f = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain calls on that descriptor.
+        unsafe {
+            assert_eq!(libc::ftruncate(raw, len), 0);
+            if seal {
+                let s = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+                assert_eq!(libc::fcntl(raw, libc::F_ADD_SEALS, s), 0);
+            }
+        }
+        f
+    };
+    use std::os::fd::{AsFd, FromRawFd};
+    let ok = fd(64 * 2048, true);
+    assert!(super::umem::Umem::map_shared(ok.as_fd(), 64, 2048).is_ok());
+    for (f, why) in [
+        (fd(64 * 2048, false), "unsealed"),
+        (fd(32 * 2048, true), "too small"),
+        (fd(128 * 2048, true), "too large"),
+    ] {
+        let e = super::umem::Umem::map_shared(f.as_fd(), 64, 2048).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{why}: {e}");
+    }
+}

@@ -13,7 +13,7 @@
 //! a refused call (counted by the socket) instead of a corrupted list.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 
 /// Frame sizes the UMEM accepts: the kernel requires a power of two from
@@ -42,28 +42,78 @@ impl Umem {
     pub(crate) fn new(frames: u32, frame_size: u32) -> io::Result<Umem> {
         check_geometry(frames, frame_size)?;
         let len = frames as usize * frame_size as usize;
-        // SAFETY: a fresh private anonymous mapping chosen by the kernel; it
-        // aliases nothing. The result is checked below.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
+        map_area(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, None)
+            .map(|area| Umem::with(area, len, frames, frame_size))
+    }
+
+    /// A UMEM in a fresh memory file, for a socket made in one process and
+    /// used in another ([`super::XskHandover`]): the process that registers
+    /// it pins the file's pages, and the one that maps the same file sees
+    /// the very pages the kernel reads and writes. Sealed against resizing:
+    /// a file shrunk under the mapping would fault in the workers.
+    pub(crate) fn new_shared(frames: u32, frame_size: u32) -> io::Result<(Umem, OwnedFd)> {
+        check_geometry(frames, frame_size)?;
+        let len = frames as usize * frame_size as usize;
+        // SAFETY: a NUL-terminated name; the result is checked below.
+        let raw = unsafe {
+            libc::memfd_create(
+                c"wirespeed-umem".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
             )
         };
-        if p == libc::MAP_FAILED {
+        if raw < 0 {
             return Err(io::Error::last_os_error());
         }
-        let area = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap: NULL"))?;
-        Ok(Umem {
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain calls on the descriptor just created.
+        let sized = unsafe {
+            libc::ftruncate(raw, len as libc::off_t) == 0
+                && libc::fcntl(raw, libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) == 0
+        };
+        if !sized {
+            return Err(io::Error::last_os_error());
+        }
+        let area = map_area(len, libc::MAP_SHARED, Some(raw))?;
+        Ok((Umem::with(area, len, frames, frame_size), fd))
+    }
+
+    /// Maps the memory file of a UMEM that another process made and
+    /// registered (see [`Umem::new_shared`]). The file must be exactly the
+    /// geometry's size and sealed against resizing.
+    pub(crate) fn map_shared(fd: BorrowedFd<'_>, frames: u32, frame_size: u32) -> io::Result<Umem> {
+        check_geometry(frames, frame_size)?;
+        let len = frames as usize * frame_size as usize;
+        let raw = fd.as_raw_fd();
+        // SAFETY: stat is plain integers (all-zero is valid) and writable.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a live descriptor and a writable stat.
+        if unsafe { libc::fstat(raw, &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: F_GET_SEALS takes no argument; -1 (an error) is checked.
+        let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
+        if st.st_size as u64 != len as u64 || seals < 0 || seals & SEALS != SEALS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "UMEM file of {} bytes (seals {seals:#x}), expected {len} bytes sealed \
+                     against resizing",
+                    st.st_size
+                ),
+            ));
+        }
+        map_area(len, libc::MAP_SHARED, Some(raw))
+            .map(|area| Umem::with(area, len, frames, frame_size))
+    }
+
+    fn with(area: NonNull<u8>, len: usize, frames: u32, frame_size: u32) -> Umem {
+        Umem {
             area,
             len,
             frame_size,
             frames,
-        })
+        }
     }
 
     /// Registers the area with the AF_XDP socket `fd` (XDP_UMEM_REG).
@@ -157,6 +207,32 @@ impl Drop for Umem {
             libc::munmap(self.area.as_ptr().cast(), self.len);
         }
     }
+}
+
+/// Seals a shared UMEM's file carries: its size is fixed.
+const SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+
+/// Maps `len` bytes, readable and writable, populated: anonymous memory
+/// (`fd` None) or the start of a memory file.
+fn map_area(len: usize, flags: i32, fd: Option<RawFd>) -> io::Result<NonNull<u8>> {
+    // SAFETY: a new mapping where the kernel chooses, overlapping no memory
+    // of ours. Of a memory file, it shares pages only with the kernel: the
+    // process that made the UMEM dropped its own view once it had
+    // registered it (XskHandover). The result is checked below.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | libc::MAP_POPULATE,
+            fd.unwrap_or(-1),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap: NULL"))
 }
 
 /// Checks a UMEM geometry: a frame size from [`FRAME_SIZES`] and 2 to
