@@ -476,21 +476,7 @@ pub fn run(opts: Options) -> io::Result<()> {
         }
     }
     if let Some(x) = &xdp {
-        stats::publish_xdp(&shared.region, &x.programs);
-        for p in &x.programs {
-            if let Ok(st) = p.stats() {
-                log::info!(
-                    "XDP on {}: {} steered, {} passed, {} malformed, {} without socket, \
-                     {} not addressed to this host",
-                    p.iface(),
-                    st.steered,
-                    st.passed,
-                    st.malformed,
-                    st.no_socket,
-                    st.not_local
-                );
-            }
-        }
+        stats::publish_and_log_xdp(&shared.region, &x.programs);
     }
     Ok(())
 }

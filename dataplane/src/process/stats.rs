@@ -87,6 +87,26 @@ pub fn publish_uplinks(region: &Region, programs: &[XdpSteering]) {
     stats::set_uplinks(region, programs.iter().map(|p| (p.iface(), p.ifindex())));
 }
 
+/// At exit: the programs' last figures into the region, and a line each
+/// in the log (the tests read the line).
+pub fn publish_and_log_xdp(region: &Region, programs: &[XdpSteering]) {
+    publish_xdp(region, programs);
+    for p in programs {
+        if let Ok(st) = p.stats() {
+            log::info!(
+                "XDP on {}: {} steered, {} passed, {} malformed, {} without socket, \
+                 {} not addressed to this host",
+                p.iface(),
+                st.steered,
+                st.passed,
+                st.malformed,
+                st.no_socket,
+                st.not_local
+            );
+        }
+    }
+}
+
 /// Supervisor: copies each program's counters (summed over CPUs) into the
 /// region. A program whose map cannot be read keeps its last figures.
 pub fn publish_xdp(region: &Region, programs: &[XdpSteering]) {

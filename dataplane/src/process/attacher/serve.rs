@@ -110,21 +110,7 @@ pub(super) fn serve(region: &Region, setup: &Setup, sock: BorrowedFd<'_>) -> i32
             }
         }
     }
-    stats::publish_xdp(region, &x.programs);
-    for p in &x.programs {
-        if let Ok(st) = p.stats() {
-            log::info!(
-                "XDP on {}: {} steered, {} passed, {} malformed, {} without socket, \
-                 {} not addressed to this host",
-                p.iface(),
-                st.steered,
-                st.passed,
-                st.malformed,
-                st.no_socket,
-                st.not_local
-            );
-        }
-    }
+    stats::publish_and_log_xdp(region, &x.programs);
     // Dropping the programs detaches them, before the data plane, waiting
     // for this process to end, ends itself.
     drop(x);
