@@ -10,6 +10,7 @@
 
 pub(crate) mod attacher;
 pub mod backend;
+pub mod host;
 mod iface_watch;
 mod keycache;
 mod local_addrs;

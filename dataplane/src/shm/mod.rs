@@ -175,6 +175,43 @@ impl Region {
         Ok(r)
     }
 
+    /// Maps a region whose descriptor control handed over (a host data
+    /// plane's tenant, see `process::host`), with the checks of
+    /// [`Region::open`]: a private plain file of ours, this size and layout.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Region> {
+        let file = File::from(fd);
+        let st = file::fstat(&file)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(invalid("shared memory region is not a plain file"));
+        }
+        file::check_private(Path::new("(handed-over region)"), &st)?;
+        if st.st_size as u64 != TOTAL_SIZE as u64 {
+            return Err(invalid("shared memory region has the wrong size"));
+        }
+        let r = Self::map(file, None)?;
+        let h = r.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC || h.version.load(Ordering::Relaxed) != VERSION
+        {
+            return Err(invalid(
+                "shared memory region has another magic or layout version",
+            ));
+        }
+        Ok(r)
+    }
+
+    /// The region's open file, to be opened afresh (through /proc) for a
+    /// host data plane: passing this one would pass its lock along.
+    pub fn file_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.file)
+    }
+
+    /// The region file's identity (device, inode): what tells a tenant
+    /// that re-attaches from a new one.
+    pub fn file_id(&self) -> io::Result<(u64, u64)> {
+        let st = file::fstat(&self.file)?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
     /// For a user that did not create the region (the data plane) and
     /// outlived its creator: removes the file if it still names this region
     /// and no live instance holds it. Returns whether it did.

@@ -31,6 +31,8 @@ mod receive;
 mod send;
 mod tx_peer;
 
+pub(in crate::process) use self::Ready as LaneReady;
+
 const BATCH: usize = 32;
 /// Sealed messages for the UDP socket are sent once this many wait (a TUN
 /// super-packet's segments are always sent together, as one train): enough
@@ -77,6 +79,9 @@ struct PendingFrame {
 pub struct Worker {
     pub id: usize,
     shared: &'static Shared,
+    /// A host data plane's lane: keeps the tenant's state alive for as
+    /// long as this lane (and so every reference into it) lives.
+    _tenant: Option<Arc<Shared>>,
     sock: UdpSocketBatch,
     /// A replacement socket from the supervisor (listen port changed).
     pub new_socket: Arc<Mutex<Option<UdpSocketBatch>>>,
@@ -147,9 +152,9 @@ struct Incoming {
 }
 
 /// Which of the worker's file descriptors poll found readable.
-struct Ready {
-    udp: bool,
-    tun: bool,
+pub(in crate::process) struct Ready {
+    pub udp: bool,
+    pub tun: bool,
 }
 
 impl Worker {
@@ -165,6 +170,7 @@ impl Worker {
         Worker {
             id,
             shared,
+            _tenant: None,
             sock,
             new_socket: Arc::new(Mutex::new(None)),
             tun,
@@ -206,6 +212,32 @@ impl Worker {
         let shared: &'static Shared = self.shared;
         let region = &shared.region;
         capture::armed(region).map(|a| (a, region.capture_ring(self.id)))
+    }
+
+    /// One tenant's lane of a host data plane's worker `id` (see
+    /// `process::host`): the same per-tenant state as a worker of its own,
+    /// driven turn by turn by the worker thread that serves every tenant.
+    pub fn lane(
+        id: usize,
+        shared: Arc<Shared>,
+        sock: UdpSocketBatch,
+        tun: TunQueue,
+        uso: bool,
+    ) -> Worker {
+        // SAFETY: the reference and everything derived from it (the stats
+        // block, capture rings) are held only by this lane, which also
+        // holds `shared` in `_tenant`: the Shared (and its region mapping)
+        // is freed only after the lane is dropped, and nothing the lane
+        // hands out outlives one of its turns.
+        let r: &'static Shared = unsafe { &*Arc::as_ptr(&shared) };
+        let mut w = Worker::new(id, r, sock, tun, uso);
+        w._tenant = Some(shared);
+        w
+    }
+
+    /// The tenant this lane serves (the same `Arc` for all its lanes).
+    pub fn tenant(&self) -> Option<&Arc<Shared>> {
+        self._tenant.as_ref()
     }
 
     /// Lets this worker take AF_XDP sockets for the transport fast path from

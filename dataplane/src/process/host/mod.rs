@@ -1,0 +1,322 @@
+//! The host data plane (`wirespeed --host-dataplane`): one data plane for
+//! every wirespeed interface on the host. Its workers (one per core,
+//! pinned) each serve every tenant through a lane per tenant ([`lanes`]);
+//! control processes attach their interfaces over a root-only socket
+//! ([`listen`], protocol in [`wire`]) and the data plane binds each
+//! tenant's UDP sockets on its listen port ([`tenant`]).
+//!
+//! Opt-in for now: a `wirespeed IFACE` attaches to it when one answers on
+//! the socket (or, with WIRESPEED_DATAPLANE=host, starts one), and starts a
+//! data plane of its own otherwise. Transport goes over the UDP sockets;
+//! AF_XDP uplinks (steered to tenants by listen port) are not served by
+//! the host data plane yet, and it does not enter the sandbox (it keeps
+//! binding sockets and taking tenants for its whole life).
+
+pub mod lanes;
+pub mod listen;
+mod tenant;
+pub mod wire;
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::shm::layout::MAX_WORKERS;
+use crate::shm::Region;
+
+use super::backend::BackendChoice;
+use lanes::{LaneInbox, LaneSet};
+use listen::Listener;
+use tenant::{Gone, Tenant};
+use wire::{Received, Reply, Request};
+
+pub use listen::{connect, socket_path, DEFAULT_SOCKET};
+
+pub struct HostOptions {
+    pub socket: PathBuf,
+    pub workers: usize,
+    pub backend: BackendChoice,
+}
+
+/// How often the supervisor looks at the socket and the tenants' settings.
+const TICK: Duration = Duration::from_millis(10);
+/// Every this many ticks: the interfaces and the controls.
+const SLOW_TICKS: u64 = 100;
+
+struct Host {
+    workers: usize,
+    inboxes: Vec<Arc<LaneInbox>>,
+    tenants: Vec<Tenant>,
+    /// Connections that have not attached a tenant (yet).
+    pending: Vec<OwnedFd>,
+}
+
+fn reply(c: &OwnedFd, r: &Reply, fds: &[i32]) {
+    if let Err(e) = wire::send(c.as_fd(), r.encode().as_bytes(), fds) {
+        log::error!("attach socket: cannot reply: {e}");
+    }
+}
+
+impl Host {
+    /// Answers what a connection that has no tenant sent; Some(conn) if it
+    /// stays pending.
+    fn serve_pending(&mut self, c: OwnedFd) -> Option<OwnedFd> {
+        let (msg, fds) = match wire::recv(c.as_fd(), false) {
+            Ok(Received::Msg(m, f)) => (m, f),
+            Ok(Received::Nothing) => return Some(c),
+            Ok(Received::Closed) => return None,
+            Err(e) => {
+                log::error!("attach socket: {e}");
+                return None;
+            }
+        };
+        let req = match Request::decode(&msg) {
+            Ok(r) if r.fds(self.workers) == fds.len() => r,
+            Ok(r) => {
+                reply(
+                    &c,
+                    &Reply::Err(format!("{} descriptors with {r:?}", fds.len())),
+                    &[],
+                );
+                return None;
+            }
+            Err(e) => {
+                reply(&c, &Reply::Err(e.to_string()), &[]);
+                return None;
+            }
+        };
+        match req {
+            Request::Hello => {
+                reply(
+                    &c,
+                    &Reply::Workers {
+                        n: self.workers,
+                        pid: std::process::id(),
+                    },
+                    &[],
+                );
+                Some(c)
+            }
+            Request::Attach { iface, shm } => {
+                match self.attach(&iface, Path::new(&shm), fds) {
+                    Ok(port) => {
+                        reply(&c, &Reply::Ok { port }, &[]);
+                        log::info!("{iface}: attached, UDP port {port}");
+                        if let Some(t) = self.tenants.last_mut() {
+                            t.conn = Some(c);
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("{iface}: attach refused: {e}");
+                        reply(&c, &Reply::Err(e.to_string()), &[]);
+                    }
+                }
+                None
+            }
+            Request::Reattach { iface } => {
+                match self.reattach(fds) {
+                    Ok((i, [q, w])) => {
+                        let t = &mut self.tenants[i];
+                        reply(
+                            &c,
+                            &Reply::Ok { port: t.port() },
+                            &[q.as_raw_fd(), w.as_raw_fd()],
+                        );
+                        log::info!("{iface}: control re-attached");
+                        t.conn = Some(c);
+                    }
+                    Err(e) => reply(&c, &Reply::Err(e.to_string()), &[]),
+                }
+                None
+            }
+            Request::Detach => {
+                reply(
+                    &c,
+                    &Reply::Err("nothing attached on this connection".into()),
+                    &[],
+                );
+                None
+            }
+        }
+    }
+
+    fn attach(&mut self, iface: &str, shm: &Path, fds: Vec<OwnedFd>) -> io::Result<u16> {
+        let mut it = fds.into_iter();
+        let (Some(region), Some(wake)) = (it.next(), it.next()) else {
+            return Err(io::Error::other("missing descriptors"));
+        };
+        let region = Region::from_fd(region)?;
+        let id = region.file_id()?;
+        if self.tenants.iter().any(|t| t.id == id) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this region is attached already (REATTACH takes it over)",
+            ));
+        }
+        let t = Tenant::attach(iface, shm, region, wake, it.collect(), &self.inboxes)?;
+        let port = t.port();
+        self.tenants.push(t);
+        Ok(port)
+    }
+
+    /// The tenant of the region in `fds` and what its new control needs.
+    fn reattach(&self, fds: Vec<OwnedFd>) -> io::Result<(usize, [OwnedFd; 2])> {
+        let region = fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| io::Error::other("missing region"))?;
+        let st = std::fs::File::from(region).metadata()?;
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            (st.dev(), st.ino())
+        };
+        let Some(i) = self.tenants.iter().position(|t| t.id == id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no tenant with this region",
+            ));
+        };
+        if self.tenants[i].conn.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "the tenant's control is still attached",
+            ));
+        }
+        Ok((i, self.tenants[i].handover()?))
+    }
+
+    /// Messages on tenants' connections, and their housekeeping.
+    fn serve_tenants(&mut self, slow: bool) {
+        let mut i = 0;
+        while i < self.tenants.len() {
+            let t = &mut self.tenants[i];
+            let mut detach = false;
+            if let Some(c) = &t.conn {
+                match wire::recv(c.as_fd(), false) {
+                    Ok(Received::Msg(m, _))
+                        if Request::decode(&m).ok() == Some(Request::Detach) =>
+                    {
+                        reply(c, &Reply::Ok { port: 0 }, &[]);
+                        detach = true;
+                    }
+                    Ok(Received::Msg(..)) => {
+                        reply(c, &Reply::Err("unexpected request".into()), &[])
+                    }
+                    Ok(Received::Nothing) => {}
+                    Ok(Received::Closed) | Err(_) => {
+                        log::info!(
+                            "{}: control closed its connection; forwarding goes on with the keys it left",
+                            t.iface
+                        );
+                        t.conn = None;
+                    }
+                }
+            }
+            let gone = if detach {
+                log::info!("{}: detached by its control", t.iface);
+                true
+            } else {
+                match t.tick(slow) {
+                    Some(Gone::Deleted) => {
+                        log::info!("{}: interface deleted; detached", t.iface);
+                        true
+                    }
+                    Some(Gone::Expired) => {
+                        log::info!(
+                            "{}: control is gone and every session expired; detached",
+                            t.iface
+                        );
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if gone {
+                self.tenants.swap_remove(i).detach();
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+pub fn run(opts: HostOptions) -> io::Result<()> {
+    crate::coredump::forbid_core_dumps()?;
+    // SAFETY: installs an async-signal-safe handler that only stores an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    if opts.backend == BackendChoice::Xdp {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the host data plane serves its tenants over UDP sockets for now (--backend udp or auto)",
+        ));
+    }
+    let listener = Listener::bind(&opts.socket)?;
+    let n = opts.workers.clamp(1, MAX_WORKERS);
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut inboxes = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let inbox = Arc::new(LaneInbox::default());
+        inboxes.push(inbox.clone());
+        let core = cores.get(i % cores.len().max(1)).copied();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    LaneSet::new(inbox).run(stop);
+                })?,
+        );
+    }
+    log::info!(
+        "host data plane: {n} workers, UDP sockets, attach socket {}",
+        opts.socket.display()
+    );
+    let mut host = Host {
+        workers: n,
+        inboxes,
+        tenants: Vec::new(),
+        pending: Vec::new(),
+    };
+    let mut ticks = 0u64;
+    while !TERMINATE.load(Ordering::Relaxed) {
+        while let Some(c) = listener.accept() {
+            host.pending.push(c);
+        }
+        for c in std::mem::take(&mut host.pending) {
+            if let Some(c) = host.serve_pending(c) {
+                host.pending.push(c);
+            }
+        }
+        ticks += 1;
+        host.serve_tenants(ticks.is_multiple_of(SLOW_TICKS));
+        std::thread::sleep(TICK);
+    }
+    log::info!("host data plane: terminating on signal");
+    drop(listener);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    // The lanes are gone: the tenants' regions are unmapped with these.
+    for t in host.tenants.drain(..) {
+        t.detach();
+    }
+    Ok(())
+}
