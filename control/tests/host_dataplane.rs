@@ -349,3 +349,255 @@ fn three_tenants_of_one_host_data_plane_carry_traffic_at_once_with_exact_counter
         eprintln!("  host data plane pid {}, hub drops {hub_lost}", host.pid());
     }
 }
+
+/// The receiver index (raw, as on the wire) of the first transport message
+/// `peer_ns` sends over `leg`'s uplink: the hub tenant's own session index.
+fn hub_receiver_index(hub: &Netns, leg: &Leg, n: u8) -> [u8; 4] {
+    let filter = format!("udp and src host 10.0.{n}.2 and udp[8] = 4");
+    let mut cmd = hub.cmd("timeout");
+    cmd.args([
+        "10",
+        "tcpdump",
+        "-i",
+        &leg.uplink,
+        "-n",
+        "-p",
+        "-c",
+        "1",
+        "-x",
+        &filter,
+    ]);
+    let dump = std::thread::spawn(move || util::output(&mut cmd));
+    std::thread::sleep(Duration::from_millis(500));
+    let pings = ping(&leg.peer_ns, &leg.hub_tun.to_string(), 3);
+    assert!(pings.received > 0, "no ping over {}", leg.hub.iface);
+    let out = dump.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes: Vec<u8> = text
+        .lines()
+        .filter_map(|l| l.trim().split_once(":  "))
+        .flat_map(|(_, hex)| {
+            hex.split_whitespace()
+                .flat_map(|w| {
+                    (0..w.len() / 2).map(move |i| u8::from_str_radix(&w[2 * i..2 * i + 2], 16))
+                })
+                .collect::<Vec<_>>()
+        })
+        .map(|b| b.expect("tcpdump hex"))
+        .collect();
+    // IPv4 header (20, no options) + UDP (8) + type and reserved (4).
+    assert!(
+        bytes.len() >= 36 && bytes[28] == 4,
+        "no transport message captured:\n{text}"
+    );
+    bytes[32..36].try_into().unwrap()
+}
+
+/// A well-formed transport message for `receiver` that no key opens.
+fn forged(receiver: [u8; 4], counter: u64) -> Vec<u8> {
+    let mut m = vec![4u8, 0, 0, 0];
+    m.extend_from_slice(&receiver);
+    m.extend_from_slice(&counter.to_le_bytes());
+    m.extend((0..80u32).map(|i| (i as u8).wrapping_mul(37) ^ counter as u8));
+    m
+}
+
+#[test]
+fn a_tenants_peer_cannot_reach_another_tenant_with_its_receiver_indices() {
+    let Some(_serial) = netns_test("host_dataplane_cross_tenant") else {
+        return;
+    };
+    let hub = Netns::new();
+    let _host = HostDp::start(&hub, 2);
+    let legs = legs(&hub, &_host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let (a, b) = (&legs[0], &legs[1]);
+    let index_a = hub_receiver_index(&hub, a, 1);
+    let index_b = hub_receiver_index(&hub, b, 2);
+    assert_ne!(index_a, index_b);
+    // Nothing more from the peers themselves meanwhile.
+    quiesce(&hub, &legs);
+    let tun = |ns: &Netns, i: &str| iface_stats(ns, i).rx_packets;
+    let before = (
+        tun(&hub, &a.hub.iface),
+        tun(&hub, &b.hub.iface),
+        tun(&a.peer_ns, &a.peer.iface),
+        tun(&b.peer_ns, &b.peer.iface),
+        a.hub_peer(&hub).rx,
+        b.hub_peer(&hub).rx,
+        udp_stats(&hub).in_datagrams,
+    );
+    // From A's peer's own address and port: to B's port with B's index, to
+    // A's port with B's index, and to B's port with A's index.
+    let sock = a
+        .peer_ns
+        .udp_socket(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2)), 0));
+    const N: u64 = 200;
+    let hub_addr = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1));
+    for (k, (index, port)) in [(index_b, b.port), (index_b, a.port), (index_a, b.port)]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..N {
+            let m = forged(index, (k as u64) << 32 | i);
+            sock.send_to(&m, SocketAddr::new(hub_addr, port)).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (
+        tun(&hub, &a.hub.iface),
+        tun(&hub, &b.hub.iface),
+        tun(&a.peer_ns, &a.peer.iface),
+        tun(&b.peer_ns, &b.peer.iface),
+        a.hub_peer(&hub).rx,
+        b.hub_peer(&hub).rx,
+        udp_stats(&hub).in_datagrams,
+    );
+    // They did reach the tenants' sockets.
+    assert!(after.6 - before.6 >= 3 * N, "{before:?} -> {after:?}");
+    assert_eq!(
+        (after.0, after.1, after.2, after.3, after.4, after.5),
+        (before.0, before.1, before.2, before.3, before.4, before.5),
+        "a forged message was delivered (TUN rx of hub A, hub B, peer A, peer B; wg rx of A, B)"
+    );
+    // Both tenants still work.
+    assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 2);
+    assert_ping(&b.peer_ns, &b.hub_tun.to_string(), 2);
+}
+
+/// `wg set` with `leg`'s hub configuration (keys and peer; the addresses
+/// stay on the interface across a control restart).
+fn reconfigure_hub(hub: &Netns, leg: &Leg, port: u16, n: u8) {
+    let dir = TempDir::new();
+    let key = dir.write("k", &format!("{}\n", leg.hub_keys.private));
+    let (k, p, e, a) = (
+        key.display().to_string(),
+        port.to_string(),
+        format!("10.0.{n}.2:51820"),
+        format!("{}/32", leg.peer_tun),
+    );
+    hub.exec(&[
+        "wg",
+        "set",
+        &leg.hub.iface,
+        "private-key",
+        &k,
+        "listen-port",
+        &p,
+        "peer",
+        &leg.peer_keys.public,
+        "allowed-ips",
+        &a,
+        "endpoint",
+        &e,
+    ]);
+}
+
+fn listening(ns: &Netns, port: u16) -> bool {
+    ns.exec(&["ss", "-Hnlu"]).lines().any(|l| {
+        l.split_whitespace()
+            .nth(3)
+            .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+}
+
+#[test]
+fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfer() {
+    let Some(_serial) = netns_test("host_dataplane_tenant_lifecycle") else {
+        return;
+    };
+    let hub = Netns::new();
+    let mut host = HostDp::start(&hub, 2);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let env = host.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    let hs_a = legs[0].peer_peer().latest_handshake;
+    assert!(hs_a.is_some());
+
+    // B: a transfer long enough to outlast what A goes through.
+    const BYTES: u64 = 160 << 20;
+    let b = &legs[1];
+    let to = SocketAddr::new(IpAddr::V4(b.hub_tun), 5100);
+    let transfer = TcpTransfer::start(&b.peer_ns, &hub, to, BYTES);
+    assert!(transfer.wait_for_progress(1 << 20, Duration::from_secs(20)));
+
+    // A's control is killed: the host data plane forwards on with its keys.
+    let iface_a = legs[0].hub.iface.clone();
+    let pid_a = legs[0].hub.pid();
+    util::signal(pid_a, util::SIGKILL);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || { legs[0].hub.exit_status().is_some() }
+    ));
+    assert!(
+        transfer.received() < BYTES,
+        "B's transfer ended before A's restart"
+    );
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+
+    // Started again, it re-attaches to its tenant: the session goes on
+    // (the peer saw no new handshake).
+    // (Reaped, and its stale UAPI socket removed, before the new one binds.)
+    legs[0].hub.stop();
+    legs[0].hub = Impl::WirespeedUdp.start_with(&hub, &iface_a, &env);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || legs
+            [0]
+        .hub
+        .log()
+        .contains("re-attached to the running data plane")),
+        "{}",
+        legs[0].hub.log()
+    );
+    assert!(util::children_of(legs[0].hub.pid()).is_empty());
+    reconfigure_hub(&hub, &legs[0], legs[0].port, 1);
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 3);
+    assert_eq!(
+        legs[0].peer_peer().latest_handshake,
+        hs_a,
+        "A's session was not kept"
+    );
+
+    // A new listen port: only A's sockets move.
+    let new_port = 52000;
+    reconfigure_hub(&hub, &legs[0], new_port, 1);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            listening(&hub, new_port) && !listening(&hub, legs[0].port)
+        }),
+        "A's port did not move; log:\n{}",
+        host.log()
+    );
+    assert!(listening(&hub, legs[1].port), "B's port moved too");
+    let a = &legs[0];
+    a.peer.wg_set(
+        &a.peer_ns,
+        &[
+            "peer",
+            &a.hub_keys.public,
+            "endpoint",
+            &format!("10.0.1.1:{new_port}"),
+        ],
+    );
+    assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 3);
+
+    // A deleted: its tenant goes (its port closes), the host stays.
+    hub.ip(&["link", "del", &iface_a]);
+    assert!(
+        util::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            let gone = host
+                .log()
+                .lines()
+                .any(|l| l.contains(&format!("{iface_a}: ")) && l.contains("detached"));
+            gone && !listening(&hub, new_port)
+        }),
+        "A's tenant is still there; log:\n{}",
+        host.log()
+    );
+    assert!(host.running());
+
+    // B never noticed.
+    transfer.finish().assert_intact(BYTES);
+    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 2);
+}

@@ -168,6 +168,11 @@ impl Tenant {
             }
             h.applied_gen.store(g, Ordering::Release);
         }
+        // A lane found the interface gone (its TUN queue failed): every
+        // lane has dropped out already.
+        if self.shared.stopping() {
+            return Some(Gone::Deleted);
+        }
         if !slow {
             return None;
         }
