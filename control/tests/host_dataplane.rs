@@ -601,3 +601,41 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
     transfer.finish().assert_intact(BYTES);
     assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 2);
 }
+
+#[test]
+fn controls_attach_again_when_the_host_data_plane_dies() {
+    let Some(_serial) = netns_test("host_dataplane_dies") else {
+        return;
+    };
+    let hub = Netns::new();
+    let mut host = HostDp::start(&hub, 2);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    for l in &legs {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 2);
+    }
+    let old = host.pid();
+    util::signal(old, util::SIGKILL);
+    assert!(util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || !host.running()));
+    // WIRESPEED_DATAPLANE=host: a control starts another one (in its own
+    // process group, inside the hub namespace, ended with it), and both
+    // attach to it again with the sessions in their regions.
+    for l in &mut legs {
+        let attached_again = util::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            l.hub.log().contains("data plane restarted")
+        });
+        assert!(attached_again, "{} did not attach again:\n{}", l.hub.iface, l.hub.log());
+        l.hub.assert_running();
+    }
+    for l in &legs {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 3);
+    }
+    let pids: Vec<u32> = legs
+        .iter()
+        .map(|l| {
+            let line = l.hub.log().lines().rev().find(|x| x.contains("data plane restarted")).unwrap().to_string();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_ne!(pids[0], old);
+    assert_eq!(pids[0], pids[1], "both must be tenants of one new host data plane");
+}
