@@ -29,6 +29,10 @@ struct HostDp {
 
 impl HostDp {
     fn start(ns: &Netns, workers: usize) -> HostDp {
+        HostDp::start_with(ns, workers, "udp", &[])
+    }
+
+    fn start_with(ns: &Netns, workers: usize, backend: &str, env: &[(&str, &str)]) -> HostDp {
         let dir = TempDir::new();
         // A directory it creates itself (0700): TempDir's is world-readable.
         let socket = dir.join("run/dataplane.sock");
@@ -36,8 +40,9 @@ impl HostDp {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = ns
             .cmd(env!("CARGO_BIN_EXE_wirespeed"))
-            .args(["--host-dataplane", "--backend", "udp", "--workers"])
+            .args(["--host-dataplane", "--backend", backend, "--workers"])
             .arg(workers.to_string())
+            .envs(env.iter().copied())
             .env("WIRESPEED_DATAPLANE_SOCKET", &socket)
             .env("WIRESPEED_TUN_OFFLOAD", "off")
             .stdin(Stdio::null())
@@ -124,6 +129,10 @@ struct Leg {
     port: u16,
     hub_tun: Ipv4Addr,
     peer_tun: Ipv4Addr,
+    hub_addr: Ipv4Addr,
+    peer_addr: Ipv4Addr,
+    /// The bridge every peer's uplink joins, when the hub has one uplink.
+    _switch: Option<Netns>,
 }
 
 impl Leg {
@@ -157,21 +166,49 @@ fn hub_drops(hub: &Netns, legs: &[Leg]) -> u64 {
 /// attached to `host`, listening on 51820 + i, with its peer `peers[i]` in
 /// a namespace of its own behind veth 10.0.(i+1).0/24.
 fn legs(hub: &Netns, host: &HostDp, peers: &[Impl]) -> Vec<Leg> {
+    legs_on(hub, host, peers, false)
+}
+
+/// [`legs`], or with `one_uplink` every peer behind one bridge that the
+/// hub reaches through its single uplink `up0` (10.0.0.1/24; peer i at
+/// 10.0.0.(i+2)).
+fn legs_on(hub: &Netns, host: &HostDp, peers: &[Impl], one_uplink: bool) -> Vec<Leg> {
     let env = host.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut out = Vec::new();
+    let mut switch = one_uplink.then(|| {
+        let sw = Netns::new();
+        common::netns::bridge(&sw, "br0");
+        common::netns::attach(&sw, "br0", "p0", hub, "up0", "10.0.0.1/24");
+        sw
+    });
     for (i, &imp) in peers.iter().enumerate() {
         let n = i as u8 + 1;
         let peer_ns = Netns::new();
-        let uplink = format!("u{n}");
-        veth(
-            hub,
-            &uplink,
-            Some(&format!("10.0.{n}.1/24")),
-            &peer_ns,
-            "veth0",
-            Some(&format!("10.0.{n}.2/24")),
-        );
+        let (uplink, hub_addr, peer_addr) = match &switch {
+            Some(sw) => {
+                let a = Ipv4Addr::new(10, 0, 0, n + 1);
+                let port = format!("p{n}");
+                common::netns::attach(sw, "br0", &port, &peer_ns, "veth0", &format!("{a}/24"));
+                ("up0".to_string(), Ipv4Addr::new(10, 0, 0, 1), a)
+            }
+            None => {
+                let uplink = format!("u{n}");
+                veth(
+                    hub,
+                    &uplink,
+                    Some(&format!("10.0.{n}.1/24")),
+                    &peer_ns,
+                    "veth0",
+                    Some(&format!("10.0.{n}.2/24")),
+                );
+                (
+                    uplink,
+                    Ipv4Addr::new(10, 0, n, 1),
+                    Ipv4Addr::new(10, 0, n, 2),
+                )
+            }
+        };
         let (hub_keys, peer_keys) = (Keys::generate(), Keys::generate());
         let port = 51820 + i as u16;
         let (hub_tun, peer_tun) = (
@@ -188,7 +225,7 @@ fn legs(hub: &Netns, host: &HostDp, peers: &[Impl]) -> Vec<Leg> {
                 peers: vec![PeerConf {
                     public_key: peer_keys.public.clone(),
                     allowed_ips: vec![format!("{peer_tun}/32")],
-                    endpoint: Some(format!("10.0.{n}.2:51820")),
+                    endpoint: Some(format!("{peer_addr}:51820")),
                     ..PeerConf::default()
                 }],
                 addresses: vec![format!("{hub_tun}/24")],
@@ -203,7 +240,7 @@ fn legs(hub: &Netns, host: &HostDp, peers: &[Impl]) -> Vec<Leg> {
                 peers: vec![PeerConf {
                     public_key: hub_keys.public.clone(),
                     allowed_ips: vec![format!("{hub_tun}/32")],
-                    endpoint: Some(format!("10.0.{n}.1:{port}")),
+                    endpoint: Some(format!("{hub_addr}:{port}")),
                     ..PeerConf::default()
                 }],
                 addresses: vec![format!("{peer_tun}/24")],
@@ -221,6 +258,13 @@ fn legs(hub: &Netns, host: &HostDp, peers: &[Impl]) -> Vec<Leg> {
             port,
             hub_tun,
             peer_tun,
+            hub_addr,
+            peer_addr,
+            _switch: if i + 1 == peers.len() {
+                switch.take()
+            } else {
+                None
+            },
         });
     }
     out
@@ -252,13 +296,29 @@ fn three_tenants_of_one_host_data_plane_carry_traffic_at_once_with_exact_counter
     let Some(_serial) = netns_test("host_dataplane_three_tenants") else {
         return;
     };
+    three_tenants(false);
+}
+
+/// The same three tenants over one veth uplink with AF_XDP: the uplink's
+/// XDP program steers all three listen ports to the AF_XDP sockets, and
+/// each worker parks every frame in the lane of its destination port.
+#[test]
+fn three_tenants_share_one_af_xdp_uplink_with_exact_counters() {
+    let Some(_serial) = netns_test("host_dataplane_three_tenants_xdp") else {
+        return;
+    };
+    three_tenants(true);
+}
+
+fn three_tenants(xdp: bool) {
     let hub = Netns::new();
-    let mut host = HostDp::start(&hub, 2);
-    let mut legs = legs(
-        &hub,
-        &host,
-        &[Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun],
-    );
+    let mut host = if xdp {
+        HostDp::start_with(&hub, 2, "xdp", &[("WIRESPEED_XDP_IFACES", "up0")])
+    } else {
+        HostDp::start(&hub, 2)
+    };
+    let peers = [Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun];
+    let mut legs = legs_on(&hub, &host, &peers, xdp);
     // Every interface is the host data plane's tenant: no control runs a
     // data plane of its own.
     for l in &mut legs {
@@ -290,7 +350,15 @@ fn three_tenants_of_one_host_data_plane_carry_traffic_at_once_with_exact_counter
             host.log()
         );
     }
+    if xdp {
+        assert!(
+            host.log().contains("backend: AF_XDP on up0"),
+            "{}",
+            host.log()
+        );
+    }
     let hub_drops_0 = hub_drops(&hub, &legs);
+    let hub_udp_0 = udp_stats(&hub).in_datagrams;
     let peer_drops_0: Vec<u64> = legs.iter().map(Leg::peer_drops).collect();
     // All three at once, each way on one leg at least.
     const BYTES: u64 = 6 << 20;
@@ -312,6 +380,18 @@ fn three_tenants_of_one_host_data_plane_carry_traffic_at_once_with_exact_counter
     }
     assert!(host.running(), "host data plane died; log:\n{}", host.log());
     quiesce(&hub, &legs);
+    if xdp {
+        // Transport took the AF_XDP sockets: the hub's kernel UDP saw the
+        // handshakes, not the tens of thousands of data messages.
+        let udp = udp_stats(&hub).in_datagrams - hub_udp_0;
+        assert!(udp < 1000, "{udp} datagrams through the hub's UDP sockets");
+        if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+            eprintln!(
+                "  hub UDP datagrams during the transfers: {udp}\n{}",
+                host.log()
+            );
+        }
+    }
     let hub_lost = hub_drops(&hub, &legs) - hub_drops_0;
     let mut errs = Vec::new();
     for (i, l) in legs.iter().enumerate() {
@@ -352,8 +432,8 @@ fn three_tenants_of_one_host_data_plane_carry_traffic_at_once_with_exact_counter
 
 /// The receiver index (raw, as on the wire) of the first transport message
 /// `peer_ns` sends over `leg`'s uplink: the hub tenant's own session index.
-fn hub_receiver_index(hub: &Netns, leg: &Leg, n: u8) -> [u8; 4] {
-    let filter = format!("udp and src host 10.0.{n}.2 and udp[8] = 4");
+fn hub_receiver_index(hub: &Netns, leg: &Leg) -> [u8; 4] {
+    let filter = format!("udp and src host {} and udp[8] = 4", leg.peer_addr);
     let mut cmd = hub.cmd("timeout");
     cmd.args([
         "10",
@@ -411,8 +491,8 @@ fn a_tenants_peer_cannot_reach_another_tenant_with_its_receiver_indices() {
     let _host = HostDp::start(&hub, 2);
     let legs = legs(&hub, &_host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
     let (a, b) = (&legs[0], &legs[1]);
-    let index_a = hub_receiver_index(&hub, a, 1);
-    let index_b = hub_receiver_index(&hub, b, 2);
+    let index_a = hub_receiver_index(&hub, a);
+    let index_b = hub_receiver_index(&hub, b);
     assert_ne!(index_a, index_b);
     // Nothing more from the peers themselves meanwhile.
     quiesce(&hub, &legs);
@@ -430,9 +510,9 @@ fn a_tenants_peer_cannot_reach_another_tenant_with_its_receiver_indices() {
     // A's port with B's index, and to B's port with A's index.
     let sock = a
         .peer_ns
-        .udp_socket(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2)), 0));
+        .udp_socket(SocketAddr::new(IpAddr::V4(a.peer_addr), 0));
     const N: u64 = 200;
-    let hub_addr = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1));
+    let hub_addr = IpAddr::V4(a.hub_addr);
     for (k, (index, port)) in [(index_b, b.port), (index_b, a.port), (index_a, b.port)]
         .into_iter()
         .enumerate()
@@ -466,13 +546,13 @@ fn a_tenants_peer_cannot_reach_another_tenant_with_its_receiver_indices() {
 
 /// `wg set` with `leg`'s hub configuration (keys and peer; the addresses
 /// stay on the interface across a control restart).
-fn reconfigure_hub(hub: &Netns, leg: &Leg, port: u16, n: u8) {
+fn reconfigure_hub(hub: &Netns, leg: &Leg, port: u16) {
     let dir = TempDir::new();
     let key = dir.write("k", &format!("{}\n", leg.hub_keys.private));
     let (k, p, e, a) = (
         key.display().to_string(),
         port.to_string(),
-        format!("10.0.{n}.2:51820"),
+        format!("{}:51820", leg.peer_addr),
         format!("{}/32", leg.peer_tun),
     );
     hub.exec(&[
@@ -551,7 +631,7 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         legs[0].hub.log()
     );
     assert!(util::children_of(legs[0].hub.pid()).is_empty());
-    reconfigure_hub(&hub, &legs[0], legs[0].port, 1);
+    reconfigure_hub(&hub, &legs[0], legs[0].port);
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 3);
     assert_eq!(
         legs[0].peer_peer().latest_handshake,
@@ -561,7 +641,7 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
 
     // A new listen port: only A's sockets move.
     let new_port = 52000;
-    reconfigure_hub(&hub, &legs[0], new_port, 1);
+    reconfigure_hub(&hub, &legs[0], new_port);
     assert!(
         util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
             listening(&hub, new_port) && !listening(&hub, legs[0].port)
@@ -577,7 +657,7 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
             "peer",
             &a.hub_keys.public,
             "endpoint",
-            &format!("10.0.1.1:{new_port}"),
+            &format!("{}:{new_port}", a.hub_addr),
         ],
     );
     assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 3);
@@ -615,15 +695,25 @@ fn controls_attach_again_when_the_host_data_plane_dies() {
     }
     let old = host.pid();
     util::signal(old, util::SIGKILL);
-    assert!(util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || !host.running()));
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || !host.running()
+    ));
     // WIRESPEED_DATAPLANE=host: a control starts another one (in its own
     // process group, inside the hub namespace, ended with it), and both
     // attach to it again with the sessions in their regions.
     for l in &mut legs {
-        let attached_again = util::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-            l.hub.log().contains("data plane restarted")
-        });
-        assert!(attached_again, "{} did not attach again:\n{}", l.hub.iface, l.hub.log());
+        let attached_again =
+            util::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+                l.hub.log().contains("data plane restarted")
+            });
+        assert!(
+            attached_again,
+            "{} did not attach again:\n{}",
+            l.hub.iface,
+            l.hub.log()
+        );
         l.hub.assert_running();
     }
     for l in &legs {
@@ -632,10 +722,20 @@ fn controls_attach_again_when_the_host_data_plane_dies() {
     let pids: Vec<u32> = legs
         .iter()
         .map(|l| {
-            let line = l.hub.log().lines().rev().find(|x| x.contains("data plane restarted")).unwrap().to_string();
+            let line = l
+                .hub
+                .log()
+                .lines()
+                .rev()
+                .find(|x| x.contains("data plane restarted"))
+                .unwrap()
+                .to_string();
             line.rsplit(' ').next().unwrap().parse().unwrap()
         })
         .collect();
     assert_ne!(pids[0], old);
-    assert_eq!(pids[0], pids[1], "both must be tenants of one new host data plane");
+    assert_eq!(
+        pids[0], pids[1],
+        "both must be tenants of one new host data plane"
+    );
 }

@@ -38,7 +38,8 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
                      names another). `wirespeed INTERFACE` attaches to it when it answers
                      there; with WIRESPEED_DATAPLANE=host it starts one if none does.
                      Opt-in: without it each interface runs a data plane of its own.
-                     Its tenants use UDP sockets (AF_XDP is not served by it yet)";
+                     Its tenants use UDP sockets, or AF_XDP on the uplinks that
+                     WIRESPEED_XDP_IFACES names (with --backend xdp or auto)";
 
 fn log_level(verbose: bool) -> LogLevel {
     let env = std::env::var("LOG_LEVEL")

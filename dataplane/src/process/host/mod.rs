@@ -7,10 +7,14 @@
 //!
 //! Opt-in for now: a `wirespeed IFACE` attaches to it when one answers on
 //! the socket (or, with WIRESPEED_DATAPLANE=host, starts one), and starts a
-//! data plane of its own otherwise. Transport goes over the UDP sockets;
-//! AF_XDP uplinks (steered to tenants by listen port) are not served by
-//! the host data plane yet, and it does not enter the sandbox (it keeps
-//! binding sockets and taking tenants for its whole life).
+//! data plane of its own otherwise. Transport goes over the tenants' UDP
+//! sockets, or over AF_XDP on the uplinks WIRESPEED_XDP_IFACES names: one
+//! XDP program per uplink steers every tenant's listen port to the
+//! workers' AF_XDP sockets, and each worker parks every frame in the lane
+//! of its destination port. Not yet: uplinks that follow the tenants'
+//! peers (the XDP attacher serves one region), the sandbox (it keeps
+//! binding sockets and taking tenants for its whole life), and packet
+//! capture of AF_XDP frames per tenant.
 
 pub mod lanes;
 pub mod listen;
@@ -20,14 +24,15 @@ pub mod wire;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shm::layout::MAX_WORKERS;
+use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
 use crate::shm::Region;
 
-use super::backend::BackendChoice;
+use super::backend::{BackendChoice, PortDealer, XdpUplinks};
+use super::{local_addrs, uplinks};
 use lanes::{LaneInbox, LaneSet};
 use listen::Listener;
 use tenant::{Gone, Tenant};
@@ -52,6 +57,14 @@ struct Host {
     tenants: Vec<Tenant>,
     /// Connections that have not attached a tenant (yet).
     pending: Vec<OwnedFd>,
+    /// The uplinks to put AF_XDP on (WIRESPEED_XDP_IFACES), if any: one
+    /// XDP program each, steering every tenant's listen port, attached
+    /// with the first tenant.
+    xdp_list: Option<Vec<String>>,
+    choice: BackendChoice,
+    xdp: Option<XdpUplinks>,
+    dealer: PortDealer,
+    locals: u64,
 }
 
 fn reply(c: &OwnedFd, r: &Reply, fds: &[i32]) {
@@ -156,10 +169,79 @@ impl Host {
                 "this region is attached already (REATTACH takes it over)",
             ));
         }
-        let t = Tenant::attach(iface, shm, region, wake, it.collect(), &self.inboxes)?;
+        let mut t = Tenant::attach(iface, shm, region, wake, it.collect(), &self.inboxes)?;
         let port = t.port();
+        self.steer(port);
+        t.steered = port;
+        t.set_backend(self.backend_code());
         self.tenants.push(t);
         Ok(port)
+    }
+
+    /// BACKEND_XDP once an uplink carries transport messages over AF_XDP.
+    fn backend_code(&self) -> u32 {
+        match &self.xdp {
+            Some(x) if x.active() && !x.programs.is_empty() => BACKEND_XDP,
+            _ => BACKEND_UDP,
+        }
+    }
+
+    /// Has the uplinks' XDP programs steer `port` to the AF_XDP sockets
+    /// (attaching them for the first tenant).
+    fn steer(&mut self, port: u16) {
+        let Some(list) = &self.xdp_list else { return };
+        match &mut self.xdp {
+            Some(x) => {
+                if let Err(e) = x.add_port(port) {
+                    log::error!("cannot steer UDP port {port} to AF_XDP: {e}");
+                }
+            }
+            None => {
+                // No UDP GSO preference: auto takes AF_XDP wherever it can
+                // attach (the operator named the uplinks).
+                let mut x = XdpUplinks::new(self.choice, port, false);
+                x.set_local_addresses(local_addrs::local_addresses());
+                match x.add(list, self.choice == BackendChoice::Xdp) {
+                    Ok(added) => {
+                        for a in added {
+                            self.dealer.deal(a);
+                        }
+                    }
+                    Err(e) => log::error!("AF_XDP uplinks: {e}; the tenants use UDP sockets"),
+                }
+                self.xdp = Some(x);
+            }
+        }
+    }
+
+    /// Steers `port` no more, unless another tenant listens there too.
+    fn unsteer(&mut self, port: u16) {
+        if self.tenants.iter().any(|t| t.steered == port) {
+            return;
+        }
+        if let Some(x) = &mut self.xdp {
+            if let Err(e) = x.remove_port(port) {
+                log::error!("cannot stop steering UDP port {port}: {e}");
+            }
+        }
+    }
+
+    /// The host's addresses changed: the XDP programs steer only what is
+    /// addressed to it, and the lanes forget next hops whose source
+    /// addresses may be gone.
+    fn refresh_locals(&mut self) {
+        let now = local_addrs::local_addresses();
+        let d = local_addrs::digest(&now);
+        if d == self.locals {
+            return;
+        }
+        self.locals = d;
+        if let Some(x) = &mut self.xdp {
+            x.set_local_addresses(now);
+        }
+        for t in &self.tenants {
+            t.shared.addr_gen.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// The tenant of the region in `fds` and what its new control needs.
@@ -235,8 +317,17 @@ impl Host {
                 }
             };
             if gone {
-                self.tenants.swap_remove(i).detach();
+                let t = self.tenants.swap_remove(i);
+                let port = t.steered;
+                t.detach();
+                self.unsteer(port);
             } else {
+                let (old, new) = (self.tenants[i].steered, self.tenants[i].port());
+                if old != new {
+                    self.tenants[i].steered = new;
+                    self.steer(new);
+                    self.unsteer(old);
+                }
                 i += 1;
             }
         }
@@ -257,14 +348,21 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    if opts.backend == BackendChoice::Xdp {
+    let xdp_list = match opts.backend {
+        BackendChoice::Udp => None,
+        _ => uplinks::override_from_env(),
+    };
+    if opts.backend == BackendChoice::Xdp && xdp_list.is_none() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "the host data plane serves its tenants over UDP sockets for now (--backend udp or auto)",
+            "the host data plane attaches AF_XDP to the uplinks WIRESPEED_XDP_IFACES names \
+             (it does not follow the tenants' peers yet)",
         ));
     }
     let listener = Listener::bind(&opts.socket)?;
     let n = opts.workers.clamp(1, MAX_WORKERS);
+    let dealer = PortDealer::new(n);
+    let unclaimed = Arc::new(AtomicU64::new(0));
     let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut inboxes = Vec::with_capacity(n);
@@ -272,6 +370,8 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     for i in 0..n {
         let inbox = Arc::new(LaneInbox::default());
         inboxes.push(inbox.clone());
+        let ports = xdp_list.is_some().then(|| dealer.inboxes[i].clone());
+        let unclaimed = unclaimed.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
         handles.push(
             std::thread::Builder::new()
@@ -280,12 +380,16 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    LaneSet::new(inbox).run(stop);
+                    LaneSet::new(inbox, ports, unclaimed).run(stop);
                 })?,
         );
     }
     log::info!(
-        "host data plane: {n} workers, UDP sockets, attach socket {}",
+        "host data plane: {n} workers, {}, attach socket {}",
+        match &xdp_list {
+            Some(l) => format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
+            None => "UDP sockets".to_string(),
+        },
         opts.socket.display()
     );
     let mut host = Host {
@@ -293,8 +397,14 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         inboxes,
         tenants: Vec::new(),
         pending: Vec::new(),
+        xdp_list,
+        choice: opts.backend,
+        xdp: None,
+        dealer,
+        locals: 0,
     };
     let mut ticks = 0u64;
+    let mut unclaimed_seen = 0u64;
     while !TERMINATE.load(Ordering::Relaxed) {
         while let Some(c) = listener.accept() {
             host.pending.push(c);
@@ -305,7 +415,19 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
             }
         }
         ticks += 1;
-        host.serve_tenants(ticks.is_multiple_of(SLOW_TICKS));
+        let slow = ticks.is_multiple_of(SLOW_TICKS);
+        host.serve_tenants(slow);
+        if slow {
+            host.refresh_locals();
+            let u = unclaimed.load(Ordering::Relaxed);
+            if u != unclaimed_seen {
+                log::info!(
+                    "{} AF_XDP frame(s) for a port no tenant has dropped ({u} in all)",
+                    u - unclaimed_seen
+                );
+                unclaimed_seen = u;
+            }
+        }
         std::thread::sleep(TICK);
     }
     log::info!("host data plane: terminating on signal");

@@ -38,6 +38,8 @@ pub struct Tenant {
     /// A copy of one of the tenant's queues, for a control that re-attaches.
     queue: OwnedFd,
     region_dir: Option<RegionDir>,
+    /// The port the uplinks' XDP programs steer for this tenant.
+    pub steered: u16,
     /// The control that attached the tenant: if it dies and nobody took its
     /// place, the region's file is ours to remove when the tenant goes.
     owner: u32,
@@ -118,7 +120,17 @@ impl Tenant {
             queue,
             region_dir,
             owner,
+            steered: 0,
         })
+    }
+
+    /// What the tenant's metrics say carries its transport messages.
+    pub fn set_backend(&self, code: u32) {
+        self.shared
+            .region
+            .header()
+            .backend
+            .store(code, Ordering::Release);
     }
 
     pub fn port(&self) -> u16 {

@@ -27,10 +27,12 @@ use crate::netlink::NextHopCache;
 mod commands;
 mod event_loop;
 mod flush;
+mod parked;
 mod receive;
 mod send;
 mod tx_peer;
 
+pub(in crate::process) use self::parked::Parked;
 pub(in crate::process) use self::Ready as LaneReady;
 
 const BATCH: usize = 32;
@@ -120,6 +122,11 @@ pub struct Worker {
     rx_crypto: AeadBatch,
     rx_udp_admitted: Vec<(usize, std::ops::Range<usize>, Incoming)>,
     rx_xdp_admitted: Vec<(HeldFrame, std::ops::Range<usize>, Incoming)>,
+    /// A host data plane's lane: its AF_XDP frames come parked by its
+    /// worker thread (see `parked`), not from rings of its own.
+    demuxed: bool,
+    parked: Vec<parked::Parked>,
+    rx_parked_admitted: Vec<(usize, HeldFrame, std::ops::Range<usize>, Incoming)>,
     /// The seals of messages laid out since the last flush.
     tx_crypto: AeadBatch,
     tx_xdp_pending: Vec<PendingFrame>,
@@ -195,6 +202,9 @@ impl Worker {
             rx_crypto: AeadBatch::new(),
             rx_udp_admitted: Vec::with_capacity(BATCH),
             rx_xdp_admitted: Vec::with_capacity(BATCH),
+            demuxed: false,
+            parked: Vec::new(),
+            rx_parked_admitted: Vec::new(),
             tx_crypto: AeadBatch::new(),
             tx_xdp_pending: Vec::with_capacity(BATCH),
             gso_refusals_seen: 0,
