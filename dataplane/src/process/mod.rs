@@ -85,6 +85,14 @@ fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
     Ok(v)
 }
 
+/// A data plane that takes a region over (its predecessor may have died
+/// holding replay-window locks) voids them all.
+fn break_replay_locks(region: &Region) {
+    for i in 0..KEY_SLOTS {
+        region.key(i).break_replay_lock();
+    }
+}
+
 fn any_live_key(region: &Region) -> bool {
     let now = monotonic_ns();
     (0..KEY_SLOTS).any(|i| {
@@ -158,9 +166,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     // put its own pid there).
     let owner = region.header().control_pid.load(Ordering::Acquire);
     // Only one data plane runs at a time: a predecessor's locks are void.
-    for i in 0..KEY_SLOTS {
-        region.key(i).break_replay_lock();
-    }
+    break_replay_locks(&region);
     // Worker and uplink figures describe this data plane, from zero.
     crate::shm::stats::reset(&region);
     let mut given: Vec<OwnedFd> = opts

@@ -58,6 +58,24 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    // A host data plane that stops answering must not hang control.
+    let tv = libc::timeval {
+        tv_sec: 10,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt reads one timeval from the live value we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(s)
 }
 
@@ -154,7 +172,9 @@ impl Listener {
                     self.sock.as_raw_fd(),
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
+                    // A client that reads nothing cannot stall the
+                    // supervisor's replies.
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
                 )
             };
             if fd < 0 {

@@ -50,6 +50,8 @@ pub struct HostOptions {
 const TICK: Duration = Duration::from_millis(10);
 /// Every this many ticks: the interfaces and the controls.
 const SLOW_TICKS: u64 = 100;
+/// Connections that have not attached a tenant, at most.
+const MAX_PENDING: usize = 64;
 
 struct Host {
     workers: usize,
@@ -407,6 +409,10 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     let mut unclaimed_seen = 0u64;
     while !TERMINATE.load(Ordering::Relaxed) {
         while let Some(c) = listener.accept() {
+            // Root only, but a stuck client must not pile them up.
+            if host.pending.len() >= MAX_PENDING {
+                host.pending.remove(0);
+            }
             host.pending.push(c);
         }
         for c in std::mem::take(&mut host.pending) {

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::offload;
-use crate::shm::layout::{BACKEND_UDP, KEY_SLOTS};
+use crate::shm::layout::BACKEND_UDP;
 use crate::shm::{monotonic_ns, Region, RegionDir};
 use crate::tun::TunQueue;
 use crate::udp::UdpSocketBatch;
@@ -21,7 +21,7 @@ use crate::udp::UdpSocketBatch;
 use super::super::iface_watch::{IfaceWatch, Seen};
 use super::super::shared::Shared;
 use super::super::worker::Worker;
-use super::super::{any_live_key, bind_sockets, control_alive};
+use super::super::{any_live_key, bind_sockets, break_replay_locks, control_alive};
 use super::lanes::LaneInbox;
 
 pub struct Tenant {
@@ -73,9 +73,7 @@ impl Tenant {
         }
         let id = region.file_id()?;
         // No other data plane serves it now: a predecessor's locks are void.
-        for i in 0..KEY_SLOTS {
-            region.key(i).break_replay_lock();
-        }
+        break_replay_locks(&region);
         crate::shm::stats::reset(&region);
         let h = region.header();
         h.workers.store(n as u32, Ordering::Release);
