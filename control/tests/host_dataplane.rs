@@ -270,6 +270,23 @@ fn legs_on(hub: &Netns, host: &HostDp, peers: &[Impl], one_uplink: bool) -> Vec<
     out
 }
 
+/// The UDP destination port of every frame in a pcap file (classic
+/// format, this host's byte order, Ethernet + IPv4 without options).
+fn pcap_udp_dst_ports(path: &std::path::Path) -> Vec<u16> {
+    let b = std::fs::read(path).unwrap();
+    let u = |at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let mut ports = Vec::new();
+    let mut at = 24;
+    while at + 16 <= b.len() {
+        let kept = u(at + 8);
+        let f = &b[at + 16..at + 16 + kept];
+        // Ethernet (14) + IPv4 (20): the UDP destination port.
+        ports.push(u16::from_be_bytes([f[36], f[37]]));
+        at += 16 + kept;
+    }
+    ports
+}
+
 /// Waits until no leg's counters move for 300 ms.
 fn quiesce(hub: &Netns, legs: &[Leg]) {
     let snap = || -> Vec<(u64, u64, u64, u64)> {
@@ -357,6 +374,34 @@ fn three_tenants(xdp: bool) {
             host.log()
         );
     }
+    // The middle tenant's capture of what it receives over AF_XDP: its
+    // frames only, though all three share the rings.
+    let capture = xdp.then(|| {
+        let dir = TempDir::new();
+        let (file, log) = (dir.join("b.pcap"), dir.join("capture.log"));
+        let child = hub
+            .cmd(env!("CARGO_BIN_EXE_wirespeed"))
+            .args([
+                "capture",
+                &legs[1].hub.iface,
+                "-c",
+                "50",
+                "--direction",
+                "rx",
+                "-w",
+            ])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let on = util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on"))
+        });
+        assert!(on, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        (child, file, dir)
+    });
     let hub_drops_0 = hub_drops(&hub, &legs);
     let hub_udp_0 = udp_stats(&hub).in_datagrams;
     let peer_drops_0: Vec<u64> = legs.iter().map(Leg::peer_drops).collect();
@@ -379,6 +424,17 @@ fn three_tenants(xdp: bool) {
         down.finish().assert_intact(BYTES);
     }
     assert!(host.running(), "host data plane died; log:\n{}", host.log());
+    if let Some((mut child, file, _dir)) = capture {
+        let done = util::wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !done {
+            let _ = child.kill();
+        }
+        let ports = pcap_udp_dst_ports(&file);
+        assert_eq!(ports.len(), 50, "the capture's count");
+        assert!(ports.iter().all(|&p| p == legs[1].port), "{ports:?}");
+    }
     quiesce(&hub, &legs);
     if xdp {
         // Transport took the AF_XDP sockets: the hub's kernel UDP saw the

@@ -181,9 +181,11 @@ impl LaneSet {
                     return;
                 }
                 let off = frame.offset();
+                let len = frame.len();
                 lanes[i].park(Parked {
                     port: pi,
                     at: off + at.start..off + at.end,
+                    frame: off..off + len,
                     held: frame.hold(),
                     src,
                     local,

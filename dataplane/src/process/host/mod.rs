@@ -13,8 +13,7 @@
 //! workers' AF_XDP sockets, and each worker parks every frame in the lane
 //! of its destination port. Not yet: uplinks that follow the tenants'
 //! peers (the XDP attacher serves one region), the sandbox (it keeps
-//! binding sockets and taking tenants for its whole life), and packet
-//! capture of AF_XDP frames per tenant.
+//! binding sockets and taking tenants for its whole life).
 
 pub mod lanes;
 pub mod listen;

@@ -13,6 +13,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
+use crate::shm::layout::CAPTURE_RX;
 use crate::shm::stats::DropReason;
 use crate::xsk::HeldFrame;
 
@@ -29,6 +30,8 @@ pub struct Parked {
     pub held: HeldFrame,
     /// The transport message, in the held frame's buffer.
     pub at: Range<usize>,
+    /// The whole frame there, for the tenant's packet capture.
+    pub frame: Range<usize>,
     pub src: SocketAddr,
     pub local: Option<IpAddr>,
 }
@@ -83,6 +86,8 @@ impl Worker {
         let mut ports = std::mem::take(&mut self.xdp);
         let mut parked = std::mem::take(&mut self.parked);
         let mut admitted = std::mem::take(&mut self.rx_parked_admitted);
+        // The tenant's own capture: it sees its own frames only.
+        let capture = self.capture();
         while !parked.is_empty() {
             let take = parked.len().min(BATCH);
             for p in parked.drain(..take) {
@@ -91,6 +96,16 @@ impl Worker {
                     // back, and must not be read.
                     continue;
                 };
+                if let Some((c, ring)) = &capture {
+                    let ifindex = port.ifindex;
+                    if let Some(f) = port
+                        .sock
+                        .held_buf(&p.held)
+                        .and_then(|b| b.get(p.frame.clone()))
+                    {
+                        c.offer(ring, CAPTURE_RX, ifindex, f);
+                    }
+                }
                 let data = port
                     .sock
                     .held_buf(&p.held)
