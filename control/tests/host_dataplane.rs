@@ -795,3 +795,49 @@ fn controls_attach_again_when_the_host_data_plane_dies() {
         "both must be tenants of one new host data plane"
     );
 }
+
+#[test]
+fn a_planned_detach_leaves_the_tenant_to_the_next_control() {
+    let Some(_serial) = netns_test("host_dataplane_planned_detach") else {
+        return;
+    };
+    let hub = Netns::new();
+    let host = HostDp::start(&hub, 2);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let env = host.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for l in &legs {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 2);
+    }
+    let hs = legs[1].peer_peer().latest_handshake;
+    let iface = legs[1].hub.iface.clone();
+    let out = hub.exec(&[env!("CARGO_BIN_EXE_wirespeed"), "--detach", &iface]);
+    assert!(out.contains("detached"), "{out}");
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || { legs[1].hub.exit_status().is_some() }
+    ));
+    // No control: the host data plane forwards on, and the other tenant
+    // never noticed.
+    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 2);
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    legs[1].hub.stop();
+    legs[1].hub = Impl::WirespeedUdp.start_with(&hub, &iface, &env);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || legs
+            [1]
+        .hub
+        .log()
+        .contains("re-attached to the running data plane")),
+        "{}",
+        legs[1].hub.log()
+    );
+    reconfigure_hub(&hub, &legs[1], legs[1].port);
+    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 3);
+    assert_eq!(
+        legs[1].peer_peer().latest_handshake,
+        hs,
+        "the session was not kept"
+    );
+}
