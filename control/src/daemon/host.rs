@@ -96,6 +96,15 @@ impl HostLink {
         match link.open() {
             Ok(Some(_)) => Ok(Some(link)),
             Ok(None) => Ok(None),
+            // Not asked for: one that answers but not well is passed over.
+            Err(e) if want == Want::IfAnswers => {
+                eprintln!(
+                    "wirespeed: the host data plane on {} does not answer properly ({e}); \
+                     running a data plane of our own",
+                    link.socket.display()
+                );
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
@@ -113,7 +122,8 @@ impl HostLink {
         Ok(Some((c, n)))
     }
 
-    /// Starts a host data plane, in its own session so that it outlives us.
+    /// Starts a host data plane, in its own process group (a signal to ours
+    /// does not reach it), to outlive us.
     fn start_host(&mut self) -> io::Result<OwnedFd> {
         if let Some(mut c) = self.started.take() {
             let _ = c.try_wait();
@@ -247,10 +257,13 @@ impl HostLink {
         tun: &TunQueue,
     ) -> Vec<Supervision> {
         let mut seen = Vec::new();
-        if let Some(c) = &mut self.started {
-            let _ = c
-                .try_wait()
-                .map(|st| st.is_some().then(|| self.started = None));
+        // Reaps a host data plane we started once it ends.
+        let ended = self
+            .started
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if ended {
+            self.started = None;
         }
         if self.lost() {
             self.conn = None;

@@ -81,9 +81,6 @@ struct PendingFrame {
 pub struct Worker {
     pub id: usize,
     shared: &'static Shared,
-    /// A host data plane's lane: keeps the tenant's state alive for as
-    /// long as this lane (and so every reference into it) lives.
-    _tenant: Option<Arc<Shared>>,
     sock: UdpSocketBatch,
     /// A replacement socket from the supervisor (listen port changed).
     pub new_socket: Arc<Mutex<Option<UdpSocketBatch>>>,
@@ -140,6 +137,10 @@ pub struct Worker {
     /// socket starts again from 0), and whether the first was logged.
     gso_refusals_seen: u64,
     gso_refusal_logged: bool,
+    /// A host data plane's lane: keeps the tenant's state alive for as
+    /// long as this lane (and so every reference into it) lives. Last, so
+    /// that it is dropped after every other field.
+    _tenant: Option<Arc<Shared>>,
 }
 
 /// A received transport message that passed the checks before
