@@ -8,6 +8,8 @@
 
 mod activity;
 mod adopt;
+#[cfg(test)]
+mod allowed_tests;
 mod known;
 mod load;
 mod receive;
@@ -150,6 +152,10 @@ pub struct Device {
     by_key: HashMap<PublicKey, PeerId>,
     next_peer_id: PeerId,
     allowed_ips: AllowedIps<PeerId>,
+    /// The prefixes each peer was given (some may have moved to another
+    /// peer since), so removing a peer's costs its own prefixes, not a
+    /// walk over the whole table.
+    prefixes_of: HashMap<PeerId, Vec<(IpAddr, u8)>>,
     indices: IndexTable,
     checker: Option<CookieChecker>,
     limiter: RateLimiter,
@@ -176,6 +182,7 @@ impl Device {
             by_key: HashMap::new(),
             next_peer_id: 0,
             allowed_ips: AllowedIps::new(),
+            prefixes_of: HashMap::new(),
             indices: match settings.index_slot_bits {
                 Some(b) => IndexTable::with_slot_bits(b),
                 None => IndexTable::default(),
@@ -262,9 +269,17 @@ impl Device {
         if s.persistent_keepalive.is_some() {
             peer.persistent_keepalive = s.persistent_keepalive.filter(|d| !d.is_zero());
         }
-        for (addr, cidr) in s.allowed_ips {
-            // Validated by the config layers; an invalid prefix is ignored here.
-            let _ = self.allowed_ips.insert(addr, cidr, id);
+        if !s.allowed_ips.is_empty() {
+            let mine = self.prefixes_of.entry(id).or_default();
+            for (addr, cidr) in s.allowed_ips {
+                if self.allowed_ips.get_exact(addr, cidr) == Some(id) {
+                    continue; // listed already
+                }
+                // Validated by the config layers; an invalid prefix is ignored here.
+                if self.allowed_ips.insert(addr, cidr, id).is_ok() {
+                    mine.push((addr, cidr));
+                }
+            }
         }
         Some(id)
     }
@@ -274,8 +289,23 @@ impl Device {
             self.by_key.remove(&p.public_key);
             self.known.remove(id);
             self.indices.remove_peer(id);
-            self.allowed_ips.remove_value(id);
+            self.clear_allowed_ips(id);
         }
+    }
+
+    /// Removes the prefixes peer `id` still holds (`wg set ... allowed-ips`
+    /// replaces them; removing the peer drops them): O(its prefixes ×
+    /// depth). Those that moved to another peer since stay with it.
+    pub fn clear_allowed_ips(&mut self, id: PeerId) {
+        for (addr, cidr) in self.prefixes_of.remove(&id).unwrap_or_default() {
+            self.allowed_ips.remove_if_owned(addr, cidr, id);
+        }
+    }
+
+    /// Lets new receiver indices use key slots below `slots` (the data
+    /// plane's current capacity); never lowers it.
+    pub fn grow_index_slots(&mut self, slots: usize) {
+        self.indices.grow_slot_capacity(slots);
     }
 
     /// Removes every peer at once: O(n), where n one-by-one removals would
@@ -285,10 +315,8 @@ impl Device {
         self.by_key.clear();
         self.known.clear();
         self.allowed_ips.clear();
-        self.indices = match self.settings.index_slot_bits {
-            Some(b) => IndexTable::with_slot_bits(b),
-            None => IndexTable::default(),
-        };
+        self.prefixes_of.clear();
+        self.indices.clear();
     }
 
     pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
