@@ -262,12 +262,13 @@ mod tests {
         // Re-labelled to another peer (not done by the device, but kept
         // consistent): it goes with its new owner.
         let j = t.allocate(IndexEntry::Handshake { peer: 8 }, &mut next).unwrap();
-        t.set(j, IndexEntry::Keypair { peer: 9 });
+        t.set(j, IndexEntry::Keypair { peer: 1000 });
         t.remove_peer(7);
         assert_eq!(t.get(i), None);
         assert_eq!(t.len(), 100);
-        t.remove_peer(9);
+        t.remove_peer(1000);
         assert_eq!(t.get(j), None);
+        assert_eq!(t.len(), 99);
         t.remove_peer(8);
         assert_eq!(t.len(), 98);
         assert!(t.by_peer.get(&7).is_none() && t.by_peer.get(&8).is_none());
