@@ -1,5 +1,6 @@
-//! A peer's AllowedIPs as the device keeps them: removed by its own list of
-//! prefixes, leaving those that moved to another peer.
+//! What keeps many peers cheap: a peer's AllowedIPs removed by its own
+//! list of prefixes (leaving those that moved to another peer), and the
+//! static-static DH computed at a peer's first handshake, not as it is added.
 
 use super::*;
 use rand_chacha::rand_core::SeedableRng;
@@ -64,4 +65,19 @@ fn clearing_every_peer_forgets_their_lists() {
     let c = peer(&mut d, 4, &["10.9.0.0/16"]);
     d.clear_allowed_ips(a);
     assert_eq!(d.allowed_ips().lookup(ip("10.9.0.1")), Some(c));
+}
+
+#[test]
+fn the_static_static_dh_waits_for_the_first_handshake() {
+    let mut d = device();
+    let a = peer(&mut d, 2, &[]);
+    assert!(d.peers[&a].static_static.is_none(), "not computed on add");
+    let ss = d.static_static(a).expect("computed on demand");
+    assert_eq!(d.peers[&a].static_static.as_deref(), Some(&*ss), "and kept");
+    let expected = x25519::dh(&[1; 32], PrivateKey::from_bytes([2; 32]).public_key().as_bytes());
+    assert_eq!(Some(&*ss), expected.as_deref().ok());
+    // A new private key voids it.
+    d.set_private_key(Some(PrivateKey::from_bytes([9; 32])));
+    assert!(d.peers[&a].static_static.is_none());
+    assert_ne!(d.static_static(a), Some(ss));
 }
