@@ -91,7 +91,10 @@ fn populate(n: usize) -> (Region, Tmp, Vec<u32>) {
         });
         let peer = r.peer(p);
         peer.activate();
-        peer.set_endpoint(Some(format!("192.0.2.1:{}", 1024 + p % 60000).parse().unwrap()), None);
+        peer.set_endpoint(
+            Some(format!("192.0.2.1:{}", 1024 + p % 60000).parse().unwrap()),
+            None,
+        );
         peer.set_current_key(Some(slot as u32));
         table.push((IpAddr::V4(addr_of(p)), 32u8, p as u32));
         indices.push(index);
@@ -221,7 +224,13 @@ fn rss_of_file(path: &std::path::Path) -> u64 {
             inside = line.ends_with(&name);
         } else if inside {
             if let Some(v) = line.strip_prefix("Rss:") {
-                total += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) * 1024;
+                total += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    * 1024;
             }
         }
     }
@@ -303,7 +312,14 @@ fn scale(c: &mut Criterion) {
             let mut m = Vec::new();
             let key = SessionKey::new(&key_of(p));
             counters[p] += 1;
-            seal(&key, indices[p], counters[p], &ip_packet(addr_of(p), Ipv4Addr::new(192, 168, 0, 1)), 1420, &mut m);
+            seal(
+                &key,
+                indices[p],
+                counters[p],
+                &ip_packet(addr_of(p), Ipv4Addr::new(192, 168, 0, 1)),
+                1420,
+                &mut m,
+            );
             wire.push(m);
         }
         let outbound: Vec<Vec<u8>> = picks

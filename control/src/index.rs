@@ -61,6 +61,16 @@ impl IndexTable {
         self.slot_capacity = self.slot_capacity.max(cap);
     }
 
+    /// Sets the slots new indices may use (as `grow_slot_capacity`
+    /// rounds it), lower too: for a table that starts below `1 << bits`,
+    /// before it hands out any index.
+    pub fn set_slot_capacity(&mut self, capacity: usize) {
+        if self.slot_bits.is_some() {
+            self.slot_capacity = 1;
+            self.grow_slot_capacity(capacity);
+        }
+    }
+
     /// Slots new indices may use.
     pub fn slot_capacity(&self) -> usize {
         self.slot_capacity as usize
@@ -213,7 +223,9 @@ mod tests {
     #[test]
     fn indices_stay_below_the_slot_capacity_and_keep_their_slots_as_it_grows() {
         let mut t = IndexTable::with_slot_bits(8);
-        t.slot_capacity = 1;
+        assert_eq!(t.slot_capacity(), 256);
+        t.set_slot_capacity(1);
+        assert_eq!(t.slot_capacity(), 1);
         t.grow_slot_capacity(4);
         assert_eq!(t.slot_capacity(), 4);
         // 0xab_cdef_12 would be slot 0x12: its bits 2..8 are cleared.
@@ -241,9 +253,16 @@ mod tests {
             n += 1;
             n
         };
-        assert!(t.allocate(IndexEntry::Handshake { peer: 1 }, &mut next).is_some());
-        assert!(t.allocate(IndexEntry::Handshake { peer: 1 }, &mut next).is_some());
-        assert_eq!(t.allocate(IndexEntry::Handshake { peer: 1 }, &mut next), None);
+        assert!(t
+            .allocate(IndexEntry::Handshake { peer: 1 }, &mut next)
+            .is_some());
+        assert!(t
+            .allocate(IndexEntry::Handshake { peer: 1 }, &mut next)
+            .is_some());
+        assert_eq!(
+            t.allocate(IndexEntry::Handshake { peer: 1 }, &mut next),
+            None
+        );
     }
 
     #[test]
@@ -255,13 +274,18 @@ mod tests {
             n
         };
         for peer in 0..100 {
-            t.allocate(IndexEntry::Handshake { peer }, &mut next).unwrap();
+            t.allocate(IndexEntry::Handshake { peer }, &mut next)
+                .unwrap();
         }
-        let i = t.allocate(IndexEntry::Handshake { peer: 7 }, &mut next).unwrap();
+        let i = t
+            .allocate(IndexEntry::Handshake { peer: 7 }, &mut next)
+            .unwrap();
         t.set(i, IndexEntry::Keypair { peer: 7 });
         // Re-labelled to another peer (not done by the device, but kept
         // consistent): it goes with its new owner.
-        let j = t.allocate(IndexEntry::Handshake { peer: 8 }, &mut next).unwrap();
+        let j = t
+            .allocate(IndexEntry::Handshake { peer: 8 }, &mut next)
+            .unwrap();
         t.set(j, IndexEntry::Keypair { peer: 1000 });
         t.remove_peer(7);
         assert_eq!(t.get(i), None);

@@ -282,8 +282,7 @@ impl Daemon {
         let mut dev = Device::new(unix_at_zero, Box::new(rand_core::OsRng), settings);
         // New indices only name key slots the data plane has (a region
         // adopted after a restart may have grown past the minimum).
-        let slots = region.key_slots();
-        dev.grow_index_slots(slots);
+        dev.set_index_slots(region.key_slots());
         Daemon {
             iface: opts.iface,
             log: opts.log,

@@ -87,7 +87,10 @@ impl UapiHandler for Daemon {
             self.dev.grow_index_slots(self.region.key_slots());
             self.log(
                 LogLevel::Info,
-                format!("shared memory capacity raised to {:?}", self.region.capacity()),
+                format!(
+                    "shared memory capacity raised to {:?}",
+                    self.region.capacity()
+                ),
             );
         }
         let t = now();

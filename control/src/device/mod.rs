@@ -8,11 +8,11 @@
 
 mod activity;
 mod adopt;
-#[cfg(test)]
-mod scale_tests;
 mod known;
 mod load;
 mod receive;
+#[cfg(test)]
+mod scale_tests;
 mod send;
 mod tick;
 
@@ -305,6 +305,12 @@ impl Device {
         for (addr, cidr) in self.prefixes_of.remove(&id).unwrap_or_default() {
             self.allowed_ips.remove_if_owned(addr, cidr, id);
         }
+    }
+
+    /// Limits new receiver indices to key slots below `slots`: the data
+    /// plane's capacity when the device starts.
+    pub fn set_index_slots(&mut self, slots: usize) {
+        self.indices.set_slot_capacity(slots);
     }
 
     /// Lets new receiver indices use key slots below `slots` (the data

@@ -39,7 +39,11 @@ fn removing_a_peer_leaves_the_prefixes_that_moved_away() {
     // The same prefix again is listed once.
     peer(&mut d, 2, &["10.0.0.0/24"]);
     let b = peer(&mut d, 3, &["10.0.1.0/24", "10.0.2.0/24"]);
-    assert_eq!(d.allowed_ips().lookup(ip("10.0.1.1")), Some(b), "moved to b");
+    assert_eq!(
+        d.allowed_ips().lookup(ip("10.0.1.1")),
+        Some(b),
+        "moved to b"
+    );
     d.remove_peer(a);
     assert_eq!(d.allowed_ips().lookup(ip("10.0.0.1")), None);
     assert_eq!(d.allowed_ips().lookup(ip("fd00::1")), None);
@@ -74,7 +78,10 @@ fn the_static_static_dh_waits_for_the_first_handshake() {
     assert!(d.peers[&a].static_static.is_none(), "not computed on add");
     let ss = d.static_static(a).expect("computed on demand");
     assert_eq!(d.peers[&a].static_static.as_deref(), Some(&*ss), "and kept");
-    let expected = x25519::dh(&[1; 32], PrivateKey::from_bytes([2; 32]).public_key().as_bytes());
+    let expected = x25519::dh(
+        &[1; 32],
+        PrivateKey::from_bytes([2; 32]).public_key().as_bytes(),
+    );
     assert_eq!(Some(&*ss), expected.as_deref().ok());
     // A new private key voids it.
     d.set_private_key(Some(PrivateKey::from_bytes([9; 32])));

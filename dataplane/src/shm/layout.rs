@@ -409,10 +409,7 @@ impl Capacity {
         Some(Capacity {
             peers,
             keys: peers * KEY_SLOTS_PER_PEER,
-            allowed: allowed
-                .next_power_of_two()
-                .max(peers * 4)
-                .min(MAX_ALLOWED),
+            allowed: allowed.next_power_of_two().max(peers * 4).min(MAX_ALLOWED),
         })
     }
 

@@ -866,7 +866,10 @@ mod tests {
         let (k, seq2) = other.key(slot).read().expect("the session is still there");
         assert_eq!((k.local_index, seq2), (index, seq));
         assert_eq!(
-            other.peer(want.peers - 1).current_key.load(Ordering::Relaxed),
+            other
+                .peer(want.peers - 1)
+                .current_key
+                .load(Ordering::Relaxed),
             NO_SLOT,
             "new peer slots are ready"
         );
