@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(t.len(), 99);
         t.remove_peer(8);
         assert_eq!(t.len(), 98);
-        assert!(t.by_peer.get(&7).is_none() && t.by_peer.get(&8).is_none());
+        assert!(!t.by_peer.contains_key(&7) && !t.by_peer.contains_key(&8));
         t.clear();
         assert!(t.is_empty() && t.by_peer.is_empty());
         assert_eq!(t.slot_capacity(), 1 << 16, "clear keeps the settings");
