@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::consts::REJECT_AFTER_TIME;
 use crate::offload;
 use crate::sandbox::{self, Sandbox};
-use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, KEY_SLOTS, MAX_WORKERS};
+use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
 use crate::shm::{monotonic_ns, Region};
 use crate::tun;
 use crate::udp::UdpSocketBatch;
@@ -86,7 +86,7 @@ fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
 
 fn any_live_key(region: &Region) -> bool {
     let now = monotonic_ns();
-    (0..KEY_SLOTS).any(|i| {
+    region.key_slots_in_use().into_iter().any(|i| {
         region.key(i).read().is_some_and(|(k, _)| {
             now.saturating_sub(k.created_ns) < REJECT_AFTER_TIME.as_nanos() as u64
         })
@@ -157,7 +157,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     // put its own pid there).
     let owner = region.header().control_pid.load(Ordering::Acquire);
     // Only one data plane runs at a time: a predecessor's locks are void.
-    for i in 0..KEY_SLOTS {
+    for i in region.key_slots_in_use() {
         region.key(i).break_replay_lock();
     }
     // Worker and uplink figures describe this data plane, from zero.
