@@ -24,19 +24,63 @@ impl IndexEntry {
 #[derive(Default)]
 pub struct IndexTable {
     map: HashMap<u32, IndexEntry>,
+    /// Each peer's live indices, so removing a peer costs its own few and
+    /// not a walk over every session of the device.
+    by_peer: HashMap<u32, Vec<u32>>,
     /// When set, no two live indices share their low `bits` bits: the data
     /// plane then finds an index's key slot from those bits alone.
     slot_bits: Option<u32>,
+    /// Slots below this are in use by the data plane (a power of two, at
+    /// most `1 << bits`): new indices get a slot below it, the bits
+    /// between it and `bits` being zero.
+    slot_capacity: u32,
     slots_used: std::collections::HashSet<u32>,
 }
 
 impl IndexTable {
-    /// A table whose indices are unique in their low `bits` bits too.
+    /// A table whose indices are unique in their low `bits` bits too, with
+    /// all `1 << bits` slots usable.
     pub fn with_slot_bits(bits: u32) -> Self {
         IndexTable {
             slot_bits: Some(bits),
+            slot_capacity: 1 << bits,
             ..Default::default()
         }
+    }
+
+    /// Lets new indices use slots below `capacity` (rounded down to a
+    /// power of two, at most `1 << bits`); never lowers it, since indices
+    /// in use keep their slots.
+    pub fn grow_slot_capacity(&mut self, capacity: usize) {
+        let Some(b) = self.slot_bits else { return };
+        let cap = capacity.min(1 << b);
+        if cap == 0 {
+            return;
+        }
+        let cap = 1u32 << cap.ilog2();
+        self.slot_capacity = self.slot_capacity.max(cap);
+    }
+
+    /// Sets the slots new indices may use (as `grow_slot_capacity`
+    /// rounds it), lower too: for a table that starts below `1 << bits`,
+    /// before it hands out any index.
+    pub fn set_slot_capacity(&mut self, capacity: usize) {
+        if self.slot_bits.is_some() {
+            self.slot_capacity = 1;
+            self.grow_slot_capacity(capacity);
+        }
+    }
+
+    /// Slots new indices may use.
+    pub fn slot_capacity(&self) -> usize {
+        self.slot_capacity as usize
+    }
+
+    /// Forgets every index, keeping the slot settings.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.by_peer.clear();
+        self.slots_used.clear();
     }
 
     fn slot(&self, index: u32) -> Option<u32> {
@@ -46,13 +90,16 @@ impl IndexTable {
     /// Picks a fresh random index not in use and records it. `None` only
     /// when slot-unique allocation has no free slot left.
     pub fn allocate(&mut self, entry: IndexEntry, mut random: impl FnMut() -> u32) -> Option<u32> {
-        if let Some(b) = self.slot_bits {
-            if self.slots_used.len() >= 1usize << b {
-                return None;
-            }
+        if self.slot_bits.is_some() && self.slots_used.len() >= self.slot_capacity as usize {
+            return None;
         }
         loop {
-            let i = random();
+            let mut i = random();
+            if let Some(b) = self.slot_bits {
+                // Clears the bits that would name a slot past the capacity.
+                let mask = (1u32 << b) - 1;
+                i &= !(mask & !(self.slot_capacity - 1));
+            }
             if self.map.contains_key(&i) {
                 continue;
             }
@@ -61,9 +108,14 @@ impl IndexTable {
                     continue;
                 }
             }
-            self.map.insert(i, entry);
+            self.insert(i, entry);
             return Some(i);
         }
+    }
+
+    fn insert(&mut self, index: u32, entry: IndexEntry) {
+        self.map.insert(index, entry);
+        self.by_peer.entry(entry.peer()).or_default().push(index);
     }
 
     /// Records an index chosen elsewhere (a session a restarted control
@@ -78,7 +130,7 @@ impl IndexTable {
                 return false;
             }
         }
-        self.map.insert(index, entry);
+        self.insert(index, entry);
         true
     }
 
@@ -88,26 +140,43 @@ impl IndexTable {
 
     /// Re-labels an index (a handshake's index becomes its keypair's).
     pub fn set(&mut self, index: u32, entry: IndexEntry) {
-        self.map.insert(index, entry);
+        match self.map.insert(index, entry) {
+            Some(old) if old.peer() == entry.peer() => {}
+            Some(old) => {
+                self.unlist(old.peer(), index);
+                self.by_peer.entry(entry.peer()).or_default().push(index);
+            }
+            None => self.by_peer.entry(entry.peer()).or_default().push(index),
+        }
+    }
+
+    fn unlist(&mut self, peer: u32, index: u32) {
+        if let Some(v) = self.by_peer.get_mut(&peer) {
+            v.retain(|&i| i != index);
+            if v.is_empty() {
+                self.by_peer.remove(&peer);
+            }
+        }
     }
 
     pub fn remove(&mut self, index: u32) {
-        if self.map.remove(&index).is_some() {
+        if let Some(e) = self.map.remove(&index) {
+            self.unlist(e.peer(), index);
             if let Some(slot) = self.slot(index) {
                 self.slots_used.remove(&slot);
             }
         }
     }
 
+    /// Forgets every index of `peer`: O(its indices).
     pub fn remove_peer(&mut self, peer: u32) {
-        let gone: Vec<u32> = self
-            .map
-            .iter()
-            .filter(|(_, e)| e.peer() == peer)
-            .map(|(&i, _)| i)
-            .collect();
-        for i in gone {
-            self.remove(i);
+        for i in self.by_peer.remove(&peer).unwrap_or_default() {
+            if let Some(e) = self.map.remove(&i) {
+                debug_assert_eq!(e.peer(), peer);
+                if let Some(slot) = self.slot(i) {
+                    self.slots_used.remove(&slot);
+                }
+            }
         }
     }
 
@@ -149,6 +218,87 @@ mod tests {
         t.remove_peer(1);
         assert_eq!(t.get(5), None);
         assert_eq!(t.get(6), Some(IndexEntry::Keypair { peer: 2 }));
+    }
+
+    #[test]
+    fn indices_stay_below_the_slot_capacity_and_keep_their_slots_as_it_grows() {
+        let mut t = IndexTable::with_slot_bits(8);
+        assert_eq!(t.slot_capacity(), 256);
+        t.set_slot_capacity(1);
+        assert_eq!(t.slot_capacity(), 1);
+        t.grow_slot_capacity(4);
+        assert_eq!(t.slot_capacity(), 4);
+        // 0xab_cdef_12 would be slot 0x12: its bits 2..8 are cleared.
+        let mut seq = [0xabcd_ef12u32].into_iter();
+        let a = t
+            .allocate(IndexEntry::Keypair { peer: 1 }, || seq.next().unwrap())
+            .unwrap();
+        assert_eq!(a, 0xabcd_ef02, "slot 2, high bits kept");
+        t.grow_slot_capacity(3);
+        assert_eq!(t.slot_capacity(), 4, "never lowered");
+        t.grow_slot_capacity(64);
+        let mut seq = [0x0000_0102u32, 0x0000_0133].into_iter();
+        let b = t
+            .allocate(IndexEntry::Keypair { peer: 2 }, || seq.next().unwrap())
+            .unwrap();
+        assert_eq!(b, 0x133, "slot 2 is still the first index's");
+        assert_eq!(t.get(a), Some(IndexEntry::Keypair { peer: 1 }));
+        t.grow_slot_capacity(1 << 20);
+        assert_eq!(t.slot_capacity(), 256, "at most 1 << bits");
+        // Full at the capacity.
+        let mut t = IndexTable::with_slot_bits(8);
+        t.slot_capacity = 2;
+        let mut n = 0u32;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        assert!(t
+            .allocate(IndexEntry::Handshake { peer: 1 }, &mut next)
+            .is_some());
+        assert!(t
+            .allocate(IndexEntry::Handshake { peer: 1 }, &mut next)
+            .is_some());
+        assert_eq!(
+            t.allocate(IndexEntry::Handshake { peer: 1 }, &mut next),
+            None
+        );
+    }
+
+    #[test]
+    fn removing_a_peer_touches_only_its_indices() {
+        let mut t = IndexTable::with_slot_bits(16);
+        let mut n = 0u32;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        for peer in 0..100 {
+            t.allocate(IndexEntry::Handshake { peer }, &mut next)
+                .unwrap();
+        }
+        let i = t
+            .allocate(IndexEntry::Handshake { peer: 7 }, &mut next)
+            .unwrap();
+        t.set(i, IndexEntry::Keypair { peer: 7 });
+        // Re-labelled to another peer (not done by the device, but kept
+        // consistent): it goes with its new owner.
+        let j = t
+            .allocate(IndexEntry::Handshake { peer: 8 }, &mut next)
+            .unwrap();
+        t.set(j, IndexEntry::Keypair { peer: 1000 });
+        t.remove_peer(7);
+        assert_eq!(t.get(i), None);
+        assert_eq!(t.len(), 100);
+        t.remove_peer(1000);
+        assert_eq!(t.get(j), None);
+        assert_eq!(t.len(), 99);
+        t.remove_peer(8);
+        assert_eq!(t.len(), 98);
+        assert!(!t.by_peer.contains_key(&7) && !t.by_peer.contains_key(&8));
+        t.clear();
+        assert!(t.is_empty() && t.by_peer.is_empty());
+        assert_eq!(t.slot_capacity(), 1 << 16, "clear keeps the settings");
     }
 
     #[test]

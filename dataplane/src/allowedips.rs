@@ -128,6 +128,26 @@ impl<T: Copy + Eq> AllowedIps<T> {
         }
     }
 
+    /// The value of exactly the prefix `addr/cidr` (host bits ignored), if
+    /// the table holds that prefix.
+    pub fn get_exact(&self, addr: IpAddr, cidr: u8) -> Option<T> {
+        match addr {
+            IpAddr::V4(a) => self.v4.get_exact(u32::from(a), cidr),
+            IpAddr::V6(a) => self.v6.get_exact(u128::from(a), cidr),
+        }
+    }
+
+    /// Removes the prefix `addr/cidr` if it still belongs to `value` (it
+    /// may have moved to another value since): O(depth). Whoever keeps
+    /// each value's prefixes removes a value with this in O(its prefixes
+    /// × depth), where [`remove_value`](Self::remove_value) walks the table.
+    pub fn remove_if_owned(&mut self, addr: IpAddr, cidr: u8, value: T) -> bool {
+        if self.get_exact(addr, cidr) != Some(value) {
+            return false;
+        }
+        self.remove(addr, cidr).is_some()
+    }
+
     /// Removes every prefix belonging to `value` (a peer being deleted).
     /// O(n) for the scan, since `T` is not required to be hashable.
     pub fn remove_value(&mut self, value: T) {
@@ -546,6 +566,24 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
         }
     }
 
+    fn get_exact(&self, key: K, cidr: u8) -> Option<T> {
+        if cidr > K::BITS {
+            return None;
+        }
+        let key = key.mask(cidr);
+        let mut cur = self.root;
+        loop {
+            let node = self.nodes.get(cur as usize)?;
+            if node.cidr > cidr || key.common_bits(node.key) < node.cidr {
+                return None;
+            }
+            if node.cidr == cidr {
+                return self.values.get(cur as usize).copied().flatten();
+            }
+            cur = node.child[key.bit(node.cidr)];
+        }
+    }
+
     fn remove_value(&mut self, value: T) {
         let mut doomed = Vec::new();
         self.for_each(|key, cidr, v| {
@@ -855,6 +893,27 @@ mod tests {
         assert!(t.is_empty());
         check(&t);
         assert_eq!(t.v4.nodes.len(), t.v4.free.len(), "every node freed");
+    }
+
+    #[test]
+    fn exact_get_and_owned_removal() {
+        let mut t = AllowedIps::new();
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        t.insert(a("10.0.0.0"), 8, 1).unwrap();
+        t.insert(a("10.1.0.0"), 16, 2).unwrap();
+        t.insert(a("2001:db8::"), 32, 1).unwrap();
+        assert_eq!(t.get_exact(a("10.1.2.3"), 16), Some(2), "host bits ignored");
+        assert_eq!(t.get_exact(a("10.0.0.0"), 9), None, "only that prefix");
+        assert_eq!(t.get_exact(a("10.0.0.0"), 33), None);
+        assert!(!t.remove_if_owned(a("10.1.0.0"), 16, 1), "not 1's");
+        assert_eq!(t.lookup(a("10.1.0.1")), Some(2));
+        assert!(t.remove_if_owned(a("10.0.0.0"), 8, 1));
+        assert!(t.remove_if_owned(a("2001:db8::"), 32, 1));
+        assert!(!t.remove_if_owned(a("2001:db8::"), 32, 1), "gone already");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.lookup(a("10.2.0.0")), None);
+        t.v4.check();
+        t.v6.check();
     }
 
     #[test]

@@ -128,9 +128,11 @@ impl KeySync {
         }
         for k in &live {
             if !old.contains(&k.local_index) {
-                region
-                    .key(slot_of_index(k.local_index))
-                    .publish(&material(k, pslot));
+                let slot = slot_of_index(k.local_index);
+                // Locked as slots come into use, not the whole capacity
+                // ahead (that would make all of it resident).
+                region.lock_key_slot(slot);
+                region.key(slot).publish(&material(k, pslot));
             }
         }
         let current = dev.peer(id).and_then(|p| p.keypairs.current.as_ref());

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dataplane::consts::DEFAULT_MTU;
 use dataplane::shm::events::ToControl;
-use dataplane::shm::layout::{KEY_SLOT_BITS, RECORD_SIZE};
+use dataplane::shm::layout::{MAX_KEY_SLOT_BITS, RECORD_SIZE};
 use dataplane::shm::peers::PeerCounters;
 use dataplane::shm::{monotonic_ns, region_path, Region};
 use dataplane::tun::Tun;
@@ -331,10 +331,13 @@ impl Daemon {
         let settings = DeviceSettings {
             mtu: DEFAULT_MTU as usize,
             transport_in_dataplane: true,
-            index_slot_bits: Some(KEY_SLOT_BITS),
+            index_slot_bits: Some(MAX_KEY_SLOT_BITS),
             ..Default::default()
         };
-        let dev = Device::new(unix_at_zero, Box::new(rand_core::OsRng), settings);
+        let mut dev = Device::new(unix_at_zero, Box::new(rand_core::OsRng), settings);
+        // New indices only name key slots the data plane has (a region
+        // adopted after a restart may have grown past the minimum).
+        dev.set_index_slots(region.key_slots());
         Daemon {
             iface: opts.iface,
             log: opts.log,

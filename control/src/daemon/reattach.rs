@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use dataplane::consts::REJECT_AFTER_TIME;
 use dataplane::shm::keys::slot_of_index;
-use dataplane::shm::layout::{KEY_SLOTS, PEER_SLOTS};
 use dataplane::shm::Region;
 use dataplane::tun::{Tun, TunQueue};
 use dataplane::tunns;
@@ -199,7 +198,7 @@ impl Orphans {
             since: now(),
             ..Default::default()
         };
-        for s in 0..PEER_SLOTS {
+        for s in 0..region.peer_slots() {
             if !region.peer(s).is_active() {
                 continue;
             }
@@ -211,7 +210,7 @@ impl Orphans {
             o.by_key.insert(key, s as u32);
             o.keys.insert(s as u32, Vec::new());
         }
-        for k in 0..KEY_SLOTS {
+        for k in region.key_slots_in_use() {
             if let Some((m, _)) = region.key(k).read() {
                 if let Some(v) = o.keys.get_mut(&m.peer) {
                     v.push(k);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dataplane::shm::layout::{ALLOWED_MAX, PEER_SLOTS};
+use dataplane::shm::layout::Capacity;
 
 use super::{keysync, now, Daemon, LogLevel};
 use crate::device::{PeerId, PeerSettings};
@@ -69,12 +69,29 @@ impl UapiHandler for Daemon {
             // Slots kept for peers of before a restart count as taken.
             self.slots.len() + self.orphans.len()
         };
-        if existing + adding > PEER_SLOTS {
-            return Err(errno::ENOSPC);
-        }
         let new_prefixes: usize = req.peers.iter().map(|p| p.allowed_ips.len()).sum();
-        if self.dev.allowed_ips().len() + new_prefixes > ALLOWED_MAX {
+        let prefixes = if req.replace_peers {
+            0
+        } else {
+            self.dev.allowed_ips().len()
+        };
+        // Peer slots of peers removed by this request are only freed as it
+        // goes, so the peers kept and added count against the capacity.
+        let Some(need) = Capacity::for_config(existing + adding, prefixes + new_prefixes) else {
             return Err(errno::ENOSPC);
+        };
+        // Raised before anything changes (it never shrinks): the slots and
+        // sessions in use stay where they are.
+        if need.max(self.region.capacity()) != self.region.capacity() {
+            self.region.grow(need);
+            self.dev.grow_index_slots(self.region.key_slots());
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "shared memory capacity raised to {:?}",
+                    self.region.capacity()
+                ),
+            );
         }
         let t = now();
         let mut out = Vec::new();
@@ -129,7 +146,7 @@ impl UapiHandler for Daemon {
             }
             if change.replace_allowed_ips {
                 if let Some(id) = existing {
-                    self.dev.allowed_ips_mut().remove_value(id);
+                    self.dev.clear_allowed_ips(id);
                 }
             }
             let mut s = PeerSettings::new(change.public_key);
@@ -145,7 +162,7 @@ impl UapiHandler for Daemon {
                 // Its slot, counters and sessions are those of before the
                 // restart: nothing to reset.
             } else if existing.is_none() {
-                let Some(slot) = self.slots.assign(id, PEER_SLOTS) else {
+                let Some(slot) = self.slots.assign(id, self.region.peer_slots()) else {
                     self.dev.remove_peer(id);
                     continue;
                 };

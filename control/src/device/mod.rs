@@ -11,6 +11,8 @@ mod adopt;
 mod known;
 mod load;
 mod receive;
+#[cfg(test)]
+mod scale_tests;
 mod send;
 mod tick;
 
@@ -21,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use dataplane::allowedips::AllowedIps;
 use dataplane::consts::REKEY_TIMEOUT_JITTER_MAX;
 use rand_core::RngCore;
+use zeroize::Zeroizing;
 
 use crate::cookie::CookieChecker;
 use crate::crypto::x25519;
@@ -150,6 +153,10 @@ pub struct Device {
     by_key: HashMap<PublicKey, PeerId>,
     next_peer_id: PeerId,
     allowed_ips: AllowedIps<PeerId>,
+    /// The prefixes each peer was given (some may have moved to another
+    /// peer since), so removing a peer's costs its own prefixes, not a
+    /// walk over the whole table.
+    prefixes_of: HashMap<PeerId, Vec<(IpAddr, u8)>>,
     indices: IndexTable,
     checker: Option<CookieChecker>,
     limiter: RateLimiter,
@@ -176,6 +183,7 @@ impl Device {
             by_key: HashMap::new(),
             next_peer_id: 0,
             allowed_ips: AllowedIps::new(),
+            prefixes_of: HashMap::new(),
             indices: match settings.index_slot_bits {
                 Some(b) => IndexTable::with_slot_bits(b),
                 None => IndexTable::default(),
@@ -221,18 +229,23 @@ impl Device {
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
             self.clear_sessions(id);
-            self.precompute_static_static(id);
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.static_static = None;
+            }
         }
     }
 
-    fn precompute_static_static(&mut self, id: PeerId) {
-        let ss = match (&self.private_key, self.peers.get(&id)) {
-            (Some(sk), Some(p)) => x25519::dh(sk.as_bytes(), p.public_key.as_bytes()).ok(),
-            _ => None,
-        };
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.static_static = ss;
+    /// The DH of our static key and peer `id`'s, computed at its first
+    /// handshake and kept: computing it for every peer as it is added made
+    /// `wg setconf` with 100,000 peers cost one X25519 each (seconds),
+    /// most of them for peers that may never handshake.
+    pub(super) fn static_static(&mut self, id: PeerId) -> Option<Zeroizing<[u8; 32]>> {
+        let sk = self.private_key.as_ref()?;
+        let p = self.peers.get_mut(&id)?;
+        if p.static_static.is_none() {
+            p.static_static = x25519::dh(sk.as_bytes(), p.public_key.as_bytes()).ok();
         }
+        p.static_static.clone()
     }
 
     /// Adds a peer, or updates the one with that public key. Returns its id,
@@ -248,7 +261,6 @@ impl Device {
                 self.next_peer_id = self.next_peer_id.wrapping_add(1);
                 self.peers.insert(id, Peer::new(s.public_key));
                 self.by_key.insert(s.public_key, id);
-                self.precompute_static_static(id);
                 id
             }
         };
@@ -262,9 +274,17 @@ impl Device {
         if s.persistent_keepalive.is_some() {
             peer.persistent_keepalive = s.persistent_keepalive.filter(|d| !d.is_zero());
         }
-        for (addr, cidr) in s.allowed_ips {
-            // Validated by the config layers; an invalid prefix is ignored here.
-            let _ = self.allowed_ips.insert(addr, cidr, id);
+        if !s.allowed_ips.is_empty() {
+            let mine = self.prefixes_of.entry(id).or_default();
+            for (addr, cidr) in s.allowed_ips {
+                if self.allowed_ips.get_exact(addr, cidr) == Some(id) {
+                    continue; // listed already
+                }
+                // Validated by the config layers; an invalid prefix is ignored here.
+                if self.allowed_ips.insert(addr, cidr, id).is_ok() {
+                    mine.push((addr, cidr));
+                }
+            }
         }
         Some(id)
     }
@@ -274,8 +294,29 @@ impl Device {
             self.by_key.remove(&p.public_key);
             self.known.remove(id);
             self.indices.remove_peer(id);
-            self.allowed_ips.remove_value(id);
+            self.clear_allowed_ips(id);
         }
+    }
+
+    /// Removes the prefixes peer `id` still holds (`wg set ... allowed-ips`
+    /// replaces them; removing the peer drops them): O(its prefixes ×
+    /// depth). Those that moved to another peer since stay with it.
+    pub fn clear_allowed_ips(&mut self, id: PeerId) {
+        for (addr, cidr) in self.prefixes_of.remove(&id).unwrap_or_default() {
+            self.allowed_ips.remove_if_owned(addr, cidr, id);
+        }
+    }
+
+    /// Limits new receiver indices to key slots below `slots`: the data
+    /// plane's capacity when the device starts.
+    pub fn set_index_slots(&mut self, slots: usize) {
+        self.indices.set_slot_capacity(slots);
+    }
+
+    /// Lets new receiver indices use key slots below `slots` (the data
+    /// plane's current capacity); never lowers it.
+    pub fn grow_index_slots(&mut self, slots: usize) {
+        self.indices.grow_slot_capacity(slots);
     }
 
     /// Removes every peer at once: O(n), where n one-by-one removals would
@@ -285,10 +326,8 @@ impl Device {
         self.by_key.clear();
         self.known.clear();
         self.allowed_ips.clear();
-        self.indices = match self.settings.index_slot_bits {
-            Some(b) => IndexTable::with_slot_bits(b),
-            None => IndexTable::default(),
-        };
+        self.prefixes_of.clear();
+        self.indices.clear();
     }
 
     pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {

@@ -98,7 +98,7 @@ impl Device {
         let consumed = handshake::consume_initiation(&local, msg, |key| {
             let id = self.by_key.get(&crate::keys::PublicKey(*key)).copied()?;
             found = Some(id);
-            self.peers.get(&id)?.static_static.clone()
+            self.static_static(id)
         })
         .map_err(|e| match e {
             crate::noise::NoiseError::UnknownPeer => Drop::UnknownPeer,

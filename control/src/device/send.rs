@@ -166,6 +166,7 @@ impl Device {
             _ => return,
         };
         let unix = self.unix_now(now);
+        let ss = self.static_static(id);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -175,7 +176,7 @@ impl Device {
         if peer.timers.handshake_rate_limited(now) {
             return;
         }
-        let (Some(endpoint), Some(ss)) = (peer.endpoint, peer.static_static.clone()) else {
+        let (Some(endpoint), Some(ss)) = (peer.endpoint, ss) else {
             return;
         };
         if let Some(p) = peer.pending.take() {

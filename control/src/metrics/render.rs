@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use dataplane::shm::layout::{BACKEND_UDP, BACKEND_XDP, DROP_REASONS, MAX_WORKERS, PEER_SLOTS};
+use dataplane::shm::layout::{BACKEND_UDP, BACKEND_XDP, DROP_REASONS, MAX_WORKERS};
 use dataplane::shm::stats::{self, DropReason, UplinkFigures, WorkerFigures};
 use dataplane::shm::Region;
 
@@ -61,7 +61,7 @@ impl Snapshot {
             _ => "starting",
         };
         let mut peers = Vec::new();
-        for i in 0..PEER_SLOTS {
+        for i in 0..region.peer_slots() {
             let slot = region.peer(i);
             if !slot.is_active() {
                 continue;

@@ -30,7 +30,7 @@ use std::time::Duration;
 use crate::consts::REJECT_AFTER_TIME;
 use crate::offload;
 use crate::sandbox::{self, Sandbox};
-use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, KEY_SLOTS, MAX_WORKERS};
+use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
 use crate::shm::{monotonic_ns, Region};
 use crate::tun;
 use crate::udp::UdpSocketBatch;
@@ -88,14 +88,14 @@ fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
 /// A data plane that takes a region over (its predecessor may have died
 /// holding replay-window locks) voids them all.
 fn break_replay_locks(region: &Region) {
-    for i in 0..KEY_SLOTS {
+    for i in region.key_slots_in_use() {
         region.key(i).break_replay_lock();
     }
 }
 
 fn any_live_key(region: &Region) -> bool {
     let now = monotonic_ns();
-    (0..KEY_SLOTS).any(|i| {
+    region.key_slots_in_use().into_iter().any(|i| {
         region.key(i).read().is_some_and(|(k, _)| {
             now.saturating_sub(k.created_ns) < REJECT_AFTER_TIME.as_nanos() as u64
         })

@@ -14,14 +14,14 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::shm::events::ToControl;
-use crate::shm::layout::PEER_SLOTS;
+use crate::shm::layout::MAX_PEER_SLOTS;
 
 /// Kinds of event that wait (all but handshake datagrams).
 const KINDS: usize = 3;
 
 /// The most events that can wait: one per kind and peer. Only an event
 /// naming a peer outside the region's slots could find no room.
-pub const MAX_PENDING: usize = KINDS * PEER_SLOTS;
+pub const MAX_PENDING: usize = KINDS * MAX_PEER_SLOTS;
 
 /// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +110,7 @@ impl Outbox {
             waiting.extend_from_slice(rec);
             return Sent::Deferred;
         }
-        if self.order.len() >= MAX_PENDING || k.1 as usize >= PEER_SLOTS {
+        if self.order.len() >= MAX_PENDING || k.1 as usize >= MAX_PEER_SLOTS {
             return Sent::Lost;
         }
         self.order.push_back(k);
@@ -198,7 +198,7 @@ mod tests {
         };
         // Every peer with all three kinds waiting: more than the old bound
         // of 4,096, and all kept.
-        for peer in 0..PEER_SLOTS as u32 {
+        for peer in 0..MAX_PEER_SLOTS as u32 {
             for ev in [
                 ToControl::HandshakeNeeded { peer },
                 ToControl::EndpointMoved {
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(o.len(), MAX_PENDING);
         // Only a peer outside the region's slots is refused.
         let stray = ToControl::HandshakeNeeded {
-            peer: PEER_SLOTS as u32,
+            peer: MAX_PEER_SLOTS as u32,
         };
         assert_eq!(send(&mut o, &mut ring, stray), Sent::Lost);
         assert!(!o.retry(|r| ring.push(r)));

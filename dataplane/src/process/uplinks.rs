@@ -29,7 +29,6 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::netlink::Netlink;
-use crate::shm::layout::PEER_SLOTS;
 use crate::shm::Region;
 
 /// The operator's list, when `WIRESPEED_XDP_IFACES` is set (empty entries
@@ -65,7 +64,7 @@ pub fn peer_endpoints(region: &Region) -> PeerEndpoints {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let mut out = PeerEndpoints::default();
-    for i in 0..PEER_SLOTS {
+    for i in 0..region.peer_slots() {
         let slot = region.peer(i);
         if !slot.is_active() {
             continue;

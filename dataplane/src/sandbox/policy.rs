@@ -58,6 +58,9 @@ pub fn rules(region_dir: Option<i32>, pid: i32) -> Vec<Rule> {
         SYS_munmap,
         SYS_mremap,
         SYS_madvise,
+        // Which key slots of the region have memory (see
+        // `Region::key_slots_in_use`): read-only, of our own mappings.
+        SYS_mincore,
         SYS_futex,
         SYS_clock_gettime,
         SYS_clock_nanosleep,

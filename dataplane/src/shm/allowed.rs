@@ -4,7 +4,6 @@
 use core::sync::atomic::Ordering;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::layout::ALLOWED_MAX;
 use super::{seqlock, Region};
 
 /// One prefix and the peer slot it belongs to.
@@ -16,7 +15,7 @@ pub struct TableFull;
 
 /// Control: replaces the whole table.
 pub fn write_table(r: &Region, entries: &[Prefix]) -> Result<(), TableFull> {
-    if entries.len() > ALLOWED_MAX {
+    if entries.len() > r.allowed_capacity() {
         return Err(TableFull);
     }
     let h = r.allowed_header();
@@ -51,7 +50,7 @@ pub fn table_seq(r: &Region) -> u64 {
 pub fn read_table(r: &Region) -> Option<(Vec<Prefix>, u64)> {
     let h = r.allowed_header();
     seqlock::read(&h.seq, || {
-        let n = (h.count.load(Ordering::Relaxed) as usize).min(ALLOWED_MAX);
+        let n = (h.count.load(Ordering::Relaxed) as usize).min(r.allowed_capacity());
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
             let e = r.allowed_entry(i);

@@ -5,13 +5,15 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use zeroize::Zeroizing;
 
-use super::layout::{KeySlot, KEY_INITIATOR, KEY_SLOTS, KEY_VALID};
+use super::layout::{KeySlot, KEY_INITIATOR, KEY_VALID, MAX_KEY_SLOTS};
 use super::seqlock;
 use crate::consts::REJECT_AFTER_MESSAGES;
 
-/// The slot a receiver index lives in: its low bits.
+/// The slot a receiver index lives in: its low bits. Fixed whatever the
+/// region's capacity, so growing it moves no session; a slot at or past
+/// [`Region::key_slots`](super::Region::key_slots) names none.
 pub fn slot_of_index(index: u32) -> usize {
-    index as usize & (KEY_SLOTS - 1)
+    index as usize & (MAX_KEY_SLOTS - 1)
 }
 
 /// What control publishes for one session.

@@ -4,16 +4,29 @@
 //!
 //! ```text
 //! offset 0          Header (one page)
-//! off_keys          KeySlot  x KEY_SLOTS     session keys by receiver index
-//! off_peers         PeerSlot x PEER_SLOTS    endpoint, send key, counters
-//! off_allowed       AllowedHeader + AllowedEntry x ALLOWED_MAX
+//! off_keys          KeySlot  x MAX_KEY_SLOTS  session keys by receiver index
+//! off_peers         PeerSlot x MAX_PEER_SLOTS endpoint, send key, counters
+//! off_allowed       AllowedHeader + AllowedEntry x MAX_ALLOWED
 //! off_rings         Ring x (2 * MAX_WORKERS) event rings, to control then to data plane
 //! off_worker_stats  WorkerStats x MAX_WORKERS per-worker counters (one writer each)
-//! off_peer_info     PeerInfo x PEER_SLOTS    what only control knows of a peer
+//! off_peer_info     PeerInfo x MAX_PEER_SLOTS what only control knows of a peer
 //! off_uplinks       UplinkStats x MAX_UPLINKS XDP program counters per uplink
 //! off_capture       CaptureControl           packet capture: on/off, filter, owner
 //! off_capture_rings CaptureRing x MAX_WORKERS frames copied while capture is on
 //! ```
+//!
+//! The arrays are laid out for their maximums (2^20 peers, as the kernel
+//! allows per interface) and the file is that size, but sparse: only the
+//! pages written cost memory. How much of each array is in use is the
+//! header's *current* capacity (`key_slots`, `peer_slots`, `allowed_max`),
+//! which control sets from what the configuration needs and only ever
+//! raises. Every loop and bounds check in both processes uses the current
+//! capacity: reading an untouched page of a shared tmpfs file allocates it,
+//! so a scan of the maximum (or a forged receiver index pointing past the
+//! capacity) would cost the memory the sparse layout saves. Growing moves
+//! nothing, so no session is dropped: a receiver index names its key slot by
+//! its low MAX_KEY_SLOT_BITS bits, and control only hands out indices whose
+//! slot lies below the current capacity.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64};
@@ -22,14 +35,24 @@ use crate::replay::ReplayWindow;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WSPDSHM\0");
 /// Bumped on any change to the records below.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
+/// The most peers an interface may have (the kernel's limit too).
+pub const MAX_PEER_SLOTS: usize = 1 << 20;
+/// Key slots per peer slot. A peer holds at most four receiver indices at
+/// once: its previous, current and next sessions and an initiation it
+/// awaits the answer to; each needs a slot of its own. Four per peer also
+/// keeps the slot table at most three-quarters full in the usual case of
+/// three, so control's random choice of a free slot stays cheap.
+pub const KEY_SLOTS_PER_PEER: usize = 4;
 /// Key slots; a receiver index's low bits name its slot, so the data plane
 /// finds a session in O(1) without a shared hash table.
-pub const KEY_SLOT_BITS: u32 = 14;
-pub const KEY_SLOTS: usize = 1 << KEY_SLOT_BITS;
-pub const PEER_SLOTS: usize = 1 << 15;
-pub const ALLOWED_MAX: usize = 1 << 18;
+pub const MAX_KEY_SLOT_BITS: u32 = 22;
+pub const MAX_KEY_SLOTS: usize = 1 << MAX_KEY_SLOT_BITS;
+/// AllowedIPs prefixes, four per peer at the maximum.
+pub const MAX_ALLOWED: usize = 1 << 22;
+/// The smallest capacity a region starts with, in peers.
+pub const MIN_PEER_SLOTS: usize = 1 << 10;
 pub const MAX_WORKERS: usize = 16;
 pub const RING_ENTRIES: usize = 1024;
 pub const RECORD_SIZE: usize = 256;
@@ -51,6 +74,8 @@ pub const HEADER_SIZE: usize = 4096;
 pub struct Header {
     pub magic: AtomicU64,
     pub version: AtomicU32,
+    /// Current capacities (see the module's notes): powers of two, at most
+    /// the MAX_ constants, written by control only and never lowered.
     pub key_slots: AtomicU32,
     pub peer_slots: AtomicU32,
     pub allowed_max: AtomicU32,
@@ -322,14 +347,14 @@ pub const CAPTURE_RING_SIZE: usize =
     core::mem::size_of::<CaptureRingHeader>() + CAPTURE_SLOTS * CAPTURE_SLOT_SIZE;
 
 pub const OFF_KEYS: usize = HEADER_SIZE;
-pub const OFF_PEERS: usize = OFF_KEYS + KEY_SLOTS * core::mem::size_of::<KeySlot>();
-pub const OFF_ALLOWED: usize = OFF_PEERS + PEER_SLOTS * core::mem::size_of::<PeerSlot>();
-pub const OFF_RINGS: usize = OFF_ALLOWED + 64 + ALLOWED_MAX * core::mem::size_of::<AllowedEntry>();
+pub const OFF_PEERS: usize = OFF_KEYS + MAX_KEY_SLOTS * core::mem::size_of::<KeySlot>();
+pub const OFF_ALLOWED: usize = OFF_PEERS + MAX_PEER_SLOTS * core::mem::size_of::<PeerSlot>();
+pub const OFF_RINGS: usize = OFF_ALLOWED + 64 + MAX_ALLOWED * core::mem::size_of::<AllowedEntry>();
 pub const OFF_WORKER_STATS: usize = (OFF_RINGS + 2 * MAX_WORKERS * RING_SIZE)
     .next_multiple_of(core::mem::align_of::<WorkerStats>());
 pub const OFF_PEER_INFO: usize =
     OFF_WORKER_STATS + MAX_WORKERS * core::mem::size_of::<WorkerStats>();
-pub const OFF_UPLINKS: usize = OFF_PEER_INFO + PEER_SLOTS * core::mem::size_of::<PeerInfo>();
+pub const OFF_UPLINKS: usize = OFF_PEER_INFO + MAX_PEER_SLOTS * core::mem::size_of::<PeerInfo>();
 pub const OFF_CAPTURE: usize = OFF_UPLINKS + MAX_UPLINKS * core::mem::size_of::<UplinkStats>();
 /// Page-aligned: the rings are most of the region, and stay untouched (no
 /// memory behind them in the tmpfs file) until a capture first runs.
@@ -355,3 +380,70 @@ const _: () =
 const _: () = assert!(core::mem::size_of::<CaptureRingHeader>() == 128);
 const _: () = assert!(core::mem::size_of::<CaptureRecord>() == 32);
 const _: () = assert!(CAPTURE_RING_SIZE.is_multiple_of(64) && CAPTURE_SLOT_SIZE.is_multiple_of(8));
+
+/// How much of each array is in use: what the header's capacity fields say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub peers: usize,
+    pub keys: usize,
+    pub allowed: usize,
+}
+
+impl Capacity {
+    /// What a new region starts with.
+    pub const MIN: Capacity = Capacity {
+        peers: MIN_PEER_SLOTS,
+        keys: MIN_PEER_SLOTS * KEY_SLOTS_PER_PEER,
+        allowed: MIN_PEER_SLOTS * 4,
+    };
+
+    /// The capacity for `peers` peers with `allowed` prefixes in all: the
+    /// next powers of two (so that a key slot is a mask of the index's
+    /// bits, and growth steps are few), at least [`Capacity::MIN`]. `None`
+    /// when either is beyond what the layout holds.
+    pub fn for_config(peers: usize, allowed: usize) -> Option<Capacity> {
+        if peers > MAX_PEER_SLOTS || allowed > MAX_ALLOWED {
+            return None;
+        }
+        let peers = peers.next_power_of_two().max(MIN_PEER_SLOTS);
+        Some(Capacity {
+            peers,
+            keys: peers * KEY_SLOTS_PER_PEER,
+            allowed: allowed.next_power_of_two().max(peers * 4).min(MAX_ALLOWED),
+        })
+    }
+
+    /// The larger of each field: capacities never shrink.
+    pub fn max(self, other: Capacity) -> Capacity {
+        Capacity {
+            peers: self.peers.max(other.peers),
+            keys: self.keys.max(other.keys),
+            allowed: self.allowed.max(other.allowed),
+        }
+    }
+}
+
+const _: () = assert!(MAX_KEY_SLOTS == MAX_PEER_SLOTS * KEY_SLOTS_PER_PEER);
+const _: () = assert!(MAX_ALLOWED >= MAX_PEER_SLOTS * 4);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_follows_the_configuration() {
+        assert_eq!(Capacity::for_config(0, 0), Some(Capacity::MIN));
+        assert_eq!(Capacity::for_config(1000, 1000), Some(Capacity::MIN));
+        let c = Capacity::for_config(100_000, 100_000).unwrap();
+        assert_eq!((c.peers, c.keys, c.allowed), (1 << 17, 1 << 19, 1 << 19));
+        let c = Capacity::for_config(10, 1_000_000).unwrap();
+        assert_eq!((c.peers, c.allowed), (MIN_PEER_SLOTS, 1 << 20));
+        let max = Capacity::for_config(MAX_PEER_SLOTS, MAX_ALLOWED).unwrap();
+        assert_eq!(
+            (max.peers, max.keys, max.allowed),
+            (MAX_PEER_SLOTS, MAX_KEY_SLOTS, MAX_ALLOWED)
+        );
+        assert_eq!(Capacity::for_config(MAX_PEER_SLOTS + 1, 0), None);
+        assert_eq!(Capacity::for_config(1, MAX_ALLOWED + 1), None);
+    }
+}

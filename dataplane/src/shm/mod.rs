@@ -135,17 +135,59 @@ impl Region {
     fn initialise(&self) {
         let h = self.header();
         h.version.store(VERSION, Ordering::Relaxed);
-        h.key_slots.store(KEY_SLOTS as u32, Ordering::Relaxed);
-        h.peer_slots.store(PEER_SLOTS as u32, Ordering::Relaxed);
-        h.allowed_max.store(ALLOWED_MAX as u32, Ordering::Relaxed);
         h.max_workers.store(MAX_WORKERS as u32, Ordering::Relaxed);
         h.ring_entries.store(RING_ENTRIES as u32, Ordering::Relaxed);
         h.total_size.store(TOTAL_SIZE as u64, Ordering::Relaxed);
-        for i in 0..PEER_SLOTS {
-            self.peer(i).current_key.store(NO_SLOT, Ordering::Relaxed);
-        }
+        self.grow(Capacity::MIN);
         // Magic last: a reader that sees it sees an initialised region.
         h.magic.store(MAGIC, Ordering::Release);
+    }
+
+    /// The capacities in use (see `layout.rs`), each within its maximum
+    /// whatever the header says: the data plane writes the header too, and
+    /// control must not trust it to bound a loop.
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            peers: self.peer_slots(),
+            keys: self.key_slots(),
+            allowed: self.allowed_capacity(),
+        }
+    }
+
+    /// Key slots in use: a receiver index whose slot is at or past this
+    /// names no session.
+    pub fn key_slots(&self) -> usize {
+        (self.header().key_slots.load(Ordering::Acquire) as usize).min(MAX_KEY_SLOTS)
+    }
+
+    /// Peer slots in use: every peer's slot is below this.
+    pub fn peer_slots(&self) -> usize {
+        (self.header().peer_slots.load(Ordering::Acquire) as usize).min(MAX_PEER_SLOTS)
+    }
+
+    /// AllowedIPs entries the table may hold now.
+    pub fn allowed_capacity(&self) -> usize {
+        (self.header().allowed_max.load(Ordering::Acquire) as usize).min(MAX_ALLOWED)
+    }
+
+    /// Control: raises the capacities to at least `want` (never lowers
+    /// them). Nothing in use moves, so every session carries on: the new
+    /// slots are made ready first, then published with Release, so a
+    /// reader that sees a capacity sees its slots initialised.
+    pub fn grow(&self, want: Capacity) {
+        let h = self.header();
+        let old = self.capacity();
+        let new = old.max(Capacity {
+            peers: want.peers.min(MAX_PEER_SLOTS),
+            keys: want.keys.min(MAX_KEY_SLOTS),
+            allowed: want.allowed.min(MAX_ALLOWED),
+        });
+        for i in old.peers..new.peers {
+            self.peer(i).current_key.store(NO_SLOT, Ordering::Relaxed);
+        }
+        h.allowed_max.store(new.allowed as u32, Ordering::Release);
+        h.key_slots.store(new.keys as u32, Ordering::Release);
+        h.peer_slots.store(new.peers as u32, Ordering::Release);
     }
 
     /// Maps an existing region, checking that it is a private file of ours
@@ -156,35 +198,24 @@ impl Region {
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)?;
+        Self::checked(file, path)
+    }
+
+    /// Maps a region whose descriptor control handed over (a host data
+    /// plane's tenant, see `process::host`), with the checks of
+    /// [`Region::open`].
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Region> {
+        Self::checked(File::from(fd), Path::new("(handed-over region)"))
+    }
+
+    /// Maps `file` if it is a private plain file of ours with this size,
+    /// magic and layout version (`path` names it in errors).
+    fn checked(file: File, path: &Path) -> io::Result<Region> {
         let st = file::fstat(&file)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(invalid("shared memory region is not a plain file"));
         }
         file::check_private(path, &st)?;
-        if st.st_size as u64 != TOTAL_SIZE as u64 {
-            return Err(invalid("shared memory region has the wrong size"));
-        }
-        let r = Self::map(file, None)?;
-        let h = r.header();
-        if h.magic.load(Ordering::Acquire) != MAGIC || h.version.load(Ordering::Relaxed) != VERSION
-        {
-            return Err(invalid(
-                "shared memory region has another magic or layout version",
-            ));
-        }
-        Ok(r)
-    }
-
-    /// Maps a region whose descriptor control handed over (a host data
-    /// plane's tenant, see `process::host`), with the checks of
-    /// [`Region::open`]: a private plain file of ours, this size and layout.
-    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Region> {
-        let file = File::from(fd);
-        let st = file::fstat(&file)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(invalid("shared memory region is not a plain file"));
-        }
-        file::check_private(Path::new("(handed-over region)"), &st)?;
         if st.st_size as u64 != TOTAL_SIZE as u64 {
             return Err(invalid("shared memory region has the wrong size"));
         }
@@ -327,7 +358,11 @@ impl Region {
             claim,
         };
         r.keep_out_of_dumps()?;
-        r.lock_key_slots();
+        // Those that hold sessions already (a region being re-attached);
+        // control locks each new one as it publishes it.
+        for slot in r.key_slots_in_use() {
+            r.lock_key_slot(slot);
+        }
         Ok(r)
     }
 
@@ -345,21 +380,39 @@ impl Region {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
+        // No read-ahead where the region is a disk file rather than tmpfs:
+        // it would fill the page cache around every slot touched, which
+        // costs memory and makes untouched slots look in use.
+        // SAFETY: as above; best effort, the result is ignored.
+        unsafe {
+            libc::madvise(
+                self.base.as_ptr() as *mut libc::c_void,
+                self.len,
+                libc::MADV_RANDOM,
+            )
+        };
         Ok(())
     }
 
-    /// Keeps the key slots (the part of the region that holds secrets, a
-    /// fraction of the whole) out of swap. Best effort: without
+    /// Keeps key slot `i` (which holds secrets) out of swap: called for
+    /// each slot as it comes into use, since locking the whole capacity
+    /// ahead would make all of it resident. Best effort: without
     /// CAP_IPC_LOCK or with a low RLIMIT_MEMLOCK the kernel refuses, which
-    /// is said once and otherwise ignored.
-    fn lock_key_slots(&self) {
+    /// is said once and otherwise ignored. A page stays resident while any
+    /// mapping of it is locked, so control's lock covers the data plane.
+    pub fn lock_key_slot(&self, i: usize) {
         static WARNED: Once = Once::new();
-        // SAFETY: OFF_KEYS..OFF_PEERS lies inside our mapping; mlock
-        // changes no contents.
+        if i >= MAX_KEY_SLOTS {
+            return;
+        }
+        let size = core::mem::size_of::<KeySlot>();
+        // mlock rounds to whole pages itself.
+        // SAFETY: slot i < MAX_KEY_SLOTS lies inside the key array of our
+        // mapping; mlock changes no contents.
         let r = unsafe {
             libc::mlock(
-                self.base.as_ptr().add(OFF_KEYS) as *const libc::c_void,
-                OFF_PEERS - OFF_KEYS,
+                self.base.as_ptr().add(OFF_KEYS + i * size) as *const libc::c_void,
+                size,
             )
         };
         if r != 0 {
@@ -370,6 +423,49 @@ impl Region {
                 )
             });
         }
+    }
+
+    /// The key slots below the capacity that can hold a session: those
+    /// with memory behind them (publishing a key writes its slot; a slot
+    /// never written is a hole in the file). A scan of these instead of
+    /// every slot keeps it from allocating the untouched ones: reading a
+    /// hole of a shared tmpfs mapping allocates a page. A page swapped
+    /// out counts as not there, which the lock on slots in use prevents
+    /// where the kernel allows it. If the kernel cannot say (mincore
+    /// fails), every slot below the capacity.
+    pub fn key_slots_in_use(&self) -> Vec<usize> {
+        let cap = self.key_slots();
+        let size = core::mem::size_of::<KeySlot>();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let page = usize::try_from(page).unwrap_or(0);
+        if page == 0 || !OFF_KEYS.is_multiple_of(page) {
+            return (0..cap).collect();
+        }
+        let len = (cap * size).next_multiple_of(page);
+        let mut resident = vec![0u8; len / page];
+        // SAFETY: OFF_KEYS is page-aligned (checked above) and so is the
+        // mapping; [OFF_KEYS, OFF_KEYS + len) lies inside it (the key
+        // array's maximum is larger and followed by more of the region).
+        // mincore writes one byte per page of that range into `resident`,
+        // which has exactly that many.
+        let r = unsafe {
+            libc::mincore(
+                self.base.as_ptr().add(OFF_KEYS) as *mut libc::c_void,
+                len,
+                resident.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return (0..cap).collect();
+        }
+        (0..cap)
+            .filter(|&i| {
+                let first = i * size / page;
+                let last = ((i + 1) * size - 1) / page;
+                resident[first..=last].iter().any(|b| b & 1 != 0)
+            })
+            .collect()
     }
 
     /// # Safety
@@ -395,16 +491,18 @@ impl Region {
         (self.header().workers.load(Ordering::Acquire) as usize).clamp(1, MAX_WORKERS)
     }
 
-    /// Key slot `i` (`i < KEY_SLOTS`).
+    /// Key slot `i` (`i < MAX_KEY_SLOTS`; callers keep to
+    /// [`Region::key_slots`], which an index from the network must be
+    /// checked against first).
     pub fn key(&self, i: usize) -> &KeySlot {
-        assert!(i < KEY_SLOTS, "key slot out of range");
+        assert!(i < MAX_KEY_SLOTS, "key slot out of range");
         // SAFETY: in range and 64-aligned by the layout's asserts.
         unsafe { self.at(OFF_KEYS + i * core::mem::size_of::<KeySlot>()) }
     }
 
-    /// Peer slot `i` (`i < PEER_SLOTS`).
+    /// Peer slot `i` (`i < MAX_PEER_SLOTS`; in use: `i <` [`Region::peer_slots`]).
     pub fn peer(&self, i: usize) -> &PeerSlot {
-        assert!(i < PEER_SLOTS, "peer slot out of range");
+        assert!(i < MAX_PEER_SLOTS, "peer slot out of range");
         // SAFETY: in range and 64-aligned by the layout's asserts.
         unsafe { self.at(OFF_PEERS + i * core::mem::size_of::<PeerSlot>()) }
     }
@@ -415,14 +513,14 @@ impl Region {
     }
 
     pub fn allowed_entry(&self, i: usize) -> &AllowedEntry {
-        assert!(i < ALLOWED_MAX, "allowed entry out of range");
+        assert!(i < MAX_ALLOWED, "allowed entry out of range");
         // SAFETY: in range; entries are 8-aligned after the 64-byte header.
         unsafe { self.at(OFF_ALLOWED + 64 + i * core::mem::size_of::<AllowedEntry>()) }
     }
 
-    /// What control publishes about the peer in peer slot `i` (`i < PEER_SLOTS`).
+    /// What control publishes about the peer in peer slot `i` (`i < MAX_PEER_SLOTS`).
     pub fn peer_info(&self, i: usize) -> &PeerInfo {
-        assert!(i < PEER_SLOTS, "peer slot out of range");
+        assert!(i < MAX_PEER_SLOTS, "peer slot out of range");
         // SAFETY: in range and 64-aligned by the layout's asserts.
         unsafe { self.at(OFF_PEER_INFO + i * core::mem::size_of::<PeerInfo>()) }
     }
@@ -736,12 +834,102 @@ mod tests {
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
-            let flags = vm_flags(base + OFF_KEYS);
+            let at = OFF_KEYS + 5 * core::mem::size_of::<KeySlot>();
+            r.lock_key_slot(5);
+            let flags = vm_flags(base + at);
             assert!(
                 flags.split_whitespace().any(|f| f == "lo"),
-                "key slots locked: {flags}"
+                "a key slot in use is locked: {flags}"
             );
+            // A region mapped again locks the slots that hold sessions.
+            r.key(5).publish(&km(5));
+            let again = Region::open(&_dir.region()).unwrap();
+            let flags = vm_flags(again.base.as_ptr() as usize + at);
+            assert!(flags.split_whitespace().any(|f| f == "lo"), "{flags}");
         }
+    }
+
+    fn km(index: u32) -> keys::KeyMaterial {
+        keys::KeyMaterial {
+            local_index: index,
+            peer: 1,
+            remote_index: 2,
+            initiator: true,
+            created_ns: 3,
+            send_key: zeroize::Zeroizing::new([4; 32]),
+            recv_key: zeroize::Zeroizing::new([5; 32]),
+        }
+    }
+
+    /// Bytes of the region's file that have memory behind them.
+    fn allocated(dir: &TempDir) -> u64 {
+        std::fs::metadata(dir.region()).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn capacity_grows_without_moving_a_session_and_memory_follows_it() {
+        let (r, dir) = temp_region("grow");
+        assert_eq!(r.capacity(), Capacity::MIN);
+        let small = allocated(&dir);
+        // The minimum's peer slots and the header, not the layout's maximum.
+        assert!(small < 2 << 20, "{small} bytes for {:?}", r.capacity());
+        // A session in the last key slot of the first capacity, under an
+        // index whose high bits are set.
+        let index = 0xab00_0000 | (Capacity::MIN.keys as u32 - 1);
+        let slot = keys::slot_of_index(index);
+        assert_eq!(slot, Capacity::MIN.keys - 1);
+        r.lock_key_slot(slot);
+        r.key(slot).publish(&km(index));
+        let (_, seq) = r.key(slot).read().unwrap();
+        assert!(r.key_slots_in_use().contains(&slot));
+        assert!(r.key_slots_in_use().len() < 16);
+
+        let other = Region::open(&dir.region()).unwrap();
+        let want = Capacity::for_config(100_000, 100_000).unwrap();
+        r.grow(want);
+        assert_eq!(other.capacity(), want, "seen through another mapping");
+        assert_eq!(keys::slot_of_index(index), slot, "the index's slot stays");
+        let (k, seq2) = other.key(slot).read().expect("the session is still there");
+        assert_eq!((k.local_index, seq2), (index, seq));
+        assert_eq!(
+            other
+                .peer(want.peers - 1)
+                .current_key
+                .load(Ordering::Relaxed),
+            NO_SLOT,
+            "new peer slots are ready"
+        );
+        // Scans keep to the slots with memory: they allocate nothing.
+        let before = allocated(&dir);
+        assert!(other.key_slots_in_use().contains(&slot));
+        // The slots sharing a page or two with it, not the capacity's.
+        let used = other.key_slots_in_use();
+        assert!(used.len() < 16, "{used:?}");
+        assert_eq!(allocated(&dir), before);
+        // 131,072 peer slots (24 MiB) written; the key slots (576 MiB at
+        // this capacity) and the allowed table untouched.
+        assert!(before < 32 << 20, "{before} bytes for {want:?}");
+        // Never lowered.
+        r.grow(Capacity::MIN);
+        assert_eq!(r.capacity(), want);
+        // The layout holds the kernel's 2^20 peers.
+        let max = Capacity::for_config(MAX_PEER_SLOTS, MAX_ALLOWED).unwrap();
+        assert_eq!(max.peers, 1 << 20);
+        let far = 0x8000_0000 | (MAX_KEY_SLOTS as u32 - 1);
+        assert_eq!(keys::slot_of_index(far), MAX_KEY_SLOTS - 1);
+        r.key(MAX_KEY_SLOTS - 1);
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_the_layout_is_clamped() {
+        let (r, _dir) = temp_region("clamp");
+        r.header().peer_slots.store(u32::MAX, Ordering::Relaxed);
+        r.header().key_slots.store(u32::MAX, Ordering::Relaxed);
+        r.header().allowed_max.store(u32::MAX, Ordering::Relaxed);
+        assert_eq!(
+            (r.peer_slots(), r.key_slots(), r.allowed_capacity()),
+            (MAX_PEER_SLOTS, MAX_KEY_SLOTS, MAX_ALLOWED)
+        );
     }
 
     #[test]

@@ -1,0 +1,90 @@
+//! What keeps many peers cheap: a peer's AllowedIPs removed by its own
+//! list of prefixes (leaving those that moved to another peer), and the
+//! static-static DH computed at a peer's first handshake, not as it is added.
+
+use super::*;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+fn device() -> Device {
+    let mut d = Device::new(
+        Duration::from_secs(1_750_000_000),
+        Box::new(ChaCha20Rng::seed_from_u64(7)),
+        DeviceSettings::default(),
+    );
+    d.set_private_key(Some(PrivateKey::from_bytes([1; 32])));
+    d
+}
+
+fn peer(d: &mut Device, n: u8, prefixes: &[&str]) -> PeerId {
+    let mut s = PeerSettings::new(PrivateKey::from_bytes([n; 32]).public_key());
+    s.allowed_ips = prefixes
+        .iter()
+        .map(|p| {
+            let (a, c) = p.split_once('/').unwrap();
+            (a.parse().unwrap(), c.parse().unwrap())
+        })
+        .collect();
+    d.upsert_peer(s).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn removing_a_peer_leaves_the_prefixes_that_moved_away() {
+    let mut d = device();
+    let a = peer(&mut d, 2, &["10.0.0.0/24", "10.0.1.0/24", "fd00::/64"]);
+    // The same prefix again is listed once.
+    peer(&mut d, 2, &["10.0.0.0/24"]);
+    let b = peer(&mut d, 3, &["10.0.1.0/24", "10.0.2.0/24"]);
+    assert_eq!(
+        d.allowed_ips().lookup(ip("10.0.1.1")),
+        Some(b),
+        "moved to b"
+    );
+    d.remove_peer(a);
+    assert_eq!(d.allowed_ips().lookup(ip("10.0.0.1")), None);
+    assert_eq!(d.allowed_ips().lookup(ip("fd00::1")), None);
+    assert_eq!(d.allowed_ips().lookup(ip("10.0.1.1")), Some(b));
+    assert_eq!(d.allowed_ips().len(), 2);
+    // Replacing b's: the old ones go, a new one stays.
+    d.clear_allowed_ips(b);
+    peer(&mut d, 3, &["192.168.0.0/16"]);
+    assert_eq!(d.allowed_ips().len(), 1);
+    assert_eq!(d.allowed_ips().lookup(ip("192.168.1.1")), Some(b));
+    d.remove_peer(b);
+    assert!(d.allowed_ips().is_empty());
+    assert!(d.prefixes_of.is_empty(), "nothing left listed");
+}
+
+#[test]
+fn clearing_every_peer_forgets_their_lists() {
+    let mut d = device();
+    let a = peer(&mut d, 2, &["10.0.0.0/24"]);
+    d.remove_all_peers();
+    assert!(d.prefixes_of.is_empty());
+    // A new peer with the same id space starts from nothing.
+    let c = peer(&mut d, 4, &["10.9.0.0/16"]);
+    d.clear_allowed_ips(a);
+    assert_eq!(d.allowed_ips().lookup(ip("10.9.0.1")), Some(c));
+}
+
+#[test]
+fn the_static_static_dh_waits_for_the_first_handshake() {
+    let mut d = device();
+    let a = peer(&mut d, 2, &[]);
+    assert!(d.peers[&a].static_static.is_none(), "not computed on add");
+    let ss = d.static_static(a).expect("computed on demand");
+    assert_eq!(d.peers[&a].static_static.as_deref(), Some(&*ss), "and kept");
+    let expected = x25519::dh(
+        &[1; 32],
+        PrivateKey::from_bytes([2; 32]).public_key().as_bytes(),
+    );
+    assert_eq!(Some(&*ss), expected.as_deref().ok());
+    // A new private key voids it.
+    d.set_private_key(Some(PrivateKey::from_bytes([9; 32])));
+    assert!(d.peers[&a].static_static.is_none());
+    assert_ne!(d.static_static(a), Some(ss));
+}
