@@ -236,6 +236,11 @@ impl HostLink {
         }
     }
 
+    /// The pid of the host data plane that last answered.
+    pub fn host_pid(&self) -> u32 {
+        self.pid
+    }
+
     /// The host data plane's pid while attached.
     pub fn pid(&self) -> Option<u32> {
         self.conn.as_ref().map(|_| self.pid)

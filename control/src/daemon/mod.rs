@@ -154,12 +154,21 @@ impl Daemon {
                         return Self::start_attached(opts, shm_path, a);
                     }
                     Err(e) => {
+                        let served_by = region.header().dataplane_pid.load(Ordering::Acquire);
+                        region.leave();
+                        if served_by == link.host_pid() {
+                            // Its queues are the host's tenants': the own
+                            // data plane's re-attach below must not take one.
+                            return Err(io::Error::new(
+                                e.kind(),
+                                format!("cannot re-attach to the host data plane: {e}"),
+                            ));
+                        }
                         log(
                             LogLevel::Info,
                             format!("the host data plane does not serve this region ({e})"),
                         );
                         // Perhaps a data plane of its own does (below).
-                        region.leave();
                         Some(link)
                     }
                 },

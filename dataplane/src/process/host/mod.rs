@@ -262,7 +262,9 @@ impl Host {
                 "no tenant with this region",
             ));
         };
-        if self.tenants[i].conn.is_some() {
+        // Its old control may have died a moment ago, before this loop saw
+        // its connection close.
+        if self.tenants[i].conn.as_ref().is_some_and(|c| !hung_up(c)) {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 "the tenant's control is still attached",
@@ -333,6 +335,18 @@ impl Host {
             }
         }
     }
+}
+
+/// Whether the other end of `c` closed it.
+fn hung_up(c: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: c.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: polls the one pollfd we pass, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
 }
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
