@@ -689,6 +689,31 @@ mod tests {
         assert!(Region::open(&path).is_err(), "right size, no magic");
     }
 
+    /// A host data plane maps what control hands over only if it is a
+    /// region: the same memory, a fresh open file (not control's locked
+    /// one), and the checks of `open` for anything else.
+    #[test]
+    fn a_handed_over_region_is_the_same_memory_and_a_foreign_file_is_refused() {
+        let (a, dir) = temp_region("fromfd");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.region())
+            .unwrap();
+        let b = Region::from_fd(f.into()).unwrap();
+        a.header().listen_port.store(51999, Ordering::Relaxed);
+        assert_eq!(b.header().listen_port.load(Ordering::Relaxed), 51999);
+        assert_eq!(a.file_id().unwrap(), b.file_id().unwrap());
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"not a region").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let f = std::fs::File::open(&other).unwrap();
+        assert!(Region::from_fd(f.into()).is_err());
+        std::fs::set_permissions(dir.region(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let f = std::fs::File::open(dir.region()).unwrap();
+        assert!(Region::from_fd(f.into()).is_err(), "others can read it");
+    }
+
     #[test]
     fn open_refuses_a_region_others_can_read() {
         let (_r, dir) = temp_region("readable");

@@ -461,3 +461,32 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// What lets a control that restarts at once take its tenant over:
+    /// the old connection is seen closed even before the loop read it.
+    #[test]
+    fn a_closed_connection_is_seen_hung_up_and_an_open_one_is_not() {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors socketpair writes.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: two fresh descriptors that nothing else owns.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        wire::send(a.as_fd(), b"HELLO", &[]).unwrap();
+        assert!(!hung_up(&b), "unread data is not a hang-up");
+        drop(a);
+        assert!(hung_up(&b));
+    }
+}
