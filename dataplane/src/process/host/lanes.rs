@@ -280,7 +280,7 @@ mod tests {
                 let sock = UdpSocketBatch::bind_v4(0, false).unwrap();
                 ports.push(sock.local_port());
                 let shared = Arc::new(Shared::new(region, None));
-                let mut lane = Worker::lane(0, shared.clone(), sock, q, false);
+                let mut lane = Worker::lane(0, shared.clone(), sock, q, false, 0);
                 lane.set_demuxed();
                 lanes.push(lane);
                 keep.push((tun, dir, shared));

@@ -215,6 +215,16 @@ impl Host {
         }
     }
 
+    /// The uplinks' XDP programs and their counters, into every tenant's
+    /// region (its metrics show the uplinks its frames share).
+    fn publish_uplinks(&self) {
+        let Some(x) = &self.xdp else { return };
+        for t in &self.tenants {
+            super::stats::publish_uplinks(&t.shared.region, &x.programs);
+            super::stats::publish_xdp(&t.shared.region, &x.programs);
+        }
+    }
+
     /// Steers `port` no more, unless another tenant listens there too.
     fn unsteer(&mut self, port: u16) {
         if self.tenants.iter().any(|t| t.steered == port) {
@@ -438,6 +448,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         host.serve_tenants(slow);
         if slow {
             host.refresh_locals();
+            host.publish_uplinks();
             let u = unclaimed.load(Ordering::Relaxed);
             if u != unclaimed_seen {
                 log::info!(

@@ -93,11 +93,12 @@ impl Tenant {
                 .first()
                 .is_some_and(|q| q.set_offload(true).unwrap_or(false));
         let owner = h.control_pid.load(Ordering::Acquire);
+        let fwmark = h.fwmark.load(Ordering::Relaxed);
         let region_dir = Region::dir_of(shm).ok();
         let shared = Arc::new(Shared::new(region, Some(wake)));
         let mut slots = Vec::with_capacity(n);
         for (i, (sock, q)) in sockets.into_iter().zip(queues).enumerate() {
-            let lane = Worker::lane(i, shared.clone(), sock, q, uso);
+            let lane = Worker::lane(i, shared.clone(), sock, q, uso, fwmark);
             slots.push(lane.new_socket.clone());
             inboxes[i].push(lane);
         }

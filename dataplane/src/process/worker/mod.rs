@@ -228,12 +228,14 @@ impl Worker {
     /// One tenant's lane of a host data plane's worker `id` (see
     /// `process::host`): the same per-tenant state as a worker of its own,
     /// driven turn by turn by the worker thread that serves every tenant.
+    /// `fwmark`: the tenant's, for the routes its AF_XDP frames take.
     pub fn lane(
         id: usize,
         shared: Arc<Shared>,
         sock: UdpSocketBatch,
         tun: TunQueue,
         uso: bool,
+        fwmark: u32,
     ) -> Worker {
         // SAFETY: the reference and everything derived from it (the stats
         // block, capture rings) are held only by this lane, which also
@@ -242,6 +244,7 @@ impl Worker {
         // hands out outlives one of its turns.
         let r: &'static Shared = unsafe { &*Arc::as_ptr(&shared) };
         let mut w = Worker::new(id, r, sock, tun, uso);
+        w.nexthops = NextHopCache::new(std::time::Duration::from_secs(5)).with_mark(fwmark);
         w._tenant = Some(shared);
         w
     }
