@@ -706,6 +706,17 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         host.log()
     );
     assert!(listening(&hub, legs[1].port), "B's port moved too");
+    // B's port is B's: A cannot have it too (SO_REUSEPORT would split
+    // B's datagrams between them).
+    let out = hub.try_exec(&[
+        "wg",
+        "set",
+        &iface_a,
+        "listen-port",
+        &legs[1].port.to_string(),
+    ]);
+    assert!(!out.status.success(), "A took B's port");
+    assert!(listening(&hub, new_port));
     let a = &legs[0];
     a.peer.wg_set(
         &a.peer_ns,

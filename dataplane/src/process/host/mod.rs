@@ -170,7 +170,16 @@ impl Host {
                 "this region is attached already (REATTACH takes it over)",
             ));
         }
-        let mut t = Tenant::attach(iface, shm, region, wake, it.collect(), &self.inboxes)?;
+        let taken: Vec<u16> = self.tenants.iter().map(Tenant::port).collect();
+        let mut t = Tenant::attach(
+            iface,
+            shm,
+            region,
+            wake,
+            it.collect(),
+            &self.inboxes,
+            &taken,
+        )?;
         let port = t.port();
         self.steer(port);
         t.steered = port;
@@ -287,6 +296,10 @@ impl Host {
     fn serve_tenants(&mut self, slow: bool) {
         let mut i = 0;
         while i < self.tenants.len() {
+            let taken: Vec<u16> = (self.tenants.iter().enumerate())
+                .filter(|&(j, _)| j != i)
+                .map(|(_, t)| t.port())
+                .collect();
             let t = &mut self.tenants[i];
             let mut detach = false;
             if let Some(c) = &t.conn {
@@ -314,7 +327,7 @@ impl Host {
                 log::info!("{}: detached by its control", t.iface);
                 true
             } else {
-                match t.tick(slow) {
+                match t.tick(slow, &taken) {
                     Some(Gone::Deleted) => {
                         log::info!("{}: interface deleted; detached", t.iface);
                         true

@@ -45,6 +45,20 @@ pub struct Tenant {
     owner: u32,
 }
 
+/// SO_REUSEPORT would let two tenants bind one port (both are root) and
+/// split its datagrams between them: the port another tenant has is
+/// refused, as a data plane of its own would find it taken.
+pub fn port_free(region: &Region, taken: &[u16]) -> io::Result<()> {
+    let want = region.header().listen_port.load(Ordering::Relaxed) as u16;
+    if want != 0 && taken.contains(&want) {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("UDP port {want} belongs to another interface"),
+        ));
+    }
+    Ok(())
+}
+
 /// Why a tenant went.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Gone {
@@ -63,6 +77,7 @@ impl Tenant {
         wake: OwnedFd,
         queues: Vec<OwnedFd>,
         inboxes: &[Arc<LaneInbox>],
+        taken: &[u16],
     ) -> io::Result<Tenant> {
         let n = inboxes.len();
         if queues.len() != n {
@@ -74,6 +89,7 @@ impl Tenant {
         let id = region.file_id()?;
         // No other data plane serves it now: a predecessor's locks are void.
         break_replay_locks(&region);
+        port_free(&region, taken)?;
         crate::shm::stats::reset(&region);
         let h = region.header();
         h.workers.store(n as u32, Ordering::Release);
@@ -154,14 +170,17 @@ impl Tenant {
     /// Follows control's configuration changes (a new listen port: only
     /// this tenant's sockets are bound again); every `slow` call also
     /// looks at the interface and at control. Some: time for it to go.
-    pub fn tick(&mut self, slow: bool) -> Option<Gone> {
+    /// `taken`: the other tenants' ports.
+    pub fn tick(&mut self, slow: bool, taken: &[u16]) -> Option<Gone> {
         let h = self.shared.region.header();
         let g = h.config_gen.load(Ordering::Acquire);
         if g != self.config_gen {
             self.config_gen = g;
             // The old sockets stay until the new ones are bound, so a port
             // that is taken leaves the tenant working on the old one.
-            match bind_sockets(&self.shared.region, self.sockets.len()) {
+            match port_free(&self.shared.region, taken)
+                .and_then(|()| bind_sockets(&self.shared.region, self.sockets.len()))
+            {
                 Ok(socks) => {
                     for (slot, s) in self.sockets.iter().zip(socks) {
                         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
