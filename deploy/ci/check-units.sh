@@ -68,4 +68,36 @@ if ! grep -q "wirespeed@.service:.*Unknown key" <<<"$out"; then
     echo "check-units: a broken wirespeed@.service went unnoticed; verify said: $out" >&2
     exit 1
 fi
-echo "check-units: wg-quick@.service + wirespeed drop-in, wirespeed@.service verified"
+
+# The host data plane's unit, and the drop-in that orders wg-quick@ after it
+# (read over wg-quick@.service with the wirespeed drop-in, as installed).
+host_unit() { # UNIT -> prints verify's output
+    rm -rf "$tmp/host" && mkdir -p "$tmp/host/units/wg-quick@.service.d" "$tmp/host/bin"
+    printf '#!/bin/sh\n' >"$tmp/host/bin/wirespeed"
+    chmod 755 "$tmp/host/bin/wirespeed"
+    sed -e "s|/usr/sbin/wirespeed|$tmp/host/bin/wirespeed|" "$1" \
+        >"$tmp/host/units/wirespeed-dataplane.service"
+    cp "$base" "$tmp/host/units/"
+    cp deploy/systemd/wg-quick-wirespeed.conf "$tmp/host/units/wg-quick@.service.d/wirespeed.conf"
+    cp deploy/systemd/wg-quick-wirespeed-dataplane.conf \
+        "$tmp/host/units/wg-quick@.service.d/wirespeed-dataplane.conf"
+    (cd "$tmp" && SYSTEMD_UNIT_PATH="$tmp/host/units:" systemd-analyze verify --man=no \
+        wirespeed-dataplane.service "wg-quick@wg0.service" 2>&1) \
+        || echo "systemd-analyze verify exited $?"
+}
+hunit=deploy/systemd/wirespeed-dataplane.service
+out=$(host_unit "$hunit")
+if [ -n "$out" ]; then
+    echo "check-units: $hunit or wg-quick-wirespeed-dataplane.conf:" >&2
+    echo "$out" >&2
+    exit 1
+fi
+grep -qxF 'ExecStart=/usr/sbin/wirespeed --host-dataplane' "$hunit" \
+    || { echo "check-units: $hunit no longer runs the host data plane" >&2; exit 1; }
+sed 's/^Restart=/Restat=/' "$hunit" >"$tmp/broken-host.service"
+out=$(host_unit "$tmp/broken-host.service")
+if ! grep -q "wirespeed-dataplane.service:.*Unknown key" <<<"$out"; then
+    echo "check-units: a broken wirespeed-dataplane.service went unnoticed; verify said: $out" >&2
+    exit 1
+fi
+echo "check-units: wg-quick@.service + wirespeed drop-ins, wirespeed@.service, wirespeed-dataplane.service verified"

@@ -16,6 +16,7 @@ use control::daemon::{detach, sdnotify, Daemon, LogLevel, Options};
 const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--workers N] [--backend B]
                  [--metrics ADDR:PORT] INTERFACE
        wirespeed --detach INTERFACE
+       wirespeed --host-dataplane [-v|--verbose] [--workers N] [--backend B]
        wirespeed capture INTERFACE -w FILE [OPTIONS]   (see wirespeed capture --help)
        wirespeed --version
 
@@ -30,7 +31,15 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
                      WIRESPEED_METRICS); off unless asked for
   --detach           make the running control process of INTERFACE exit and leave
                      the interface, data plane and sessions running (SIGUSR2 does
-                     the same); `wirespeed INTERFACE` re-attaches";
+                     the same); `wirespeed INTERFACE` re-attaches
+  --host-dataplane   run one data plane for every wirespeed interface of this network
+                     namespace, in the foreground, listening for control processes on
+                     /run/wirespeed/dataplane.sock (root only; WIRESPEED_DATAPLANE_SOCKET
+                     names another). `wirespeed INTERFACE` attaches to it when it answers
+                     there; with WIRESPEED_DATAPLANE=host it starts one if none does.
+                     Opt-in: without it each interface runs a data plane of its own.
+                     Its tenants use UDP sockets, or AF_XDP on the uplinks that
+                     WIRESPEED_XDP_IFACES names (with --backend xdp or auto)";
 
 fn log_level(verbose: bool) -> LogLevel {
     let env = std::env::var("LOG_LEVEL")
@@ -115,6 +124,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--dataplane") {
         return dataplane_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("--host-dataplane") {
+        return host_dataplane_main(&args[1..]);
     }
     // `wirespeed capture` alone still starts an interface named "capture"
     // (wg-quick passes nothing but the name).
@@ -267,6 +279,64 @@ fn detach_main(iface: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("wirespeed: cannot detach {iface}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `wirespeed --host-dataplane [-v] [--workers N] [--backend B]`: the
+/// host data plane, in the foreground (systemd or a control process that
+/// started it detaches it).
+fn host_dataplane_main(args: &[String]) -> ExitCode {
+    let mut verbose = false;
+    let mut workers = 0usize;
+    let mut backend = std::env::var("WIRESPEED_BACKEND").unwrap_or_else(|_| "auto".into());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-v" | "--verbose" => verbose = true,
+            "--workers" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => workers = n,
+                None => {
+                    eprintln!("wirespeed: --workers needs a number\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--backend" => match it.next() {
+                Some(b) => backend = b.clone(),
+                None => {
+                    eprintln!("wirespeed: --backend takes auto, xdp or udp\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("wirespeed: --host-dataplane: unexpected {a}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let backend = match backend.parse::<dataplane::process::BackendChoice>() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("wirespeed --host-dataplane: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    dataplane::logger::init(dataplane::logger::level_from_name(
+        log_level(verbose).name(),
+    ));
+    if workers == 0 {
+        workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    let opts = dataplane::process::host::HostOptions {
+        socket: dataplane::process::host::socket_path(),
+        workers,
+        backend,
+    };
+    match dataplane::process::host::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wirespeed --host-dataplane: {e}");
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,7 @@
 mod child;
 mod commands;
 pub mod detach;
+mod host;
 mod iface;
 mod keysync;
 mod outputs;
@@ -38,6 +39,7 @@ use crate::uapi::server::{UapiCall, UapiServer};
 
 use child::{DataplaneChild, Supervision};
 use commands::Commands;
+use host::{HostLink, Plane};
 use keysync::{KeySync, PeerSlots};
 use reattach::{Attached, Orphans};
 
@@ -93,7 +95,7 @@ pub struct Daemon {
     /// Followed by its fd wherever it is moved.
     tun: Interface,
     wake: OwnedFd,
-    child: DataplaneChild,
+    child: Plane,
     /// Serves until the daemon is dropped.
     metrics: Option<MetricsServer>,
     /// Commands for the data plane, and those waiting for room.
@@ -132,13 +134,59 @@ impl Daemon {
                 eprintln!("wirespeed({iface}): {msg}");
             }
         };
+        // A host data plane that answers (or one WIRESPEED_DATAPLANE=host
+        // starts) takes the interface as a tenant.
+        let link = HostLink::connect(opts.workers, &opts.backend, opts.log)
+            .map_err(|e| io::Error::new(e.kind(), format!("host data plane: {e}")))?;
+        let link = match link {
+            Some(mut link) => match Region::adopt(&shm_path) {
+                Ok(Some(region)) => match link.reattach(&opts.iface, &region) {
+                    Ok((queue, wake)) => {
+                        let pid = link.pid().unwrap_or(0);
+                        let a = Attached {
+                            region,
+                            queue,
+                            dataplane_pid: pid,
+                            dataplane_pidfd: pidfd::open(pid)?,
+                            wake: Some(wake),
+                            host: Some(link),
+                        };
+                        return Self::start_attached(opts, shm_path, a);
+                    }
+                    Err(e) => {
+                        let served_by = region.header().dataplane_pid.load(Ordering::Acquire);
+                        region.leave();
+                        if served_by == link.host_pid() {
+                            // Its queues are the host's tenants': the own
+                            // data plane's re-attach below must not take one.
+                            return Err(io::Error::new(
+                                e.kind(),
+                                format!("cannot re-attach to the host data plane: {e}"),
+                            ));
+                        }
+                        log(
+                            LogLevel::Info,
+                            format!("the host data plane does not serve this region ({e})"),
+                        );
+                        // Perhaps a data plane of its own does (below).
+                        Some(link)
+                    }
+                },
+                _ => Some(link),
+            },
+            None => None,
+        };
         match reattach::reattach(&opts.iface, &shm_path, &log)? {
             Some(a) => Self::start_attached(opts, shm_path, a),
-            None => Self::start_fresh(opts, shm_path),
+            None => Self::start_fresh(opts, shm_path, link),
         }
     }
 
-    fn start_fresh(opts: Options, shm_path: PathBuf) -> io::Result<(Daemon, UapiServer)> {
+    fn start_fresh(
+        opts: Options,
+        shm_path: PathBuf,
+        link: Option<HostLink>,
+    ) -> io::Result<(Daemon, UapiServer)> {
         let (tun, queue) = Tun::create(&opts.iface)?;
         tun.set_mtu(DEFAULT_MTU as u32)?;
         // TCP segmentation and checksum offload: local TCP hands the TUN
@@ -167,21 +215,34 @@ impl Daemon {
         let wake = reattach::new_eventfd()?;
         let metrics = start_metrics(&opts, &shm_path)?;
         let iface = Interface::new(queue)?;
-        let child = DataplaneChild::spawn(
-            &opts.iface,
-            &shm_path,
-            opts.workers,
-            &opts.backend,
-            opts.log,
-            wake.as_raw_fd(),
-            &region,
-            iface.queue(),
-        )?;
+        let child = match link {
+            Some(mut link) => {
+                link.attach(&opts.iface, &shm_path, &wake, &region, iface.queue())
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("attaching to the host data plane: {e}"))
+                    })?;
+                Plane::Host(link)
+            }
+            None => Plane::Own(DataplaneChild::spawn(
+                &opts.iface,
+                &shm_path,
+                opts.workers,
+                &opts.backend,
+                opts.log,
+                wake.as_raw_fd(),
+                &region,
+                iface.queue(),
+            )?),
+        };
         let d = Daemon::assemble(opts, region, shm_path, iface, wake, child, metrics);
         d.log(
             LogLevel::Info,
             format!(
-                "interface created, data plane pid {}",
+                "interface created, {} pid {}",
+                match d.child {
+                    Plane::Own(_) => "data plane",
+                    Plane::Host(_) => "attached to the host data plane,",
+                },
                 d.child.pid().unwrap_or(0)
             ),
         );
@@ -229,13 +290,16 @@ impl Daemon {
         // once its keys expire, and to leave the region's file to us.
         h.control_pid.store(std::process::id(), Ordering::Release);
         a.region.clear_detached();
-        let child = DataplaneChild::adopted(
-            a.dataplane_pid,
-            a.dataplane_pidfd,
-            opts.workers,
-            &opts.backend,
-            opts.log,
-        );
+        let child = match a.host {
+            Some(link) => Plane::Host(link),
+            None => Plane::Own(DataplaneChild::adopted(
+                a.dataplane_pid,
+                a.dataplane_pidfd,
+                opts.workers,
+                &opts.backend,
+                opts.log,
+            )),
+        };
         let orphans = Orphans::scan(&a.region);
         let mut d = Daemon::assemble(opts, a.region, shm_path, iface, wake, child, metrics);
         d.slots = PeerSlots::with_reserved(orphans.slots());
@@ -266,7 +330,7 @@ impl Daemon {
         shm_path: PathBuf,
         tun: Interface,
         wake: OwnedFd,
-        child: DataplaneChild,
+        child: Plane,
         metrics: Option<MetricsServer>,
     ) -> Daemon {
         let unix_at_zero = SystemTime::now()
@@ -412,7 +476,7 @@ impl Daemon {
         let seen = self.child.supervise(
             &self.iface,
             &self.shm_path,
-            self.wake.as_raw_fd(),
+            &self.wake,
             &self.region,
             self.tun.queue(),
         );

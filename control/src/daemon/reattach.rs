@@ -45,6 +45,8 @@ pub(super) struct Attached {
     /// A copy of the eventfd the data plane wakes control with, if the
     /// kernel let us take one (else control only polls, every 100 ms).
     pub wake: Option<OwnedFd>,
+    /// The host data plane's link, when it is the one that kept the tenant.
+    pub host: Option<super::host::HostLink>,
 }
 
 /// Takes over the region of `iface` at `shm_path` if a data plane still
@@ -120,6 +122,7 @@ pub(super) fn reattach(
         dataplane_pid: pid,
         dataplane_pidfd: pidfd,
         wake,
+        host: None,
     }))
 }
 

@@ -270,6 +270,22 @@ impl XdpUplinks {
         self.locals = locals;
     }
 
+    /// Steers `port` too (a host data plane's new tenant).
+    pub fn add_port(&mut self, port: u16) -> io::Result<()> {
+        for p in &mut self.programs {
+            p.add_port(port)?;
+        }
+        Ok(())
+    }
+
+    /// Steers `port` no more (a host data plane's tenant went).
+    pub fn remove_port(&mut self, port: u16) -> io::Result<()> {
+        for p in &mut self.programs {
+            p.remove_port(port)?;
+        }
+        Ok(())
+    }
+
     /// The listen port changed: steer the new one instead.
     pub fn change_port(&mut self, old: u16, new: u16) -> io::Result<()> {
         self.port = new;

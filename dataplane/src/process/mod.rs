@@ -10,6 +10,7 @@
 
 pub(crate) mod attacher;
 pub mod backend;
+pub mod host;
 mod iface_watch;
 mod keycache;
 mod local_addrs;
@@ -82,6 +83,14 @@ fn bind_sockets(region: &Region, n: usize) -> io::Result<Vec<UdpSocketBatch>> {
     }
     h.bound_port.store(port as u32, Ordering::Release);
     Ok(v)
+}
+
+/// A data plane that takes a region over (its predecessor may have died
+/// holding replay-window locks) voids them all.
+fn break_replay_locks(region: &Region) {
+    for i in region.key_slots_in_use() {
+        region.key(i).break_replay_lock();
+    }
 }
 
 fn any_live_key(region: &Region) -> bool {
@@ -157,9 +166,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     // put its own pid there).
     let owner = region.header().control_pid.load(Ordering::Acquire);
     // Only one data plane runs at a time: a predecessor's locks are void.
-    for i in region.key_slots_in_use() {
-        region.key(i).break_replay_lock();
-    }
+    break_replay_locks(&region);
     // Worker and uplink figures describe this data plane, from zero.
     crate::shm::stats::reset(&region);
     let mut given: Vec<OwnedFd> = opts

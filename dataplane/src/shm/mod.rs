@@ -198,6 +198,19 @@ impl Region {
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)?;
+        Self::checked(file, path)
+    }
+
+    /// Maps a region whose descriptor control handed over (a host data
+    /// plane's tenant, see `process::host`), with the checks of
+    /// [`Region::open`].
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Region> {
+        Self::checked(File::from(fd), Path::new("(handed-over region)"))
+    }
+
+    /// Maps `file` if it is a private plain file of ours with this size,
+    /// magic and layout version (`path` names it in errors).
+    fn checked(file: File, path: &Path) -> io::Result<Region> {
         let st = file::fstat(&file)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(invalid("shared memory region is not a plain file"));
@@ -215,6 +228,19 @@ impl Region {
             ));
         }
         Ok(r)
+    }
+
+    /// The region's open file, to be opened afresh (through /proc) for a
+    /// host data plane: passing this one would pass its lock along.
+    pub fn file_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.file)
+    }
+
+    /// The region file's identity (device, inode): what tells a tenant
+    /// that re-attaches from a new one.
+    pub fn file_id(&self) -> io::Result<(u64, u64)> {
+        let st = file::fstat(&self.file)?;
+        Ok((st.st_dev, st.st_ino))
     }
 
     /// For a user that did not create the region (the data plane) and
@@ -661,6 +687,31 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(TOTAL_SIZE as u64).unwrap();
         assert!(Region::open(&path).is_err(), "right size, no magic");
+    }
+
+    /// A host data plane maps what control hands over only if it is a
+    /// region: the same memory, a fresh open file (not control's locked
+    /// one), and the checks of `open` for anything else.
+    #[test]
+    fn a_handed_over_region_is_the_same_memory_and_a_foreign_file_is_refused() {
+        let (a, dir) = temp_region("fromfd");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.region())
+            .unwrap();
+        let b = Region::from_fd(f.into()).unwrap();
+        a.header().listen_port.store(51999, Ordering::Relaxed);
+        assert_eq!(b.header().listen_port.load(Ordering::Relaxed), 51999);
+        assert_eq!(a.file_id().unwrap(), b.file_id().unwrap());
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"not a region").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let f = std::fs::File::open(&other).unwrap();
+        assert!(Region::from_fd(f.into()).is_err());
+        std::fs::set_permissions(dir.region(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let f = std::fs::File::open(dir.region()).unwrap();
+        assert!(Region::from_fd(f.into()).is_err(), "others can read it");
     }
 
     #[test]

@@ -27,9 +27,13 @@ use crate::netlink::NextHopCache;
 mod commands;
 mod event_loop;
 mod flush;
+mod parked;
 mod receive;
 mod send;
 mod tx_peer;
+
+pub(in crate::process) use self::parked::Parked;
+pub(in crate::process) use self::Ready as LaneReady;
 
 const BATCH: usize = 32;
 /// Sealed messages for the UDP socket are sent once this many wait (a TUN
@@ -115,6 +119,11 @@ pub struct Worker {
     rx_crypto: AeadBatch,
     rx_udp_admitted: Vec<(usize, std::ops::Range<usize>, Incoming)>,
     rx_xdp_admitted: Vec<(HeldFrame, std::ops::Range<usize>, Incoming)>,
+    /// A host data plane's lane: its AF_XDP frames come parked by its
+    /// worker thread (see `parked`), not from rings of its own.
+    demuxed: bool,
+    parked: Vec<parked::Parked>,
+    rx_parked_admitted: Vec<(usize, HeldFrame, std::ops::Range<usize>, Incoming)>,
     /// The seals of messages laid out since the last flush.
     tx_crypto: AeadBatch,
     tx_xdp_pending: Vec<PendingFrame>,
@@ -128,6 +137,10 @@ pub struct Worker {
     /// socket starts again from 0), and whether the first was logged.
     gso_refusals_seen: u64,
     gso_refusal_logged: bool,
+    /// A host data plane's lane: keeps the tenant's state alive for as
+    /// long as this lane (and so every reference into it) lives. Last, so
+    /// that it is dropped after every other field.
+    _tenant: Option<Arc<Shared>>,
 }
 
 /// A received transport message that passed the checks before
@@ -147,9 +160,9 @@ struct Incoming {
 }
 
 /// Which of the worker's file descriptors poll found readable.
-struct Ready {
-    udp: bool,
-    tun: bool,
+pub(in crate::process) struct Ready {
+    pub udp: bool,
+    pub tun: bool,
 }
 
 impl Worker {
@@ -165,6 +178,7 @@ impl Worker {
         Worker {
             id,
             shared,
+            _tenant: None,
             sock,
             new_socket: Arc::new(Mutex::new(None)),
             tun,
@@ -189,6 +203,9 @@ impl Worker {
             rx_crypto: AeadBatch::new(),
             rx_udp_admitted: Vec::with_capacity(BATCH),
             rx_xdp_admitted: Vec::with_capacity(BATCH),
+            demuxed: false,
+            parked: Vec::new(),
+            rx_parked_admitted: Vec::new(),
             tx_crypto: AeadBatch::new(),
             tx_xdp_pending: Vec::with_capacity(BATCH),
             gso_refusals_seen: 0,
@@ -206,6 +223,35 @@ impl Worker {
         let shared: &'static Shared = self.shared;
         let region = &shared.region;
         capture::armed(region).map(|a| (a, region.capture_ring(self.id)))
+    }
+
+    /// One tenant's lane of a host data plane's worker `id` (see
+    /// `process::host`): the same per-tenant state as a worker of its own,
+    /// driven turn by turn by the worker thread that serves every tenant.
+    /// `fwmark`: the tenant's, for the routes its AF_XDP frames take.
+    pub fn lane(
+        id: usize,
+        shared: Arc<Shared>,
+        sock: UdpSocketBatch,
+        tun: TunQueue,
+        uso: bool,
+        fwmark: u32,
+    ) -> Worker {
+        // SAFETY: the reference and everything derived from it (the stats
+        // block, capture rings) are held only by this lane, which also
+        // holds `shared` in `_tenant`: the Shared (and its region mapping)
+        // is freed only after the lane is dropped, and nothing the lane
+        // hands out outlives one of its turns.
+        let r: &'static Shared = unsafe { &*Arc::as_ptr(&shared) };
+        let mut w = Worker::new(id, r, sock, tun, uso);
+        w.nexthops = NextHopCache::new(std::time::Duration::from_secs(5)).with_mark(fwmark);
+        w._tenant = Some(shared);
+        w
+    }
+
+    /// The tenant this lane serves (the same `Arc` for all its lanes).
+    pub fn tenant(&self) -> Option<&Arc<Shared>> {
+        self._tenant.as_ref()
     }
 
     /// Lets this worker take AF_XDP sockets for the transport fast path from

@@ -60,6 +60,9 @@ impl Worker {
     /// to the fill ring. Looking at the rx ring costs no system call, so
     /// this runs every turn. True when it stopped with more to read.
     pub(super) fn receive_xdp(&mut self) -> bool {
+        if self.demuxed {
+            return self.receive_parked();
+        }
         if self.xdp.is_empty() {
             return false;
         }

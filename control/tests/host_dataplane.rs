@@ -1,0 +1,854 @@
+//! One host data plane (`wirespeed --host-dataplane`) serving several
+//! wirespeed interfaces of one namespace as tenants, each with its own
+//! listen port and its own peer (wirespeed, wireguard-go, boringtun) in a
+//! namespace of its own: traffic on all of them at once, `wg show`
+//! counters exact per interface.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::impls::Daemon;
+use common::netns::veth;
+use common::tunnel::check_counters;
+use common::util::{self, unique_name, TempDir};
+use common::*;
+
+/// The host data plane, run in the foreground inside the hub namespace,
+/// on a socket of this test's own (never the host-wide default, which a
+/// concurrent test's control would attach to).
+struct HostDp {
+    child: Option<Child>,
+    log_path: PathBuf,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl HostDp {
+    fn start(ns: &Netns, workers: usize) -> HostDp {
+        HostDp::start_with(ns, workers, "udp", &[])
+    }
+
+    fn start_with(ns: &Netns, workers: usize, backend: &str, env: &[(&str, &str)]) -> HostDp {
+        let dir = TempDir::new();
+        // A directory it creates itself (0700): TempDir's is world-readable.
+        let socket = dir.join("run/dataplane.sock");
+        let log_path = dir.join("host.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = ns
+            .cmd(env!("CARGO_BIN_EXE_wirespeed"))
+            .args(["--host-dataplane", "--backend", backend, "--workers"])
+            .arg(workers.to_string())
+            .envs(env.iter().copied())
+            .env("WIRESPEED_DATAPLANE_SOCKET", &socket)
+            .env("WIRESPEED_TUN_OFFLOAD", "off")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the host data plane");
+        let mut h = HostDp {
+            child: Some(child),
+            log_path,
+            socket,
+            _dir: dir,
+        };
+        let up = util::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            h.socket.exists()
+        });
+        assert!(
+            up && h.running(),
+            "host data plane not up; log:\n{}",
+            h.log()
+        );
+        h
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// What a control process needs to attach to this host data plane.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "WIRESPEED_DATAPLANE_SOCKET",
+                self.socket.display().to_string(),
+            ),
+            ("WIRESPEED_DATAPLANE", "host".into()),
+        ]
+    }
+
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        util::signal(c.id(), util::SIGTERM);
+        let gone = util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+            !matches!(c.try_wait(), Ok(None))
+        });
+        if !gone {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+}
+
+impl Drop for HostDp {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- host data plane log, last 60 lines ----\n{}\n----",
+                util::tail(&self.log(), 60)
+            );
+        }
+    }
+}
+
+/// One tenant of the hub and its peer.
+struct Leg {
+    hub: Daemon,
+    peer: Daemon,
+    peer_ns: Netns,
+    peer_imp: Impl,
+    uplink: String,
+    hub_keys: Keys,
+    peer_keys: Keys,
+    port: u16,
+    hub_tun: Ipv4Addr,
+    peer_tun: Ipv4Addr,
+    hub_addr: Ipv4Addr,
+    peer_addr: Ipv4Addr,
+    /// The bridge every peer's uplink joins, when the hub has one uplink.
+    _switch: Option<Netns>,
+}
+
+impl Leg {
+    fn hub_peer(&self, hub_ns: &Netns) -> PeerStatus {
+        self.hub.dump(hub_ns).peer(&self.peer_keys.public).clone()
+    }
+
+    fn peer_peer(&self) -> PeerStatus {
+        self.peer
+            .dump(&self.peer_ns)
+            .peer(&self.hub_keys.public)
+            .clone()
+    }
+
+    /// Datagrams lost on the way into the peer's namespace.
+    fn peer_drops(&self) -> u64 {
+        udp_stats(&self.peer_ns).in_errors + iface_stats(&self.peer_ns, "veth0").rx_dropped
+    }
+}
+
+/// Datagrams lost on the way into the hub (shared by its tenants).
+fn hub_drops(hub: &Netns, legs: &[Leg]) -> u64 {
+    udp_stats(hub).in_errors
+        + legs
+            .iter()
+            .map(|l| iface_stats(hub, &l.uplink).rx_dropped)
+            .sum::<u64>()
+}
+
+/// The hub `hub` with one wirespeed interface per entry of `peers`, each
+/// attached to `host`, listening on 51820 + i, with its peer `peers[i]` in
+/// a namespace of its own behind veth 10.0.(i+1).0/24.
+fn legs(hub: &Netns, host: &HostDp, peers: &[Impl]) -> Vec<Leg> {
+    legs_on(hub, host, peers, false)
+}
+
+/// [`legs`], or with `one_uplink` every peer behind one bridge that the
+/// hub reaches through its single uplink `up0` (10.0.0.1/24; peer i at
+/// 10.0.0.(i+2)).
+fn legs_on(hub: &Netns, host: &HostDp, peers: &[Impl], one_uplink: bool) -> Vec<Leg> {
+    let env = host.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut out = Vec::new();
+    let mut switch = one_uplink.then(|| {
+        let sw = Netns::new();
+        common::netns::bridge(&sw, "br0");
+        common::netns::attach(&sw, "br0", "p0", hub, "up0", "10.0.0.1/24");
+        sw
+    });
+    for (i, &imp) in peers.iter().enumerate() {
+        let n = i as u8 + 1;
+        let peer_ns = Netns::new();
+        let (uplink, hub_addr, peer_addr) = match &switch {
+            Some(sw) => {
+                let a = Ipv4Addr::new(10, 0, 0, n + 1);
+                let port = format!("p{n}");
+                common::netns::attach(sw, "br0", &port, &peer_ns, "veth0", &format!("{a}/24"));
+                ("up0".to_string(), Ipv4Addr::new(10, 0, 0, 1), a)
+            }
+            None => {
+                let uplink = format!("u{n}");
+                veth(
+                    hub,
+                    &uplink,
+                    Some(&format!("10.0.{n}.1/24")),
+                    &peer_ns,
+                    "veth0",
+                    Some(&format!("10.0.{n}.2/24")),
+                );
+                (
+                    uplink,
+                    Ipv4Addr::new(10, 0, n, 1),
+                    Ipv4Addr::new(10, 0, n, 2),
+                )
+            }
+        };
+        let (hub_keys, peer_keys) = (Keys::generate(), Keys::generate());
+        let port = 51820 + i as u16;
+        let (hub_tun, peer_tun) = (
+            Ipv4Addr::new(10, 20 + n, 0, 1),
+            Ipv4Addr::new(10, 20 + n, 0, 2),
+        );
+        let h = Impl::WirespeedUdp.start_with(hub, &unique_name("h"), &env);
+        let p = imp.start(&peer_ns, &unique_name("p"));
+        h.configure(
+            hub,
+            &IfaceConf {
+                private_key: hub_keys.private.clone(),
+                listen_port: Some(port),
+                peers: vec![PeerConf {
+                    public_key: peer_keys.public.clone(),
+                    allowed_ips: vec![format!("{peer_tun}/32")],
+                    endpoint: Some(format!("{peer_addr}:51820")),
+                    ..PeerConf::default()
+                }],
+                addresses: vec![format!("{hub_tun}/24")],
+                ..IfaceConf::default()
+            },
+        );
+        p.configure(
+            &peer_ns,
+            &IfaceConf {
+                private_key: peer_keys.private.clone(),
+                listen_port: Some(51820),
+                peers: vec![PeerConf {
+                    public_key: hub_keys.public.clone(),
+                    allowed_ips: vec![format!("{hub_tun}/32")],
+                    endpoint: Some(format!("{hub_addr}:{port}")),
+                    ..PeerConf::default()
+                }],
+                addresses: vec![format!("{peer_tun}/24")],
+                ..IfaceConf::default()
+            },
+        );
+        out.push(Leg {
+            hub: h,
+            peer: p,
+            peer_ns,
+            peer_imp: imp,
+            uplink,
+            hub_keys,
+            peer_keys,
+            port,
+            hub_tun,
+            peer_tun,
+            hub_addr,
+            peer_addr,
+            _switch: if i + 1 == peers.len() {
+                switch.take()
+            } else {
+                None
+            },
+        });
+    }
+    out
+}
+
+/// The UDP destination port of every frame in a pcap file (classic
+/// format, this host's byte order, Ethernet + IPv4 without options).
+fn pcap_udp_dst_ports(path: &std::path::Path) -> Vec<u16> {
+    let b = std::fs::read(path).unwrap();
+    let u = |at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let mut ports = Vec::new();
+    let mut at = 24;
+    while at + 16 <= b.len() {
+        let kept = u(at + 8);
+        let f = &b[at + 16..at + 16 + kept];
+        // Ethernet (14) + IPv4 (20): the UDP destination port.
+        ports.push(u16::from_be_bytes([f[36], f[37]]));
+        at += 16 + kept;
+    }
+    ports
+}
+
+/// Waits until no leg's counters move for 300 ms.
+fn quiesce(hub: &Netns, legs: &[Leg]) {
+    let snap = || -> Vec<(u64, u64, u64, u64)> {
+        legs.iter()
+            .map(|l| {
+                let (a, b) = (l.hub_peer(hub), l.peer_peer());
+                (a.rx, a.tx, b.rx, b.tx)
+            })
+            .collect()
+    };
+    let mut last = snap();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = snap();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn three_tenants_of_one_host_data_plane_carry_traffic_at_once_with_exact_counters() {
+    let Some(_serial) = netns_test("host_dataplane_three_tenants") else {
+        return;
+    };
+    three_tenants(false);
+}
+
+/// The same three tenants over one veth uplink with AF_XDP: the uplink's
+/// XDP program steers all three listen ports to the AF_XDP sockets, and
+/// each worker parks every frame in the lane of its destination port.
+#[test]
+fn three_tenants_share_one_af_xdp_uplink_with_exact_counters() {
+    let Some(_serial) = netns_test("host_dataplane_three_tenants_xdp") else {
+        return;
+    };
+    three_tenants(true);
+}
+
+fn three_tenants(xdp: bool) {
+    let hub = Netns::new();
+    let mut host = if xdp {
+        HostDp::start_with(&hub, 2, "xdp", &[("WIRESPEED_XDP_IFACES", "up0")])
+    } else {
+        HostDp::start(&hub, 2)
+    };
+    let peers = [Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun];
+    let mut legs = legs_on(&hub, &host, &peers, xdp);
+    // Every interface is the host data plane's tenant: no control runs a
+    // data plane of its own.
+    for l in &mut legs {
+        l.hub.assert_running();
+        assert!(
+            l.hub.log().contains("attached to the host data plane"),
+            "{}: not attached; log:\n{}",
+            l.hub.iface,
+            l.hub.log()
+        );
+        assert_eq!(
+            util::children_of(l.hub.pid()),
+            Vec::<u32>::new(),
+            "{} started a data plane of its own",
+            l.hub.iface
+        );
+    }
+    assert_eq!(
+        host.log().matches(": attached, UDP port").count(),
+        3,
+        "{}",
+        host.log()
+    );
+    for l in &legs {
+        assert!(
+            host.log()
+                .contains(&format!("{}: UDP port {}", l.hub.iface, l.port)),
+            "{}",
+            host.log()
+        );
+    }
+    if xdp {
+        assert!(
+            host.log().contains("backend: AF_XDP on up0"),
+            "{}",
+            host.log()
+        );
+    }
+    // The middle tenant's capture of what it receives over AF_XDP: its
+    // frames only, though all three share the rings.
+    let capture = xdp.then(|| {
+        let dir = TempDir::new();
+        let (file, log) = (dir.join("b.pcap"), dir.join("capture.log"));
+        let child = hub
+            .cmd(env!("CARGO_BIN_EXE_wirespeed"))
+            .args([
+                "capture",
+                &legs[1].hub.iface,
+                "-c",
+                "50",
+                "--direction",
+                "rx",
+                "-w",
+            ])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let on = util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on"))
+        });
+        assert!(on, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        (child, file, dir)
+    });
+    let hub_drops_0 = hub_drops(&hub, &legs);
+    let hub_udp_0 = udp_stats(&hub).in_datagrams;
+    let peer_drops_0: Vec<u64> = legs.iter().map(Leg::peer_drops).collect();
+    // All three at once, each way on one leg at least.
+    const BYTES: u64 = 6 << 20;
+    let transfers: Vec<_> = legs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let to = SocketAddr::new(IpAddr::V4(l.hub_tun), 5000 + i as u16);
+            let back = SocketAddr::new(IpAddr::V4(l.peer_tun), 6000 + i as u16);
+            (
+                TcpTransfer::start(&l.peer_ns, &hub, to, BYTES),
+                TcpTransfer::start(&hub, &l.peer_ns, back, BYTES),
+            )
+        })
+        .collect();
+    for (up, down) in transfers {
+        up.finish().assert_intact(BYTES);
+        down.finish().assert_intact(BYTES);
+    }
+    assert!(host.running(), "host data plane died; log:\n{}", host.log());
+    if let Some((mut child, file, _dir)) = capture {
+        let done = util::wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !done {
+            let _ = child.kill();
+        }
+        let ports = pcap_udp_dst_ports(&file);
+        assert_eq!(ports.len(), 50, "the capture's count");
+        assert!(ports.iter().all(|&p| p == legs[1].port), "{ports:?}");
+    }
+    quiesce(&hub, &legs);
+    if xdp {
+        // Transport took the AF_XDP sockets: the hub's kernel UDP saw the
+        // handshakes, not the tens of thousands of data messages.
+        let udp = udp_stats(&hub).in_datagrams - hub_udp_0;
+        assert!(udp < 1000, "{udp} datagrams through the hub's UDP sockets");
+        if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+            eprintln!(
+                "  hub UDP datagrams during the transfers: {udp}\n{}",
+                host.log()
+            );
+        }
+    }
+    let hub_lost = hub_drops(&hub, &legs) - hub_drops_0;
+    let mut errs = Vec::new();
+    for (i, l) in legs.iter().enumerate() {
+        let (hp, pp) = (l.hub_peer(&hub), l.peer_peer());
+        assert!(hp.rx >= BYTES && hp.tx >= BYTES, "{}: {hp:?}", l.hub.iface);
+        let hub_tun = iface_stats(&hub, &l.hub.iface);
+        let peer_tun = iface_stats(&l.peer_ns, &l.peer.iface);
+        let peer_lost = l.peer_drops() - peer_drops_0[i];
+        errs.extend(
+            [
+                check_counters(
+                    l.peer_imp,
+                    pp.tx,
+                    Impl::WirespeedUdp,
+                    hp.rx,
+                    hub_tun.rx_packets,
+                    hub_lost,
+                ),
+                check_counters(
+                    Impl::WirespeedUdp,
+                    hp.tx,
+                    l.peer_imp,
+                    pp.rx,
+                    peer_tun.rx_packets,
+                    peer_lost,
+                ),
+            ]
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| format!("{} <-> {}: {e}", l.hub.iface, l.peer_imp)),
+        );
+    }
+    assert!(errs.is_empty(), "counters disagree:\n{}", errs.join("\n"));
+    if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+        eprintln!("  host data plane pid {}, hub drops {hub_lost}", host.pid());
+    }
+}
+
+/// The receiver index (raw, as on the wire) of the first transport message
+/// `peer_ns` sends over `leg`'s uplink: the hub tenant's own session index.
+fn hub_receiver_index(hub: &Netns, leg: &Leg) -> [u8; 4] {
+    let filter = format!("udp and src host {} and udp[8] = 4", leg.peer_addr);
+    let mut cmd = hub.cmd("timeout");
+    cmd.args([
+        "10",
+        "tcpdump",
+        "-i",
+        &leg.uplink,
+        "-n",
+        "-p",
+        "-c",
+        "1",
+        "-x",
+        &filter,
+    ]);
+    let dump = std::thread::spawn(move || util::output(&mut cmd));
+    std::thread::sleep(Duration::from_millis(500));
+    let pings = ping(&leg.peer_ns, &leg.hub_tun.to_string(), 3);
+    assert!(pings.received > 0, "no ping over {}", leg.hub.iface);
+    let out = dump.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes: Vec<u8> = text
+        .lines()
+        .filter_map(|l| l.trim().split_once(":  "))
+        .flat_map(|(_, hex)| {
+            hex.split_whitespace()
+                .flat_map(|w| {
+                    (0..w.len() / 2).map(move |i| u8::from_str_radix(&w[2 * i..2 * i + 2], 16))
+                })
+                .collect::<Vec<_>>()
+        })
+        .map(|b| b.expect("tcpdump hex"))
+        .collect();
+    // IPv4 header (20, no options) + UDP (8) + type and reserved (4).
+    assert!(
+        bytes.len() >= 36 && bytes[28] == 4,
+        "no transport message captured:\n{text}"
+    );
+    bytes[32..36].try_into().unwrap()
+}
+
+/// A well-formed transport message for `receiver` that no key opens.
+fn forged(receiver: [u8; 4], counter: u64) -> Vec<u8> {
+    let mut m = vec![4u8, 0, 0, 0];
+    m.extend_from_slice(&receiver);
+    m.extend_from_slice(&counter.to_le_bytes());
+    m.extend((0..80u32).map(|i| (i as u8).wrapping_mul(37) ^ counter as u8));
+    m
+}
+
+#[test]
+fn a_tenants_peer_cannot_reach_another_tenant_with_its_receiver_indices() {
+    let Some(_serial) = netns_test("host_dataplane_cross_tenant") else {
+        return;
+    };
+    let hub = Netns::new();
+    let _host = HostDp::start(&hub, 2);
+    let legs = legs(&hub, &_host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let (a, b) = (&legs[0], &legs[1]);
+    let index_a = hub_receiver_index(&hub, a);
+    let index_b = hub_receiver_index(&hub, b);
+    assert_ne!(index_a, index_b);
+    // Nothing more from the peers themselves meanwhile.
+    quiesce(&hub, &legs);
+    let tun = |ns: &Netns, i: &str| iface_stats(ns, i).rx_packets;
+    let before = (
+        tun(&hub, &a.hub.iface),
+        tun(&hub, &b.hub.iface),
+        tun(&a.peer_ns, &a.peer.iface),
+        tun(&b.peer_ns, &b.peer.iface),
+        a.hub_peer(&hub).rx,
+        b.hub_peer(&hub).rx,
+        udp_stats(&hub).in_datagrams,
+    );
+    // From A's peer's own address and port: to B's port with B's index, to
+    // A's port with B's index, and to B's port with A's index.
+    let sock = a
+        .peer_ns
+        .udp_socket(SocketAddr::new(IpAddr::V4(a.peer_addr), 0));
+    const N: u64 = 200;
+    let hub_addr = IpAddr::V4(a.hub_addr);
+    for (k, (index, port)) in [(index_b, b.port), (index_b, a.port), (index_a, b.port)]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..N {
+            let m = forged(index, (k as u64) << 32 | i);
+            sock.send_to(&m, SocketAddr::new(hub_addr, port)).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (
+        tun(&hub, &a.hub.iface),
+        tun(&hub, &b.hub.iface),
+        tun(&a.peer_ns, &a.peer.iface),
+        tun(&b.peer_ns, &b.peer.iface),
+        a.hub_peer(&hub).rx,
+        b.hub_peer(&hub).rx,
+        udp_stats(&hub).in_datagrams,
+    );
+    // They did reach the tenants' sockets.
+    assert!(after.6 - before.6 >= 3 * N, "{before:?} -> {after:?}");
+    assert_eq!(
+        (after.0, after.1, after.2, after.3, after.4, after.5),
+        (before.0, before.1, before.2, before.3, before.4, before.5),
+        "a forged message was delivered (TUN rx of hub A, hub B, peer A, peer B; wg rx of A, B)"
+    );
+    // Both tenants still work.
+    assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 2);
+    assert_ping(&b.peer_ns, &b.hub_tun.to_string(), 2);
+}
+
+/// `wg set` with `leg`'s hub configuration (keys and peer; the addresses
+/// stay on the interface across a control restart).
+fn reconfigure_hub(hub: &Netns, leg: &Leg, port: u16) {
+    let dir = TempDir::new();
+    let key = dir.write("k", &format!("{}\n", leg.hub_keys.private));
+    let (k, p, e, a) = (
+        key.display().to_string(),
+        port.to_string(),
+        format!("{}:51820", leg.peer_addr),
+        format!("{}/32", leg.peer_tun),
+    );
+    hub.exec(&[
+        "wg",
+        "set",
+        &leg.hub.iface,
+        "private-key",
+        &k,
+        "listen-port",
+        &p,
+        "peer",
+        &leg.peer_keys.public,
+        "allowed-ips",
+        &a,
+        "endpoint",
+        &e,
+    ]);
+}
+
+fn listening(ns: &Netns, port: u16) -> bool {
+    ns.exec(&["ss", "-Hnlu"]).lines().any(|l| {
+        l.split_whitespace()
+            .nth(3)
+            .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    })
+}
+
+#[test]
+fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfer() {
+    let Some(_serial) = netns_test("host_dataplane_tenant_lifecycle") else {
+        return;
+    };
+    let hub = Netns::new();
+    let mut host = HostDp::start(&hub, 2);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let env = host.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    let hs_a = legs[0].peer_peer().latest_handshake;
+    assert!(hs_a.is_some());
+
+    // B: a transfer long enough to outlast what A goes through.
+    const BYTES: u64 = 160 << 20;
+    let b = &legs[1];
+    let to = SocketAddr::new(IpAddr::V4(b.hub_tun), 5100);
+    let transfer = TcpTransfer::start(&b.peer_ns, &hub, to, BYTES);
+    assert!(transfer.wait_for_progress(1 << 20, Duration::from_secs(20)));
+
+    // A's control is killed: the host data plane forwards on with its keys.
+    let iface_a = legs[0].hub.iface.clone();
+    let pid_a = legs[0].hub.pid();
+    util::signal(pid_a, util::SIGKILL);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || { legs[0].hub.exit_status().is_some() }
+    ));
+    assert!(
+        transfer.received() < BYTES,
+        "B's transfer ended before A's restart"
+    );
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+
+    // Started again, it re-attaches to its tenant: the session goes on
+    // (the peer saw no new handshake).
+    // (Reaped, and its stale UAPI socket removed, before the new one binds.)
+    legs[0].hub.stop();
+    legs[0].hub = Impl::WirespeedUdp.start_with(&hub, &iface_a, &env);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || legs
+            [0]
+        .hub
+        .log()
+        .contains("re-attached to the running data plane")),
+        "{}",
+        legs[0].hub.log()
+    );
+    assert!(util::children_of(legs[0].hub.pid()).is_empty());
+    reconfigure_hub(&hub, &legs[0], legs[0].port);
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 3);
+    assert_eq!(
+        legs[0].peer_peer().latest_handshake,
+        hs_a,
+        "A's session was not kept"
+    );
+
+    // A new listen port: only A's sockets move.
+    let new_port = 52000;
+    reconfigure_hub(&hub, &legs[0], new_port);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            listening(&hub, new_port) && !listening(&hub, legs[0].port)
+        }),
+        "A's port did not move; log:\n{}",
+        host.log()
+    );
+    assert!(listening(&hub, legs[1].port), "B's port moved too");
+    // B's port is B's: A cannot have it too (SO_REUSEPORT would split
+    // B's datagrams between them).
+    let out = hub.try_exec(&[
+        "wg",
+        "set",
+        &iface_a,
+        "listen-port",
+        &legs[1].port.to_string(),
+    ]);
+    assert!(!out.status.success(), "A took B's port");
+    assert!(listening(&hub, new_port));
+    let a = &legs[0];
+    a.peer.wg_set(
+        &a.peer_ns,
+        &[
+            "peer",
+            &a.hub_keys.public,
+            "endpoint",
+            &format!("{}:{new_port}", a.hub_addr),
+        ],
+    );
+    assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 3);
+
+    // A deleted: its tenant goes (its port closes), the host stays.
+    hub.ip(&["link", "del", &iface_a]);
+    assert!(
+        util::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            let gone = host
+                .log()
+                .lines()
+                .any(|l| l.contains(&format!("{iface_a}: ")) && l.contains("detached"));
+            gone && !listening(&hub, new_port)
+        }),
+        "A's tenant is still there; log:\n{}",
+        host.log()
+    );
+    assert!(host.running());
+
+    // B never noticed.
+    transfer.finish().assert_intact(BYTES);
+    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 2);
+}
+
+#[test]
+fn controls_attach_again_when_the_host_data_plane_dies() {
+    let Some(_serial) = netns_test("host_dataplane_dies") else {
+        return;
+    };
+    let hub = Netns::new();
+    let mut host = HostDp::start(&hub, 2);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    for l in &legs {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 2);
+    }
+    let old = host.pid();
+    util::signal(old, util::SIGKILL);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || !host.running()
+    ));
+    // WIRESPEED_DATAPLANE=host: a control starts another one (in its own
+    // process group, inside the hub namespace, ended with it), and both
+    // attach to it again with the sessions in their regions.
+    for l in &mut legs {
+        let attached_again =
+            util::wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+                l.hub.log().contains("data plane restarted")
+            });
+        assert!(
+            attached_again,
+            "{} did not attach again:\n{}",
+            l.hub.iface,
+            l.hub.log()
+        );
+        l.hub.assert_running();
+    }
+    for l in &legs {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 3);
+    }
+    let pids: Vec<u32> = legs
+        .iter()
+        .map(|l| {
+            let line = l
+                .hub
+                .log()
+                .lines()
+                .rev()
+                .find(|x| x.contains("data plane restarted"))
+                .unwrap()
+                .to_string();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_ne!(pids[0], old);
+    assert_eq!(
+        pids[0], pids[1],
+        "both must be tenants of one new host data plane"
+    );
+}
+
+#[test]
+fn a_planned_detach_leaves_the_tenant_to_the_next_control() {
+    let Some(_serial) = netns_test("host_dataplane_planned_detach") else {
+        return;
+    };
+    let hub = Netns::new();
+    let host = HostDp::start(&hub, 2);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let env = host.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for l in &legs {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 2);
+    }
+    let hs = legs[1].peer_peer().latest_handshake;
+    let iface = legs[1].hub.iface.clone();
+    let out = hub.exec(&[env!("CARGO_BIN_EXE_wirespeed"), "--detach", &iface]);
+    assert!(out.contains("detached"), "{out}");
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || { legs[1].hub.exit_status().is_some() }
+    ));
+    // No control: the host data plane forwards on, and the other tenant
+    // never noticed.
+    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 2);
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    legs[1].hub.stop();
+    legs[1].hub = Impl::WirespeedUdp.start_with(&hub, &iface, &env);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || legs
+            [1]
+        .hub
+        .log()
+        .contains("re-attached to the running data plane")),
+        "{}",
+        legs[1].hub.log()
+    );
+    reconfigure_hub(&hub, &legs[1], legs[1].port);
+    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 3);
+    assert_eq!(
+        legs[1].peer_peer().latest_handshake,
+        hs,
+        "the session was not kept"
+    );
+}

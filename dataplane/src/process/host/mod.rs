@@ -1,0 +1,516 @@
+//! The host data plane (`wirespeed --host-dataplane`): one data plane for
+//! every wirespeed interface on the host. Its workers (one per core,
+//! pinned) each serve every tenant through a lane per tenant ([`lanes`]);
+//! control processes attach their interfaces over a root-only socket
+//! ([`listen`], protocol in [`wire`]) and the data plane binds each
+//! tenant's UDP sockets on its listen port ([`tenant`]).
+//!
+//! Opt-in for now: a `wirespeed IFACE` attaches to it when one answers on
+//! the socket (or, with WIRESPEED_DATAPLANE=host, starts one), and starts a
+//! data plane of its own otherwise. Transport goes over the tenants' UDP
+//! sockets, or over AF_XDP on the uplinks WIRESPEED_XDP_IFACES names: one
+//! XDP program per uplink steers every tenant's listen port to the
+//! workers' AF_XDP sockets, and each worker parks every frame in the lane
+//! of its destination port. Not yet: uplinks that follow the tenants'
+//! peers (the XDP attacher serves one region), the sandbox (it keeps
+//! binding sockets and taking tenants for its whole life).
+
+pub mod lanes;
+pub mod listen;
+mod tenant;
+pub mod wire;
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
+use crate::shm::Region;
+
+use super::backend::{BackendChoice, PortDealer, XdpUplinks};
+use super::{local_addrs, uplinks};
+use lanes::{LaneInbox, LaneSet};
+use listen::Listener;
+use tenant::{Gone, Tenant};
+use wire::{Received, Reply, Request};
+
+pub use listen::{connect, socket_path, DEFAULT_SOCKET};
+
+pub struct HostOptions {
+    pub socket: PathBuf,
+    pub workers: usize,
+    pub backend: BackendChoice,
+}
+
+/// How often the supervisor looks at the socket and the tenants' settings.
+const TICK: Duration = Duration::from_millis(10);
+/// Every this many ticks: the interfaces and the controls.
+const SLOW_TICKS: u64 = 100;
+/// Connections that have not attached a tenant, at most.
+const MAX_PENDING: usize = 64;
+
+struct Host {
+    workers: usize,
+    inboxes: Vec<Arc<LaneInbox>>,
+    tenants: Vec<Tenant>,
+    /// Connections that have not attached a tenant (yet).
+    pending: Vec<OwnedFd>,
+    /// The uplinks to put AF_XDP on (WIRESPEED_XDP_IFACES), if any: one
+    /// XDP program each, steering every tenant's listen port, attached
+    /// with the first tenant.
+    xdp_list: Option<Vec<String>>,
+    choice: BackendChoice,
+    xdp: Option<XdpUplinks>,
+    dealer: PortDealer,
+    locals: u64,
+}
+
+fn reply(c: &OwnedFd, r: &Reply, fds: &[i32]) {
+    if let Err(e) = wire::send(c.as_fd(), r.encode().as_bytes(), fds) {
+        log::error!("attach socket: cannot reply: {e}");
+    }
+}
+
+impl Host {
+    /// Answers what a connection that has no tenant sent; Some(conn) if it
+    /// stays pending.
+    fn serve_pending(&mut self, c: OwnedFd) -> Option<OwnedFd> {
+        let (msg, fds) = match wire::recv(c.as_fd(), false) {
+            Ok(Received::Msg(m, f)) => (m, f),
+            Ok(Received::Nothing) => return Some(c),
+            Ok(Received::Closed) => return None,
+            Err(e) => {
+                log::error!("attach socket: {e}");
+                return None;
+            }
+        };
+        let req = match Request::decode(&msg) {
+            Ok(r) if r.fds(self.workers) == fds.len() => r,
+            Ok(r) => {
+                reply(
+                    &c,
+                    &Reply::Err(format!("{} descriptors with {r:?}", fds.len())),
+                    &[],
+                );
+                return None;
+            }
+            Err(e) => {
+                reply(&c, &Reply::Err(e.to_string()), &[]);
+                return None;
+            }
+        };
+        match req {
+            Request::Hello => {
+                reply(
+                    &c,
+                    &Reply::Workers {
+                        n: self.workers,
+                        pid: std::process::id(),
+                    },
+                    &[],
+                );
+                Some(c)
+            }
+            Request::Attach { iface, shm } => {
+                match self.attach(&iface, Path::new(&shm), fds) {
+                    Ok(port) => {
+                        reply(&c, &Reply::Ok { port }, &[]);
+                        log::info!("{iface}: attached, UDP port {port}");
+                        if let Some(t) = self.tenants.last_mut() {
+                            t.conn = Some(c);
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("{iface}: attach refused: {e}");
+                        reply(&c, &Reply::Err(e.to_string()), &[]);
+                    }
+                }
+                None
+            }
+            Request::Reattach { iface } => {
+                match self.reattach(fds) {
+                    Ok((i, [q, w])) => {
+                        let t = &mut self.tenants[i];
+                        reply(
+                            &c,
+                            &Reply::Ok { port: t.port() },
+                            &[q.as_raw_fd(), w.as_raw_fd()],
+                        );
+                        log::info!("{iface}: control re-attached");
+                        t.conn = Some(c);
+                    }
+                    Err(e) => reply(&c, &Reply::Err(e.to_string()), &[]),
+                }
+                None
+            }
+            Request::Detach => {
+                reply(
+                    &c,
+                    &Reply::Err("nothing attached on this connection".into()),
+                    &[],
+                );
+                None
+            }
+        }
+    }
+
+    fn attach(&mut self, iface: &str, shm: &Path, fds: Vec<OwnedFd>) -> io::Result<u16> {
+        let mut it = fds.into_iter();
+        let (Some(region), Some(wake)) = (it.next(), it.next()) else {
+            return Err(io::Error::other("missing descriptors"));
+        };
+        let region = Region::from_fd(region)?;
+        let id = region.file_id()?;
+        if self.tenants.iter().any(|t| t.id == id) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this region is attached already (REATTACH takes it over)",
+            ));
+        }
+        let taken: Vec<u16> = self.tenants.iter().map(Tenant::port).collect();
+        let mut t = Tenant::attach(
+            iface,
+            shm,
+            region,
+            wake,
+            it.collect(),
+            &self.inboxes,
+            &taken,
+        )?;
+        let port = t.port();
+        self.steer(port);
+        t.steered = port;
+        t.set_backend(self.backend_code());
+        self.tenants.push(t);
+        Ok(port)
+    }
+
+    /// BACKEND_XDP once an uplink carries transport messages over AF_XDP.
+    fn backend_code(&self) -> u32 {
+        match &self.xdp {
+            Some(x) if x.active() && !x.programs.is_empty() => BACKEND_XDP,
+            _ => BACKEND_UDP,
+        }
+    }
+
+    /// Has the uplinks' XDP programs steer `port` to the AF_XDP sockets
+    /// (attaching them for the first tenant).
+    fn steer(&mut self, port: u16) {
+        let Some(list) = &self.xdp_list else { return };
+        match &mut self.xdp {
+            Some(x) => {
+                if let Err(e) = x.add_port(port) {
+                    log::error!("cannot steer UDP port {port} to AF_XDP: {e}");
+                }
+            }
+            None => {
+                // No UDP GSO preference: auto takes AF_XDP wherever it can
+                // attach (the operator named the uplinks).
+                let mut x = XdpUplinks::new(self.choice, port, false);
+                x.set_local_addresses(local_addrs::local_addresses());
+                match x.add(list, self.choice == BackendChoice::Xdp) {
+                    Ok(added) => {
+                        for a in added {
+                            self.dealer.deal(a);
+                        }
+                    }
+                    Err(e) => log::error!("AF_XDP uplinks: {e}; the tenants use UDP sockets"),
+                }
+                self.xdp = Some(x);
+            }
+        }
+    }
+
+    /// The uplinks' XDP programs and their counters, into every tenant's
+    /// region (its metrics show the uplinks its frames share).
+    fn publish_uplinks(&self) {
+        let Some(x) = &self.xdp else { return };
+        for t in &self.tenants {
+            super::stats::publish_uplinks(&t.shared.region, &x.programs);
+            super::stats::publish_xdp(&t.shared.region, &x.programs);
+        }
+    }
+
+    /// Steers `port` no more, unless another tenant listens there too.
+    fn unsteer(&mut self, port: u16) {
+        if self.tenants.iter().any(|t| t.steered == port) {
+            return;
+        }
+        if let Some(x) = &mut self.xdp {
+            if let Err(e) = x.remove_port(port) {
+                log::error!("cannot stop steering UDP port {port}: {e}");
+            }
+        }
+    }
+
+    /// The host's addresses changed: the XDP programs steer only what is
+    /// addressed to it, and the lanes forget next hops whose source
+    /// addresses may be gone.
+    fn refresh_locals(&mut self) {
+        let now = local_addrs::local_addresses();
+        let d = local_addrs::digest(&now);
+        if d == self.locals {
+            return;
+        }
+        self.locals = d;
+        if let Some(x) = &mut self.xdp {
+            x.set_local_addresses(now);
+        }
+        for t in &self.tenants {
+            t.shared.addr_gen.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The tenant of the region in `fds` and what its new control needs.
+    fn reattach(&self, fds: Vec<OwnedFd>) -> io::Result<(usize, [OwnedFd; 2])> {
+        let region = fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| io::Error::other("missing region"))?;
+        let st = std::fs::File::from(region).metadata()?;
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            (st.dev(), st.ino())
+        };
+        let Some(i) = self.tenants.iter().position(|t| t.id == id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no tenant with this region",
+            ));
+        };
+        // Its old control may have died a moment ago, before this loop saw
+        // its connection close.
+        if self.tenants[i].conn.as_ref().is_some_and(|c| !hung_up(c)) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "the tenant's control is still attached",
+            ));
+        }
+        Ok((i, self.tenants[i].handover()?))
+    }
+
+    /// Messages on tenants' connections, and their housekeeping.
+    fn serve_tenants(&mut self, slow: bool) {
+        let mut i = 0;
+        while i < self.tenants.len() {
+            let taken: Vec<u16> = (self.tenants.iter().enumerate())
+                .filter(|&(j, _)| j != i)
+                .map(|(_, t)| t.port())
+                .collect();
+            let t = &mut self.tenants[i];
+            let mut detach = false;
+            if let Some(c) = &t.conn {
+                match wire::recv(c.as_fd(), false) {
+                    Ok(Received::Msg(m, _))
+                        if Request::decode(&m).ok() == Some(Request::Detach) =>
+                    {
+                        reply(c, &Reply::Ok { port: 0 }, &[]);
+                        detach = true;
+                    }
+                    Ok(Received::Msg(..)) => {
+                        reply(c, &Reply::Err("unexpected request".into()), &[])
+                    }
+                    Ok(Received::Nothing) => {}
+                    Ok(Received::Closed) | Err(_) => {
+                        log::info!(
+                            "{}: control closed its connection; forwarding goes on with the keys it left",
+                            t.iface
+                        );
+                        t.conn = None;
+                    }
+                }
+            }
+            let gone = if detach {
+                log::info!("{}: detached by its control", t.iface);
+                true
+            } else {
+                match t.tick(slow, &taken) {
+                    Some(Gone::Deleted) => {
+                        log::info!("{}: interface deleted; detached", t.iface);
+                        true
+                    }
+                    Some(Gone::Expired) => {
+                        log::info!(
+                            "{}: control is gone and every session expired; detached",
+                            t.iface
+                        );
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if gone {
+                let t = self.tenants.swap_remove(i);
+                let port = t.steered;
+                t.detach();
+                self.unsteer(port);
+            } else {
+                let (old, new) = (self.tenants[i].steered, self.tenants[i].port());
+                if old != new {
+                    self.tenants[i].steered = new;
+                    self.steer(new);
+                    self.unsteer(old);
+                }
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Whether the other end of `c` closed it.
+fn hung_up(c: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: c.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: polls the one pollfd we pass, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+pub fn run(opts: HostOptions) -> io::Result<()> {
+    crate::coredump::forbid_core_dumps()?;
+    // SAFETY: installs an async-signal-safe handler that only stores an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let xdp_list = match opts.backend {
+        BackendChoice::Udp => None,
+        _ => uplinks::override_from_env(),
+    };
+    if opts.backend == BackendChoice::Xdp && xdp_list.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the host data plane attaches AF_XDP to the uplinks WIRESPEED_XDP_IFACES names \
+             (it does not follow the tenants' peers yet)",
+        ));
+    }
+    let listener = Listener::bind(&opts.socket)?;
+    let n = opts.workers.clamp(1, MAX_WORKERS);
+    let dealer = PortDealer::new(n);
+    let unclaimed = Arc::new(AtomicU64::new(0));
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut inboxes = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let inbox = Arc::new(LaneInbox::default());
+        inboxes.push(inbox.clone());
+        let ports = xdp_list.is_some().then(|| dealer.inboxes[i].clone());
+        let unclaimed = unclaimed.clone();
+        let core = cores.get(i % cores.len().max(1)).copied();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    LaneSet::new(inbox, ports, unclaimed).run(stop);
+                })?,
+        );
+    }
+    log::info!(
+        "host data plane: {n} workers, {}, attach socket {}",
+        match &xdp_list {
+            Some(l) => format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
+            None => "UDP sockets".to_string(),
+        },
+        opts.socket.display()
+    );
+    let mut host = Host {
+        workers: n,
+        inboxes,
+        tenants: Vec::new(),
+        pending: Vec::new(),
+        xdp_list,
+        choice: opts.backend,
+        xdp: None,
+        dealer,
+        locals: 0,
+    };
+    let mut ticks = 0u64;
+    let mut unclaimed_seen = 0u64;
+    while !TERMINATE.load(Ordering::Relaxed) {
+        while let Some(c) = listener.accept() {
+            // Root only, but a stuck client must not pile them up.
+            if host.pending.len() >= MAX_PENDING {
+                host.pending.remove(0);
+            }
+            host.pending.push(c);
+        }
+        for c in std::mem::take(&mut host.pending) {
+            if let Some(c) = host.serve_pending(c) {
+                host.pending.push(c);
+            }
+        }
+        ticks += 1;
+        let slow = ticks.is_multiple_of(SLOW_TICKS);
+        host.serve_tenants(slow);
+        if slow {
+            host.refresh_locals();
+            host.publish_uplinks();
+            let u = unclaimed.load(Ordering::Relaxed);
+            if u != unclaimed_seen {
+                log::info!(
+                    "{} AF_XDP frame(s) for a port no tenant has dropped ({u} in all)",
+                    u - unclaimed_seen
+                );
+                unclaimed_seen = u;
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+    log::info!("host data plane: terminating on signal");
+    drop(listener);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    // The lanes are gone: the tenants' regions are unmapped with these.
+    for t in host.tenants.drain(..) {
+        t.detach();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// What lets a control that restarts at once take its tenant over:
+    /// the old connection is seen closed even before the loop read it.
+    #[test]
+    fn a_closed_connection_is_seen_hung_up_and_an_open_one_is_not() {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors socketpair writes.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: two fresh descriptors that nothing else owns.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        wire::send(a.as_fd(), b"HELLO", &[]).unwrap();
+        assert!(!hung_up(&b), "unread data is not a hang-up");
+        drop(a);
+        assert!(hung_up(&b));
+    }
+}
