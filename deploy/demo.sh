@@ -3,13 +3,24 @@
 # wirespeed tunnel between two network namespaces, pushes traffic through
 # it, shows `wg show`, and measures TCP throughput through the tunnel next
 # to the bare link it runs over. Run as root.
+#
+#   deploy/demo.sh             one tunnel
+#   deploy/demo.sh --tenants   two interfaces (tenants) on one uplink, served
+#                              by one host data plane, each with its own peer
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TENANTS=0
+case ${1:-} in
+    --tenants) TENANTS=1 ;;
+    "") ;;
+    *) echo "usage: $0 [--tenants]" >&2; exit 2 ;;
+esac
 bash deploy/setup.sh
 cargo build --release -q -p wirespeed-control
 . bench/scripts/tunnel-lib.sh
 trap tl_cleanup EXIT
 SECS=${DEMO_SECONDS:-5}
+[ "$TENANTS" = 1 ] && { . deploy/demo-tenants.sh; exit 0; }
 
 echo "== two namespaces, $NS_A ($UNDER_A) and $NS_B ($UNDER_B), joined by a veth pair"
 tl_link
