@@ -78,10 +78,7 @@ impl Shared {
         let Some((entries, seq)) = allowed::read_table(&self.region) else {
             return cur;
         };
-        let mut table = AllowedIps::new();
-        for (addr, cidr, peer) in entries {
-            let _ = table.insert(addr, cidr, peer);
-        }
+        let table = AllowedIps::from_prefixes(entries);
         let new = Arc::new(Routes { seq, table });
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
         new
