@@ -10,6 +10,7 @@ mod activity;
 mod adopt;
 mod known;
 mod load;
+mod peers;
 mod receive;
 #[cfg(test)]
 mod scale_tests;
@@ -32,6 +33,7 @@ use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::peer::Peer;
 use crate::ratelimit::RateLimiter;
 use known::KnownEndpoints;
+use peers::Peers;
 
 pub use activity::Activity;
 pub use load::LoadTracker;
@@ -149,10 +151,7 @@ impl PeerSettings {
 pub struct Device {
     private_key: Option<PrivateKey>,
     public_key: Option<PublicKey>,
-    /// Boxed: the map keeps an eighth or more of its slots empty and
-    /// doubles as it grows, which for a 400-byte value cost as much again
-    /// per peer; a box makes that slack 8 bytes a slot.
-    peers: HashMap<PeerId, Box<Peer>>,
+    peers: Peers,
     by_key: HashMap<PublicKey, PeerId>,
     next_peer_id: PeerId,
     allowed_ips: AllowedIps<PeerId>,
@@ -182,7 +181,7 @@ impl Device {
         Device {
             private_key: None,
             public_key: None,
-            peers: HashMap::new(),
+            peers: Peers::default(),
             by_key: HashMap::new(),
             next_peer_id: 0,
             allowed_ips: AllowedIps::new(),
@@ -264,7 +263,7 @@ impl Device {
             None => {
                 let id = self.next_peer_id;
                 self.next_peer_id = self.next_peer_id.wrapping_add(1);
-                self.peers.insert(id, Box::new(Peer::new(s.public_key)));
+                self.peers.insert(id, Peer::new(s.public_key));
                 self.by_key.insert(s.public_key, id);
                 id
             }
@@ -340,7 +339,7 @@ impl Device {
     }
 
     pub fn peer(&self, id: PeerId) -> Option<&Peer> {
-        self.peers.get(&id).map(|p| &**p)
+        self.peers.get(&id)
     }
 
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {

@@ -135,3 +135,28 @@ fn an_idle_peer_costs_well_under_a_kilobyte_of_heap() {
     // list, its trie nodes); 12 KB when keypairs were inline.
     assert!(per_peer < 800, "{per_peer} B per idle peer");
 }
+
+/// The timer tick visits the peers that may have a timer armed, not every
+/// configured one: after a tick, idle peers are off that list, and a peer
+/// whose handshake went out is on it until its timers are all disarmed.
+#[test]
+fn the_timer_tick_visits_only_peers_with_timers() {
+    let mut d = device();
+    let ids: Vec<PeerId> = (10..200)
+        .map(|n| {
+            let mut s = PeerSettings::new(PrivateKey::from_bytes([n; 32]).public_key());
+            s.endpoint = Some(SocketAddr::from(([192, 0, 2, 1], 51820)));
+            d.upsert_peer(s).unwrap()
+        })
+        .collect();
+    let mut out = Vec::new();
+    let t = Duration::from_secs(1);
+    d.update_timers(t, &mut out);
+    assert!(d.peers.maybe_armed().is_empty(), "configured, never used");
+    assert_eq!(d.next_deadline(), None);
+    d.request_handshake(ids[7], t, &mut out);
+    assert!(matches!(out.last(), Some(Output::Send { .. })), "{out:?}");
+    d.update_timers(t, &mut out);
+    assert_eq!(d.peers.maybe_armed(), [ids[7]]);
+    assert!(d.next_deadline().is_some());
+}
