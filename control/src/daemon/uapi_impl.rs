@@ -238,7 +238,7 @@ impl Daemon {
             let p = self.region.peer(s as usize);
             p.deactivate();
             self.region.peer_info(s as usize).deactivate();
+            self.seen.forget(s);
         }
-        self.seen.remove(&id);
     }
 }

@@ -342,6 +342,13 @@ impl Device {
         self.peers.get(&id)
     }
 
+    /// The peers whose state may have changed since the last call (each
+    /// at least once): what the handshake time and byte counts published
+    /// for the metrics endpoint need refreshing for.
+    pub fn take_changed_peers(&mut self) -> Vec<PeerId> {
+        self.peers.take_changed()
+    }
+
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.peers.keys().copied()
     }

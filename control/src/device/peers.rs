@@ -18,6 +18,10 @@ pub struct Peers {
     /// a superset of those with a timer armed, since a new peer has none
     /// and only a mutable borrow can arm one.
     touched: HashSet<PeerId>,
+    /// Peers lent out mutably since [`Peers::take_changed`]: those whose
+    /// handshake time and byte counts may have changed, which the daemon
+    /// copies to the region for the metrics endpoint.
+    changed: HashSet<PeerId>,
 }
 
 impl Peers {
@@ -29,6 +33,7 @@ impl Peers {
     pub fn get_mut(&mut self, id: &PeerId) -> Option<&mut Peer> {
         let p = self.map.get_mut(id)?;
         self.touched.insert(*id);
+        self.changed.insert(*id);
         Some(&mut **p)
     }
 
@@ -38,12 +43,22 @@ impl Peers {
 
     pub fn remove(&mut self, id: &PeerId) -> Option<Box<Peer>> {
         self.touched.remove(id);
+        self.changed.remove(id);
         self.map.remove(id)
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
         self.touched.clear();
+        self.changed.clear();
+    }
+
+    /// The peers lent out mutably since the last call.
+    pub fn take_changed(&mut self) -> Vec<PeerId> {
+        let ids = self.changed.iter().copied().collect();
+        // A set of a million after `wg setconf` need not stay that large.
+        self.changed = HashSet::new();
+        ids
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &PeerId> + '_ {
@@ -109,6 +124,10 @@ mod tests {
         p.settle(3);
         assert_eq!(p.maybe_armed(), [3], "3 has a timer armed");
         assert_eq!(p.armed_timers().count(), 1);
+        let mut changed = p.take_changed();
+        changed.sort_unstable();
+        assert_eq!(changed, [1, 3]);
+        assert!(p.take_changed().is_empty());
         p.remove(&3);
         assert!(p.maybe_armed().is_empty());
     }
