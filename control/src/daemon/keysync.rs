@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 use dataplane::shm::keys::{slot_of_index, KeyMaterial};
-use dataplane::shm::{allowed, Region};
+use dataplane::shm::Region;
 use zeroize::Zeroizing;
 
 use crate::device::{Device, PeerId};
@@ -180,21 +180,6 @@ fn clear_index(region: &Region, index: u32) {
     if slot.local_index.load(Ordering::Relaxed) == index {
         slot.clear();
     }
-}
-
-/// Rewrites the region's AllowedIPs table from the device's (O(n)).
-pub fn publish_allowed_ips(
-    region: &Region,
-    dev: &Device,
-    slots: &PeerSlots,
-) -> Result<(), allowed::TableFull> {
-    let mut entries = Vec::with_capacity(dev.allowed_ips().len());
-    dev.allowed_ips().for_each(|addr, cidr, id| {
-        if let Some(s) = slots.slot(id) {
-            entries.push((addr, cidr, s));
-        }
-    });
-    allowed::write_table(region, &entries)
 }
 
 /// Writes a peer's endpoint and sticky source address.

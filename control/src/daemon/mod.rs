@@ -4,6 +4,7 @@
 //! Restarted while the data plane still runs, it re-attaches to it (see
 //! `reattach.rs`).
 
+mod allowed_pub;
 mod child;
 mod commands;
 pub mod detach;
@@ -88,6 +89,7 @@ pub struct Daemon {
     /// replies leave from it (multi-homed hosts).
     sources: HashMap<SocketAddr, IpAddr>,
     seen: seen::Seen,
+    allowed_pub: allowed_pub::AllowedPublisher,
     listen_port: u16,
     fwmark: u32,
     /// Followed by its fd wherever it is moved.
@@ -293,6 +295,7 @@ impl Daemon {
             keys: KeySync::default(),
             sources: HashMap::new(),
             seen: seen::Seen::default(),
+            allowed_pub: allowed_pub::AllowedPublisher::default(),
             listen_port: 0,
             fwmark: 0,
             tun,

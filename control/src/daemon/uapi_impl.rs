@@ -191,7 +191,11 @@ impl UapiHandler for Daemon {
             // `wg setconf` without them: the configuration dropped them.
             self.drop_orphans();
         }
-        if keysync::publish_allowed_ips(&self.region, &self.dev, &self.slots).is_err() {
+        if self
+            .allowed_pub
+            .publish(&self.region, &mut self.dev, &self.slots)
+            .is_err()
+        {
             self.log(LogLevel::Error, "AllowedIPs table full");
         }
         self.apply(out, None);

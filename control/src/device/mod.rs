@@ -8,6 +8,7 @@
 
 mod activity;
 mod adopt;
+mod allowed_changes;
 mod known;
 mod load;
 mod peers;
@@ -36,6 +37,7 @@ use known::KnownEndpoints;
 use peers::Peers;
 
 pub use activity::Activity;
+pub use allowed_changes::AllowedChanges;
 pub use load::LoadTracker;
 
 /// A peer's handle inside one device.
@@ -159,6 +161,8 @@ pub struct Device {
     /// peer since), so removing a peer's costs its own prefixes, not a
     /// walk over the whole table.
     prefixes_of: HashMap<PeerId, Vec<(IpAddr, u8)>>,
+    /// What changed in `allowed_ips` since the daemon last published it.
+    allowed_changes: AllowedChanges,
     indices: IndexTable,
     checker: Option<CookieChecker>,
     limiter: RateLimiter,
@@ -186,6 +190,7 @@ impl Device {
             next_peer_id: 0,
             allowed_ips: AllowedIps::new(),
             prefixes_of: HashMap::new(),
+            allowed_changes: AllowedChanges::Full,
             indices: match settings.index_slot_bits {
                 Some(b) => IndexTable::with_slot_bits(b),
                 None => IndexTable::default(),
@@ -287,6 +292,8 @@ impl Device {
                 // Validated by the config layers; an invalid prefix is ignored here.
                 if self.allowed_ips.insert(addr, cidr, id).is_ok() {
                     mine.push((addr, cidr));
+                    self.allowed_changes
+                        .note(addr, cidr, self.allowed_ips.len());
                 }
             }
         }
@@ -307,7 +314,10 @@ impl Device {
     /// depth). Those that moved to another peer since stay with it.
     pub fn clear_allowed_ips(&mut self, id: PeerId) {
         for (addr, cidr) in self.prefixes_of.remove(&id).unwrap_or_default() {
-            self.allowed_ips.remove_if_owned(addr, cidr, id);
+            if self.allowed_ips.remove_if_owned(addr, cidr, id) {
+                self.allowed_changes
+                    .note(addr, cidr, self.allowed_ips.len());
+            }
         }
     }
 
@@ -330,6 +340,7 @@ impl Device {
         self.by_key.clear();
         self.known.clear();
         self.allowed_ips.clear();
+        self.allowed_changes = AllowedChanges::Full;
         self.prefixes_of.clear();
         self.indices.clear();
     }
@@ -349,6 +360,21 @@ impl Device {
         self.peers.take_changed()
     }
 
+    /// What changed in the AllowedIPs table since the last call: the
+    /// prefixes to look up again (their owner now, or gone), or all of it.
+    pub fn take_allowed_changes(&mut self) -> AllowedChanges {
+        core::mem::replace(
+            &mut self.allowed_changes,
+            AllowedChanges::Prefixes(Vec::new()),
+        )
+    }
+
+    /// What [`Device::take_allowed_changes`] would return (tests).
+    #[cfg(test)]
+    pub(crate) fn allowed_changes_peek(&self) -> &AllowedChanges {
+        &self.allowed_changes
+    }
+
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.peers.keys().copied()
     }
@@ -358,6 +384,8 @@ impl Device {
     }
 
     pub fn allowed_ips_mut(&mut self) -> &mut AllowedIps<PeerId> {
+        // Changes made through it are not listed one by one.
+        self.allowed_changes = AllowedChanges::Full;
         &mut self.allowed_ips
     }
 
