@@ -291,30 +291,42 @@ fn memory_table() {
 }
 
 /// One publication of the whole AllowedIPs table with `n` prefixes: the
-/// control side (`allowed::write_table`, as `keysync::publish_allowed_ips`
+/// control side (`allowed::write_table`, as control's first publication
 /// does after its walk of the device's table) and the data plane side (the
-/// copy and trie build of `Shared::routes`), best of three.
+/// copy and trie build of `Shared::routes`), best of three; and what
+/// control writes for one changed prefix (`allowed::write_changes`).
 fn update_table() {
     println!("scale: one AllowedIPs publication (whole table), best of 3");
     println!(
-        "{:>10} {:>14} {:>16}",
-        "peers", "control ms", "data plane ms"
+        "{:>10} {:>14} {:>16} {:>10} {:>10} {:>16}",
+        "peers", "control ms", "data plane ms", "(read", "build)", "one change ms"
     );
     for n in sizes() {
         let (r, _dir, _) = populate(n);
         let table: Vec<_> = (0..n)
             .map(|p| (IpAddr::V4(addr_of(p)), 32u8, p as u32))
             .collect();
-        let (mut write, mut build) = (f64::MAX, f64::MAX);
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+        let [mut write, mut total, mut read, mut build, mut one] = [f64::MAX; 5];
         for _ in 0..3 {
             let t = std::time::Instant::now();
             allowed::write_table(&r, &table).expect("fits");
-            write = write.min(t.elapsed().as_secs_f64() * 1e3);
+            write = write.min(ms(t));
             let t = std::time::Instant::now();
             std::hint::black_box(Worker::new(&r));
-            build = build.min(t.elapsed().as_secs_f64() * 1e3);
+            total = total.min(ms(t));
+            let t = std::time::Instant::now();
+            let (entries, _) = allowed::read_table(&r).expect("table");
+            read = read.min(ms(t));
+            let t = std::time::Instant::now();
+            std::hint::black_box(AllowedIps::from_prefixes(entries));
+            build = build.min(ms(t));
+            // What control writes now for one prefix changed.
+            let t = std::time::Instant::now();
+            allowed::write_changes(&r, &table, &[n / 2]).expect("fits");
+            one = one.min(ms(t));
         }
-        println!("{n:>10} {write:>14.1} {build:>16.1}");
+        println!("{n:>10} {write:>14.1} {total:>16.1} {read:>10.1} {build:>10.1} {one:>16.3}");
     }
     println!();
 }
