@@ -123,8 +123,18 @@ impl<T: Copy + Eq> AllowedIps<T> {
         let mut t = Self::new();
         let jump_min = (t.v4.jump_min, t.v6.jump_min);
         (t.v4.jump_min, t.v6.jump_min) = (usize::MAX, usize::MAX);
+        let prefixes = prefixes.into_iter();
+        // Fewer than two nodes a prefix; most tables are mostly IPv4.
+        let n = prefixes.size_hint().0;
+        t.v4.nodes.reserve(2 * n);
+        t.v4.values.reserve(2 * n);
         for (addr, cidr, value) in prefixes {
             let _ = t.insert(addr, cidr, value);
+        }
+        if t.v4.nodes.capacity() > 2 * t.v4.nodes.len() + 1024 {
+            // Mostly IPv6 after all: give the room back.
+            t.v4.nodes.shrink_to_fit();
+            t.v4.values.shrink_to_fit();
         }
         (t.v4.jump_min, t.v6.jump_min) = jump_min;
         t.v4.maybe_add_jump();
