@@ -10,12 +10,21 @@
 //! * `tx`: AllowedIPs destination lookup → peer slot → its current key
 //!   slot (seq check, counter reservation) → seal.
 //!
+//! * `rx-hot`, `tx-hot`: the same with packets spread over 1,000 active
+//!   peers (chosen at random) of the configured ones, the realistic case: a
+//!   device with 1,000,000 peers configured has far fewer sending at once,
+//!   and the cost per packet should then not grow with the configuration.
+//!
 //! Throughput is in packets (64-byte payloads, so the AEAD does not hide
 //! the look-ups); criterion reports elements/s, i.e. Mpps on one core.
 //! Before the runs, a table of what each configuration costs in memory:
 //! the region's allocated pages (its tmpfs file's blocks) and
 //! control's heap for the same peers (glibc mallinfo2 around building a
-//! `Device` with them; above 100,000 peers scaled from 100,000). `SCALE_PEERS=1,1000` picks the sizes.
+//! `Device` with them; above 100,000 peers scaled from 100,000). Then what
+//! publishing the AllowedIPs table costs as it is done on every change
+//! (`wg set wg0 peer P allowed-ips ...`): control rewriting the region's
+//! table, and the data plane reading it and building its trie.
+//! `SCALE_PEERS=1,1000` picks the sizes.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -33,6 +42,8 @@ use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
 const PACKETS: usize = 4096;
+/// Peers sending at once in the hot working set cases.
+const HOT_PEERS: usize = 1000;
 const PAYLOAD: usize = 64;
 
 fn sizes() -> Vec<usize> {
@@ -137,13 +148,9 @@ struct Worker {
 impl Worker {
     fn new(r: &Region) -> Worker {
         let (entries, _) = allowed::read_table(r).expect("table");
-        let mut routes = AllowedIps::new();
-        for (a, c, p) in entries {
-            routes.insert(a, c, p).unwrap();
-        }
         Worker {
             cache: Vec::new(),
-            routes,
+            routes: AllowedIps::from_prefixes(entries),
         }
     }
 
@@ -283,21 +290,110 @@ fn memory_table() {
     println!();
 }
 
+/// One publication of the whole AllowedIPs table with `n` prefixes: the
+/// control side (`allowed::write_table`, as control's first publication
+/// does after its walk of the device's table) and the data plane side (the
+/// copy and trie build of `Shared::routes`), best of three; and what
+/// control writes for one changed prefix (`allowed::write_changes`).
+fn update_table() {
+    println!("scale: one AllowedIPs publication (whole table), best of 3");
+    println!(
+        "{:>10} {:>14} {:>16} {:>10} {:>10} {:>16}",
+        "peers", "control ms", "data plane ms", "(read", "build)", "one change ms"
+    );
+    for n in sizes() {
+        let (r, _dir, _) = populate(n);
+        let table: Vec<_> = (0..n)
+            .map(|p| (IpAddr::V4(addr_of(p)), 32u8, p as u32))
+            .collect();
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+        let [mut write, mut total, mut read, mut build, mut one] = [f64::MAX; 5];
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            allowed::write_table(&r, &table).expect("fits");
+            write = write.min(ms(t));
+            let t = std::time::Instant::now();
+            std::hint::black_box(Worker::new(&r));
+            total = total.min(ms(t));
+            let t = std::time::Instant::now();
+            let (entries, _) = allowed::read_table(&r).expect("table");
+            read = read.min(ms(t));
+            let t = std::time::Instant::now();
+            std::hint::black_box(AllowedIps::from_prefixes(entries));
+            build = build.min(ms(t));
+            // What control writes now for one prefix changed.
+            let t = std::time::Instant::now();
+            allowed::write_changes(&r, &table, &[n / 2]).expect("fits");
+            one = one.min(ms(t));
+        }
+        println!("{n:>10} {write:>14.1} {total:>16.1} {read:>10.1} {build:>10.1} {one:>16.3}");
+    }
+    println!();
+}
+
+/// `PACKETS` picks of peers below `n`: any of them, or (`hot`) one of
+/// `HOT_PEERS` chosen at random.
+fn picks(n: usize, hot: bool) -> Vec<usize> {
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let active: Vec<usize> = if hot {
+        (0..HOT_PEERS)
+            .map(|_| (rng.next_u64() % n as u64) as usize)
+            .collect()
+    } else {
+        (0..n).collect()
+    };
+    (0..PACKETS)
+        .map(|_| active[(rng.next_u64() % active.len() as u64) as usize])
+        .collect()
+}
+
 fn scale(c: &mut Criterion) {
     memory_table();
+    update_table();
     let mut g = c.benchmark_group("scale");
     g.throughput(Throughput::Elements(PACKETS as u64));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(3));
     for n in sizes() {
         let (r, _dir, indices) = populate(n);
-        let mut rng = ChaCha20Rng::seed_from_u64(99);
-        let picks: Vec<usize> = (0..PACKETS)
-            .map(|_| (rng.next_u64() % n as u64) as usize)
-            .collect();
-        let mut wire = Vec::new();
+        let mut w = Worker::new(&r);
         let mut counters = vec![0u64; n];
-        for &p in &picks {
+        for hot in [false, true] {
+            if hot && n <= HOT_PEERS {
+                continue;
+            }
+            let suffix = if hot { "-hot" } else { "" };
+            let picks = picks(n, hot);
+            run_packets(
+                &mut g,
+                &r,
+                &mut w,
+                &indices,
+                &mut counters,
+                &picks,
+                n,
+                suffix,
+            );
+        }
+    }
+    g.finish();
+}
+
+/// The rx and tx benchmarks for packets to and from the peers `picks`.
+#[allow(clippy::too_many_arguments)]
+fn run_packets(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    r: &Region,
+    w: &mut Worker,
+    indices: &[u32],
+    counters: &mut [u64],
+    picks: &[usize],
+    n: usize,
+    suffix: &str,
+) {
+    {
+        let mut wire = Vec::new();
+        for &p in picks {
             let mut m = Vec::new();
             let key = SessionKey::new(&key_of(p));
             counters[p] += 1;
@@ -315,34 +411,32 @@ fn scale(c: &mut Criterion) {
             .iter()
             .map(|&p| ip_packet(Ipv4Addr::new(192, 168, 0, 1), addr_of(p)))
             .collect();
-        let mut w = Worker::new(&r);
         let mut plain = Vec::with_capacity(2048);
         // Every key cached once, as a worker that has run a while has.
         for (p, m) in picks.iter().zip(&wire) {
-            assert!(w.receive(&r, m, &mut plain), "peer {p}");
+            assert!(w.receive(r, m, &mut plain), "peer {p}");
         }
-        g.bench_function(BenchmarkId::new("rx", n), |b| {
+        g.bench_function(BenchmarkId::new(format!("rx{suffix}"), n), |b| {
             b.iter(|| {
                 let mut ok = 0;
                 for m in &wire {
-                    ok += w.receive(&r, m, &mut plain) as usize;
+                    ok += w.receive(r, m, &mut plain) as usize;
                 }
                 ok
             })
         });
         let mut out = Vec::with_capacity(2048);
-        g.bench_function(BenchmarkId::new("tx", n), |b| {
+        g.bench_function(BenchmarkId::new(format!("tx{suffix}"), n), |b| {
             b.iter(|| {
                 let mut ok = 0;
                 for p in &outbound {
-                    ok += w.send(&r, p, &mut out) as usize;
+                    ok += w.send(r, p, &mut out) as usize;
                 }
                 assert_eq!(ok, PACKETS);
                 ok
             })
         });
     }
-    g.finish();
 }
 
 criterion_group!(benches, scale);

@@ -24,11 +24,15 @@ pub struct PendingInitiation {
 /// The three keypair slots of the paper: the one in use, the one before it
 /// (still accepted while packets in flight drain), and a responder's new one
 /// that is not used to send until the initiator confirms it.
+///
+/// Boxed: a keypair is two AEAD keys and a 1 KB replay window (about 2.3 KB),
+/// and three of them inline made every configured peer cost 7 KB of control
+/// heap whether it ever handshook or not.
 #[derive(Default)]
 pub struct Keypairs {
-    pub current: Option<Keypair>,
-    pub previous: Option<Keypair>,
-    pub next: Option<Keypair>,
+    pub current: Option<Box<Keypair>>,
+    pub previous: Option<Box<Keypair>>,
+    pub next: Option<Box<Keypair>>,
 }
 
 impl Keypairs {
@@ -36,6 +40,7 @@ impl Keypairs {
         [&self.current, &self.previous, &self.next]
             .into_iter()
             .flatten()
+            .map(|k| &**k)
     }
 
     pub fn find_mut(&mut self, local_index: u32) -> Option<(&mut Keypair, Slot)> {
@@ -44,21 +49,21 @@ impl Keypairs {
             .as_ref()
             .is_some_and(|k| k.local_index == local_index)
         {
-            return self.current.as_mut().map(|k| (k, Slot::Current));
+            return self.current.as_deref_mut().map(|k| (k, Slot::Current));
         }
         if self
             .previous
             .as_ref()
             .is_some_and(|k| k.local_index == local_index)
         {
-            return self.previous.as_mut().map(|k| (k, Slot::Previous));
+            return self.previous.as_deref_mut().map(|k| (k, Slot::Previous));
         }
         if self
             .next
             .as_ref()
             .is_some_and(|k| k.local_index == local_index)
         {
-            return self.next.as_mut().map(|k| (k, Slot::Next));
+            return self.next.as_deref_mut().map(|k| (k, Slot::Next));
         }
         None
     }
@@ -74,12 +79,18 @@ pub enum Slot {
 pub struct Peer {
     pub public_key: PublicKey,
     pub preshared_key: PresharedKey,
-    /// DH(our static, their static), computed once per key change.
-    pub static_static: Option<Zeroizing<[u8; 32]>>,
+    /// DH(our static, their static), computed at the first handshake after
+    /// a key change; boxed, as most peers of a large device never need it.
+    pub static_static: Option<Box<Zeroizing<[u8; 32]>>>,
     pub endpoint: Option<SocketAddr>,
     pub persistent_keepalive: Option<Duration>,
-    pub cookie_jar: CookieJar,
-    pub pending: Option<PendingInitiation>,
+    /// Made at the first handshake message to or from the peer (its MAC
+    /// keys are two hashes, its cookie state 100 bytes): most configured
+    /// peers of a large device never send one.
+    cookie_jar: Option<Box<CookieJar>>,
+    /// Boxed: the Noise state is a few hundred bytes only while a handshake
+    /// is in flight.
+    pub pending: Option<Box<PendingInitiation>>,
     pub keypairs: Keypairs,
     pub timers: Timers,
     /// Latest initiation timestamp accepted from this peer: refuses replays.
@@ -101,7 +112,7 @@ impl Peer {
             static_static: None,
             endpoint: None,
             persistent_keepalive: None,
-            cookie_jar: CookieJar::new(public_key.as_bytes()),
+            cookie_jar: None,
             pending: None,
             keypairs: Keypairs::default(),
             timers: Timers::default(),
@@ -112,6 +123,18 @@ impl Peer {
             tx_bytes: 0,
             last_handshake: None,
         }
+    }
+
+    /// The peer's cookie state, made on first use.
+    pub fn cookie_jar(&mut self) -> &mut CookieJar {
+        let key = self.public_key;
+        self.cookie_jar
+            .get_or_insert_with(|| Box::new(CookieJar::new(key.as_bytes())))
+    }
+
+    /// The cookie state if a handshake message was ever stamped.
+    pub fn cookie_jar_if_made(&mut self) -> Option<&mut CookieJar> {
+        self.cookie_jar.as_deref_mut()
     }
 
     /// Holds a packet until a session exists, dropping the oldest when full.

@@ -18,13 +18,18 @@
 //! Invariant: a node without a value always has two children (it exists only
 //! to branch), which keeps the trie at fewer than 2n nodes for n prefixes.
 //!
-//! Large tables add a jump table over the first 16 bits (level compression,
-//! as in DIR-16 routers): a 100,000-prefix trie is about 17 levels deep, and
-//! each level is a dependent load that misses cache once other work has
-//! evicted the table; the jump table replaces the top 16 of them with one
-//! load. It is kept exact on every insert and remove by recomputing only the
-//! entries below the changed link, so updates stay cheap except at the very
-//! top (a /0 to /4 change rewrites a large share of the 65,536 entries).
+//! Large tables add a jump table over 16 bits (level compression, as in
+//! DIR-16 routers): a 100,000-prefix trie is about 17 levels deep, and each
+//! level is a dependent load that misses cache once other work has evicted
+//! the table; the jump table replaces 16 of them with one load. The 16 bits
+//! are those after the prefix every key of the trie's top chain shares (its
+//! anchor), not the address's first 16: a server's peers usually sit in one
+//! pool (10.0.0.0/12, say), where the first 16 bits tell apart a handful of
+//! entries and left a 1,000,000-peer lookup 16 levels to walk. Keys outside
+//! the anchor walk from the root, past the few nodes above it. The table is
+//! kept exact on every insert and remove by recomputing only the entries
+//! below the changed link; a change above the anchor re-anchors it and
+//! refills all 65,536 entries (about a millisecond).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -110,6 +115,33 @@ impl<T> AllowedIps<T> {
 }
 
 impl<T: Copy + Eq> AllowedIps<T> {
+    /// A table of `prefixes` (a later one wins a prefix listed twice; an
+    /// invalid one is skipped), with the jump table filled once at the end
+    /// rather than kept exact through every insert: the data plane's copy
+    /// of a 1,000,000-prefix table is built this way on each change.
+    pub fn from_prefixes(prefixes: impl IntoIterator<Item = (IpAddr, u8, T)>) -> Self {
+        let mut t = Self::new();
+        let jump_min = (t.v4.jump_min, t.v6.jump_min);
+        (t.v4.jump_min, t.v6.jump_min) = (usize::MAX, usize::MAX);
+        let prefixes = prefixes.into_iter();
+        // Fewer than two nodes a prefix; most tables are mostly IPv4.
+        let n = prefixes.size_hint().0;
+        t.v4.nodes.reserve(2 * n);
+        t.v4.values.reserve(2 * n);
+        for (addr, cidr, value) in prefixes {
+            let _ = t.insert(addr, cidr, value);
+        }
+        if t.v4.nodes.capacity() > 2 * t.v4.nodes.len() + 1024 {
+            // Mostly IPv6 after all: give the room back.
+            t.v4.nodes.shrink_to_fit();
+            t.v4.values.shrink_to_fit();
+        }
+        (t.v4.jump_min, t.v6.jump_min) = jump_min;
+        t.v4.maybe_add_jump();
+        t.v6.maybe_add_jump();
+        t
+    }
+
     /// Maps `addr/cidr` to `value`. Host bits past the prefix are ignored, so
     /// 10.0.0.1/24 is 10.0.0.0/24. A prefix held by another value moves to `value`.
     pub fn insert(&mut self, addr: IpAddr, cidr: u8, value: T) -> Result<(), AllowedIpsError> {
@@ -202,6 +234,8 @@ trait Key: Copy + Eq + Default {
     fn common_bits(self, other: Self) -> u8;
     /// The first `bits` bits (at most 16) as an index.
     fn top(self, bits: u8) -> usize;
+    /// The `bits` bits (at most 16) after the first `from` as an index.
+    fn bits_at(self, from: u8, bits: u8) -> usize;
     /// `self` with bit `i` (counted from the top) set.
     fn with_bit(self, i: u8) -> Self;
 }
@@ -233,6 +267,11 @@ macro_rules! impl_key {
             fn top(self, bits: u8) -> usize {
                 let shift = u32::from(<Self as Key>::BITS.saturating_sub(bits));
                 self.checked_shr(shift).unwrap_or(0) as usize
+            }
+
+            #[inline]
+            fn bits_at(self, from: u8, bits: u8) -> usize {
+                self.checked_shl(u32::from(from)).unwrap_or(0).top(bits)
             }
 
             #[inline]
@@ -292,6 +331,9 @@ struct Trie<K, T> {
     len: usize,
     /// Empty until the table reaches `jump_min`; then `2^jump_bits` entries.
     jump: Vec<Jump>,
+    /// The prefix (key, length) whose keys the jump table covers, indexed
+    /// by their `jump_bits` bits after it; set with the table.
+    anchor: Option<(K, u8)>,
     jump_bits: u8,
     jump_min: usize,
 }
@@ -310,6 +352,7 @@ impl<K, T> Trie<K, T> {
             root: NONE,
             len: 0,
             jump: Vec::new(),
+            anchor: None,
             jump_bits,
             jump_min,
         }
@@ -419,16 +462,7 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
         if let Some(region) = changed {
             self.refresh_jump(region);
         }
-        if self.jump.is_empty() && self.len >= self.jump_min {
-            self.jump = vec![
-                Jump {
-                    node: NONE,
-                    best: NONE
-                };
-                1usize << self.jump_bits
-            ];
-            self.refresh_jump((K::default(), 0));
-        }
+        self.maybe_add_jump();
         Ok(())
     }
 
@@ -503,15 +537,73 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
         }
     }
 
+    /// Adds the jump table once the trie is large enough to need it.
+    fn maybe_add_jump(&mut self) {
+        if self.jump.is_empty() && self.len >= self.jump_min {
+            self.rebuild_jump();
+        }
+    }
+
+    /// Where the jump table pays: the end of the chain of single-child
+    /// nodes from the root (the prefix all keys below share), no deeper
+    /// than leaves `jump_bits` bits of key to index.
+    fn choose_anchor(&self) -> (K, u8) {
+        let max = K::BITS - self.jump_bits;
+        let mut cur = self.root;
+        while let Some(node) = self.nodes.get(cur as usize) {
+            if node.cidr >= max {
+                return (node.key.mask(max), max);
+            }
+            cur = match node.child {
+                [c, NONE] if c != NONE => c,
+                [NONE, c] if c != NONE => c,
+                _ => return (node.key, node.cidr),
+            };
+        }
+        (K::default(), 0)
+    }
+
+    /// Anchors the jump table afresh and fills every entry.
+    fn rebuild_jump(&mut self) {
+        if self.jump.is_empty() {
+            self.jump = vec![
+                Jump {
+                    node: NONE,
+                    best: NONE
+                };
+                1usize << self.jump_bits
+            ];
+        }
+        let anchor = self.choose_anchor();
+        self.anchor = Some(anchor);
+        self.fill_from_root(anchor);
+    }
+
     /// Recomputes the jump entries for keys starting with `key/depth` after a
     /// change to the trie there. Changes deeper than the jump width leave the
     /// entries alone: a walk stops at the first node of that depth, and that
-    /// node keeps its index.
+    /// node keeps its index. A change above the anchor re-anchors the table.
     fn refresh_jump(&mut self, (key, depth): (K, u8)) {
-        if self.jump.is_empty() || depth > self.jump_bits {
+        let Some((anchor, at)) = self.anchor else {
+            return;
+        };
+        let key = key.mask(depth);
+        if depth <= at {
+            // Disjoint from the anchor's keys, or containing all of them.
+            if anchor.mask(depth) == key {
+                self.rebuild_jump();
+            }
             return;
         }
-        let key = key.mask(depth);
+        if depth > at + self.jump_bits || key.common_bits(anchor) < at {
+            return;
+        }
+        self.fill_from_root((key, depth));
+    }
+
+    /// Fills the entries for keys starting with `key/depth` (inside the
+    /// anchor's) from a walk down from the root.
+    fn fill_from_root(&mut self, (key, depth): (K, u8)) {
         let mut cur = self.root;
         let mut best = NONE;
         while let Some(node) = self.nodes.get(cur as usize) {
@@ -537,7 +629,7 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
         let Some(&node) = self.nodes.get(cur as usize) else {
             return self.set_jump(key, depth, Jump { node: NONE, best });
         };
-        if node.cidr >= self.jump_bits {
+        if node.cidr >= self.jump_end() {
             return self.set_jump(key, depth, Jump { node: cur, best });
         }
         if key.common_bits(node.key) < depth {
@@ -558,9 +650,25 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
         self.fill_jump(key.with_bit(depth), depth + 1, node.child[1], best);
     }
 
+    /// The depth at which walks from the jump table start.
+    fn jump_end(&self) -> u8 {
+        self.anchor.map_or(0, |(_, at)| at) + self.jump_bits
+    }
+
+    /// The entry for `key`, if the jump table covers it.
+    #[inline]
+    fn jump_entry(&self, key: K) -> Option<&Jump> {
+        let (anchor, at) = self.anchor?;
+        if key.common_bits(anchor) < at {
+            return None;
+        }
+        self.jump.get(key.bits_at(at, self.jump_bits))
+    }
+
     fn set_jump(&mut self, key: K, depth: u8, entry: Jump) {
-        let start = key.top(self.jump_bits);
-        let count = 1usize << self.jump_bits.saturating_sub(depth);
+        let at = self.anchor.map_or(0, |(_, at)| at);
+        let start = key.bits_at(at, self.jump_bits);
+        let count = 1usize << self.jump_end().saturating_sub(depth);
         if let Some(entries) = self.jump.get_mut(start..start + count) {
             entries.fill(entry);
         }
@@ -598,7 +706,7 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
 
     #[inline]
     fn lookup(&self, key: K) -> Option<T> {
-        let (mut cur, mut best) = match self.jump.get(key.top(self.jump_bits)) {
+        let (mut cur, mut best) = match self.jump_entry(key) {
             Some(j) => (j.node, j.best),
             None => (self.root, NONE),
         };
@@ -632,6 +740,21 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
             stack.push(node.child[1]);
             stack.push(node.child[0]);
         }
+    }
+
+    /// How many nodes a lookup of `key` reads after the jump table (tests).
+    #[cfg(test)]
+    fn nodes_walked(&self, key: K) -> usize {
+        let mut cur = self.jump_entry(key).map_or(self.root, |j| j.node);
+        let mut n = 0;
+        while let Some(node) = self.nodes.get(cur as usize) {
+            n += 1;
+            if key.common_bits(node.key) < node.cidr {
+                break;
+            }
+            cur = node.child[key.bit(node.cidr)];
+        }
+        n
     }
 
     /// Checks the structural invariants; panics on violation (tests only).
@@ -676,19 +799,23 @@ impl<K: Key, T: Copy + Eq> Trie<K, T> {
         assert!(reachable <= 2 * self.len.max(1));
         if !self.jump.is_empty() {
             let k = self.jump_bits;
+            let (anchor, at) = self.anchor.expect("anchored with the table");
+            assert!(anchor.mask(at) == anchor, "host bits in the anchor");
+            assert!(at + k <= K::BITS);
             assert_eq!(self.jump.len(), 1 << k);
             for (t, entry) in self.jump.iter().enumerate() {
                 // The walk the jump entry stands for, done from the root.
-                let mut key = K::default();
+                let mut key = anchor;
                 for i in 0..k {
                     if (t >> (k - 1 - i)) & 1 == 1 {
-                        key = key.with_bit(i);
+                        key = key.with_bit(at + i);
                     }
                 }
+                assert_eq!(self.jump_entry(key), Some(entry));
                 let mut cur = self.root;
                 let mut best = NONE;
                 while let Some(node) = self.nodes.get(cur as usize) {
-                    if node.cidr >= k {
+                    if node.cidr >= at + k {
                         break;
                     }
                     if key.common_bits(node.key) < node.cidr {
@@ -718,6 +845,67 @@ mod tests {
     fn check(t: &AllowedIps<u32>) {
         t.v4.check();
         t.v6.check();
+    }
+
+    /// A server's peers, one /32 each from one pool: their addresses share
+    /// the first 16 bits (and more), so a jump table over those bits left a
+    /// 12-level walk for 4,096 peers (16 for 1,000,000); anchored where the
+    /// trie branches, the table leads to the leaf itself. A default route
+    /// and a second pool added later re-anchor it and keep lookups exact.
+    #[test]
+    fn a_pool_of_host_routes_is_one_jump_deep() {
+        let mut t = AllowedIps::new();
+        let pool = |p: u32| Ipv4Addr::from(0x0a40_0000 + p);
+        for p in 0..4096 {
+            t.insert(IpAddr::V4(pool(p)), 32, p).unwrap();
+        }
+        check(&t);
+        for p in (0..4096).step_by(7) {
+            assert_eq!(t.lookup_v4(pool(p)), Some(p));
+            assert_eq!(t.v4.nodes_walked(u32::from(pool(p))), 1, "peer {p}");
+        }
+        // Above the anchor: the table re-anchors and stays exact.
+        t.insert(ip("0.0.0.0"), 0, 9999).unwrap();
+        t.insert(ip("10.64.0.0"), 10, 8888).unwrap();
+        t.insert(ip("192.168.0.1"), 32, 7777).unwrap();
+        check(&t);
+        assert_eq!(t.lookup_v4(pool(5)), Some(5));
+        assert_eq!(t.lookup_v4(pool(5000)), Some(8888));
+        assert_eq!(t.lookup(ip("192.168.0.1")), Some(7777));
+        assert_eq!(t.lookup(ip("192.168.0.2")), Some(9999));
+        for p in 0..4096 {
+            t.remove(IpAddr::V4(pool(p)), 32);
+        }
+        check(&t);
+        assert_eq!(t.lookup_v4(pool(5)), Some(8888));
+    }
+
+    #[test]
+    fn built_at_once_equals_built_by_inserts() {
+        let mut prefixes: Vec<(IpAddr, u8, u32)> = (0..5000u32)
+            .map(|p| (IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + p * 3)), 32, p))
+            .collect();
+        prefixes.push((ip("10.0.0.0"), 20, 1_000_000));
+        prefixes.push((ip("fd00::1"), 128, 7));
+        prefixes.push((ip("10.0.0.3"), 32, 2_000_000)); // listed again: this one wins
+        prefixes.push((ip("10.0.0.0"), 33, 1)); // invalid: skipped
+        let bulk = AllowedIps::from_prefixes(prefixes.iter().copied());
+        let mut one_by_one = AllowedIps::new();
+        for &(a, c, v) in &prefixes {
+            let _ = one_by_one.insert(a, c, v);
+        }
+        check(&bulk);
+        assert!(!bulk.v4.jump.is_empty());
+        assert_eq!(bulk.len(), one_by_one.len());
+        for probe in (0..20_000u32).map(|i| Ipv4Addr::from(0x0a00_0000 + i)) {
+            assert_eq!(
+                bulk.lookup_v4(probe),
+                one_by_one.lookup_v4(probe),
+                "{probe}"
+            );
+        }
+        assert_eq!(bulk.lookup(ip("10.0.0.3")), Some(2_000_000));
+        assert_eq!(bulk.lookup(ip("fd00::1")), Some(7));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 use dataplane::shm::keys::{slot_of_index, KeyMaterial};
-use dataplane::shm::{allowed, Region};
+use dataplane::shm::Region;
 use zeroize::Zeroizing;
 
 use crate::device::{Device, PeerId};
@@ -19,7 +19,9 @@ use crate::session::Keypair;
 #[derive(Default)]
 pub(super) struct PeerSlots {
     by_peer: HashMap<PeerId, u32>,
-    by_slot: HashMap<u32, PeerId>,
+    /// Indexed by slot: the activity poll walks it in slot order, as the
+    /// region's peer slots lie.
+    by_slot: Vec<Option<PeerId>>,
     free: Vec<u32>,
     next: u32,
 }
@@ -30,7 +32,7 @@ impl PeerSlots {
     }
 
     pub fn peer(&self, slot: u32) -> Option<PeerId> {
-        self.by_slot.get(&slot).copied()
+        self.by_slot.get(slot as usize).copied().flatten()
     }
 
     pub fn assign(&mut self, id: PeerId, capacity: usize) -> Option<u32> {
@@ -45,8 +47,8 @@ impl PeerSlots {
             }
             None => return None,
         };
+        self.set_slot(s, Some(id));
         self.by_peer.insert(id, s);
-        self.by_slot.insert(s, id);
         Some(s)
     }
 
@@ -67,19 +69,32 @@ impl PeerSlots {
     /// Gives peer `id` the reserved slot `slot`.
     pub fn assign_reserved(&mut self, id: PeerId, slot: u32) {
         self.by_peer.insert(id, slot);
-        self.by_slot.insert(slot, id);
+        self.set_slot(slot, Some(id));
+    }
+
+    fn set_slot(&mut self, slot: u32, id: Option<PeerId>) {
+        let i = slot as usize;
+        if i >= self.by_slot.len() {
+            self.by_slot.resize(i + 1, None);
+        }
+        self.by_slot[i] = id;
+    }
+
+    /// One past the highest slot that may be assigned.
+    pub fn end(&self) -> u32 {
+        self.by_slot.len() as u32
     }
 
     /// A reserved slot nobody claimed is free again.
     pub fn unreserve(&mut self, slot: u32) {
-        if !self.by_slot.contains_key(&slot) && slot < self.next && !self.free.contains(&slot) {
+        if self.peer(slot).is_none() && slot < self.next && !self.free.contains(&slot) {
             self.free.push(slot);
         }
     }
 
     pub fn release(&mut self, id: PeerId) -> Option<u32> {
         let s = self.by_peer.remove(&id)?;
-        self.by_slot.remove(&s);
+        self.set_slot(s, None);
         self.free.push(s);
         Some(s)
     }
@@ -165,21 +180,6 @@ fn clear_index(region: &Region, index: u32) {
     if slot.local_index.load(Ordering::Relaxed) == index {
         slot.clear();
     }
-}
-
-/// Rewrites the region's AllowedIPs table from the device's (O(n)).
-pub fn publish_allowed_ips(
-    region: &Region,
-    dev: &Device,
-    slots: &PeerSlots,
-) -> Result<(), allowed::TableFull> {
-    let mut entries = Vec::with_capacity(dev.allowed_ips().len());
-    dev.allowed_ips().for_each(|addr, cidr, id| {
-        if let Some(s) = slots.slot(id) {
-            entries.push((addr, cidr, s));
-        }
-    });
-    allowed::write_table(region, &entries)
 }
 
 /// Writes a peer's endpoint and sticky source address.

@@ -4,6 +4,7 @@
 //! Restarted while the data plane still runs, it re-attaches to it (see
 //! `reattach.rs`).
 
+mod allowed_pub;
 mod child;
 mod commands;
 pub mod detach;
@@ -14,6 +15,7 @@ mod outputs;
 mod pidfd;
 mod reattach;
 pub mod sdnotify;
+mod seen;
 mod uapi_impl;
 
 use std::collections::HashMap;
@@ -27,13 +29,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dataplane::consts::DEFAULT_MTU;
 use dataplane::shm::events::ToControl;
 use dataplane::shm::layout::{MAX_KEY_SLOT_BITS, RECORD_SIZE};
-use dataplane::shm::peers::PeerCounters;
 use dataplane::shm::{monotonic_ns, region_path, Region};
 use dataplane::tun::Tun;
 
 use iface::{Change, Interface};
 
-use crate::device::{Activity, Device, DeviceSettings, PeerId};
+use crate::device::{Activity, Device, DeviceSettings};
 use crate::metrics::MetricsServer;
 use crate::uapi::server::{UapiCall, UapiServer};
 
@@ -89,7 +90,8 @@ pub struct Daemon {
     /// The local address each authenticated endpoint last wrote to, so
     /// replies leave from it (multi-homed hosts).
     sources: HashMap<SocketAddr, IpAddr>,
-    seen: HashMap<PeerId, PeerCounters>,
+    seen: seen::Seen,
+    allowed_pub: allowed_pub::AllowedPublisher,
     listen_port: u16,
     fwmark: u32,
     /// Followed by its fd wherever it is moved.
@@ -356,7 +358,8 @@ impl Daemon {
             slots: PeerSlots::default(),
             keys: KeySync::default(),
             sources: HashMap::new(),
-            seen: HashMap::new(),
+            seen: seen::Seen::default(),
+            allowed_pub: allowed_pub::AllowedPublisher::default(),
             listen_port: 0,
             fwmark: 0,
             tun,
@@ -630,18 +633,23 @@ impl Daemon {
     /// Turns the data plane's per-peer timestamps into timer events.
     fn poll_activity(&mut self) {
         let t = now();
-        let peers: Vec<(PeerId, u32)> = self.slots.iter().collect();
-        let mut out = Vec::new();
-        for (id, slot) in peers {
-            if let Some(p) = self.dev.peer(id) {
-                // For the metrics endpoint, which reads only the region.
+        // For the metrics endpoint, which reads only the region: the
+        // figures of the peers that changed, not of every peer each time.
+        for id in self.dev.take_changed_peers() {
+            if let (Some(p), Some(slot)) = (self.dev.peer(id), self.slots.slot(id)) {
                 let hs = p.last_handshake.map_or(0, |d| d.as_nanos() as u64);
                 self.region
                     .peer_info(slot as usize)
                     .set_control_figures(hs, p.rx_bytes, p.tx_bytes);
             }
+        }
+        let mut out = Vec::new();
+        for slot in 0..self.slots.end() {
+            let Some(id) = self.slots.peer(slot) else {
+                continue;
+            };
             let c = self.region.peer(slot as usize).counters();
-            let prev = self.seen.insert(id, c).unwrap_or_default();
+            let prev = self.seen.swap(slot, id, &c);
             // A time from the future (the data plane's word) would hold
             // timers off; it counts as now.
             let now_ns = t.as_nanos() as u64;

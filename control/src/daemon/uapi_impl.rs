@@ -14,6 +14,11 @@ use crate::keys::PresharedKey;
 use crate::uapi::response::{DeviceSnapshot, PeerSnapshot};
 use crate::uapi::{errno, SetRequest, UapiHandler};
 
+/// Added peers named one by one in the log per request; the rest are
+/// counted in one line (a million-peer `wg setconf` wrote a million lines,
+/// a quarter of its time).
+const LOGGED_ADDED_PEERS: usize = 16;
+
 impl UapiHandler for Daemon {
     fn get(&mut self) -> DeviceSnapshot {
         let h = self.region.header();
@@ -132,6 +137,7 @@ impl UapiHandler for Daemon {
                 self.forget_peer(id);
             }
         }
+        let mut added = 0usize;
         for change in req.peers {
             let existing = self.dev.peer_id(&change.public_key);
             if change.remove {
@@ -172,7 +178,10 @@ impl UapiHandler for Daemon {
                     .peer_info(slot as usize)
                     .activate(change.public_key.as_bytes());
                 self.region.peer(slot as usize).activate();
-                self.log(LogLevel::Info, format!("peer {} added", change.public_key));
+                added += 1;
+                if added <= LOGGED_ADDED_PEERS {
+                    self.log(LogLevel::Info, format!("peer {} added", change.public_key));
+                }
             }
             if let Some(ep) = change.endpoint {
                 let src = self.sources.get(&ep).copied();
@@ -187,11 +196,24 @@ impl UapiHandler for Daemon {
                 );
             }
         }
+        if added > LOGGED_ADDED_PEERS {
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "{} more peers added ({added} in this request)",
+                    added - LOGGED_ADDED_PEERS
+                ),
+            );
+        }
         if req.replace_peers {
             // `wg setconf` without them: the configuration dropped them.
             self.drop_orphans();
         }
-        if keysync::publish_allowed_ips(&self.region, &self.dev, &self.slots).is_err() {
+        if self
+            .allowed_pub
+            .publish(&self.region, &mut self.dev, &self.slots)
+            .is_err()
+        {
             self.log(LogLevel::Error, "AllowedIPs table full");
         }
         self.apply(out, None);
@@ -238,7 +260,7 @@ impl Daemon {
             let p = self.region.peer(s as usize);
             p.deactivate();
             self.region.peer_info(s as usize).deactivate();
+            self.seen.forget(s);
         }
-        self.seen.remove(&id);
     }
 }

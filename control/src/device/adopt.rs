@@ -43,7 +43,7 @@ impl Device {
             Slot::Previous => &mut p.keypairs.previous,
             Slot::Next => &mut p.keypairs.next,
         };
-        *place = Some(kp);
+        *place = Some(Box::new(kp));
         true
     }
 

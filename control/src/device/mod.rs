@@ -8,8 +8,10 @@
 
 mod activity;
 mod adopt;
+mod allowed_changes;
 mod known;
 mod load;
+mod peers;
 mod receive;
 #[cfg(test)]
 mod scale_tests;
@@ -32,8 +34,10 @@ use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::peer::Peer;
 use crate::ratelimit::RateLimiter;
 use known::KnownEndpoints;
+use peers::Peers;
 
 pub use activity::Activity;
+pub use allowed_changes::AllowedChanges;
 pub use load::LoadTracker;
 
 /// A peer's handle inside one device.
@@ -149,7 +153,7 @@ impl PeerSettings {
 pub struct Device {
     private_key: Option<PrivateKey>,
     public_key: Option<PublicKey>,
-    peers: HashMap<PeerId, Peer>,
+    peers: Peers,
     by_key: HashMap<PublicKey, PeerId>,
     next_peer_id: PeerId,
     allowed_ips: AllowedIps<PeerId>,
@@ -157,6 +161,8 @@ pub struct Device {
     /// peer since), so removing a peer's costs its own prefixes, not a
     /// walk over the whole table.
     prefixes_of: HashMap<PeerId, Vec<(IpAddr, u8)>>,
+    /// What changed in `allowed_ips` since the daemon last published it.
+    allowed_changes: AllowedChanges,
     indices: IndexTable,
     checker: Option<CookieChecker>,
     limiter: RateLimiter,
@@ -179,11 +185,12 @@ impl Device {
         Device {
             private_key: None,
             public_key: None,
-            peers: HashMap::new(),
+            peers: Peers::default(),
             by_key: HashMap::new(),
             next_peer_id: 0,
             allowed_ips: AllowedIps::new(),
             prefixes_of: HashMap::new(),
+            allowed_changes: AllowedChanges::Full,
             indices: match settings.index_slot_bits {
                 Some(b) => IndexTable::with_slot_bits(b),
                 None => IndexTable::default(),
@@ -243,9 +250,11 @@ impl Device {
         let sk = self.private_key.as_ref()?;
         let p = self.peers.get_mut(&id)?;
         if p.static_static.is_none() {
-            p.static_static = x25519::dh(sk.as_bytes(), p.public_key.as_bytes()).ok();
+            p.static_static = x25519::dh(sk.as_bytes(), p.public_key.as_bytes())
+                .ok()
+                .map(Box::new);
         }
-        p.static_static.clone()
+        p.static_static.as_deref().cloned()
     }
 
     /// Adds a peer, or updates the one with that public key. Returns its id,
@@ -283,6 +292,8 @@ impl Device {
                 // Validated by the config layers; an invalid prefix is ignored here.
                 if self.allowed_ips.insert(addr, cidr, id).is_ok() {
                     mine.push((addr, cidr));
+                    self.allowed_changes
+                        .note(addr, cidr, self.allowed_ips.len());
                 }
             }
         }
@@ -303,7 +314,10 @@ impl Device {
     /// depth). Those that moved to another peer since stay with it.
     pub fn clear_allowed_ips(&mut self, id: PeerId) {
         for (addr, cidr) in self.prefixes_of.remove(&id).unwrap_or_default() {
-            self.allowed_ips.remove_if_owned(addr, cidr, id);
+            if self.allowed_ips.remove_if_owned(addr, cidr, id) {
+                self.allowed_changes
+                    .note(addr, cidr, self.allowed_ips.len());
+            }
         }
     }
 
@@ -326,6 +340,7 @@ impl Device {
         self.by_key.clear();
         self.known.clear();
         self.allowed_ips.clear();
+        self.allowed_changes = AllowedChanges::Full;
         self.prefixes_of.clear();
         self.indices.clear();
     }
@@ -338,6 +353,28 @@ impl Device {
         self.peers.get(&id)
     }
 
+    /// The peers whose state may have changed since the last call (each
+    /// at least once): what the handshake time and byte counts published
+    /// for the metrics endpoint need refreshing for.
+    pub fn take_changed_peers(&mut self) -> Vec<PeerId> {
+        self.peers.take_changed()
+    }
+
+    /// What changed in the AllowedIPs table since the last call: the
+    /// prefixes to look up again (their owner now, or gone), or all of it.
+    pub fn take_allowed_changes(&mut self) -> AllowedChanges {
+        core::mem::replace(
+            &mut self.allowed_changes,
+            AllowedChanges::Prefixes(Vec::new()),
+        )
+    }
+
+    /// What [`Device::take_allowed_changes`] would return (tests).
+    #[cfg(test)]
+    pub(crate) fn allowed_changes_peek(&self) -> &AllowedChanges {
+        &self.allowed_changes
+    }
+
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.peers.keys().copied()
     }
@@ -347,6 +384,8 @@ impl Device {
     }
 
     pub fn allowed_ips_mut(&mut self) -> &mut AllowedIps<PeerId> {
+        // Changes made through it are not listed one by one.
+        self.allowed_changes = AllowedChanges::Full;
         &mut self.allowed_ips
     }
 

@@ -145,11 +145,11 @@ impl Device {
         let keypair = Keypair::new(&keys, false, local_index, consumed.sender_index, now);
         // A responder's keys wait in `next` until the initiator uses them;
         // the old next and previous go.
-        let old_next = peer.keypairs.next.replace(keypair);
+        let old_next = peer.keypairs.next.replace(Box::new(keypair));
         let old_prev = peer.keypairs.previous.take();
         peer.timers.session_derived(now);
         let mut bytes = resp.to_bytes();
-        peer.cookie_jar.stamp(&mut bytes, now);
+        peer.cookie_jar().stamp(&mut bytes, now);
         peer.timers
             .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         peer.timers.any_authenticated_packet_sent();
@@ -207,7 +207,7 @@ impl Device {
         } else {
             dropped.extend(core::mem::replace(&mut kp.previous, kp.current.take()));
         }
-        kp.current = Some(keypair);
+        kp.current = Some(Box::new(keypair));
         for k in dropped {
             self.indices.remove(k.local_index);
         }
@@ -238,7 +238,9 @@ impl Device {
             .ok_or(Drop::UnknownIndex)?
             .peer();
         let peer = self.peers.get_mut(&id).ok_or(Drop::UnknownIndex)?;
-        peer.cookie_jar
+        // No jar means nothing was ever sent to the peer to reply to.
+        peer.cookie_jar_if_made()
+            .ok_or(Drop::UnsolicitedCookie)?
             .consume_reply(msg, now)
             .map_err(|_| Drop::UnsolicitedCookie)
     }

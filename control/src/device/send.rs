@@ -205,8 +205,8 @@ impl Device {
             return;
         };
         let mut bytes = msg.to_bytes();
-        peer.cookie_jar.stamp(&mut bytes, now);
-        peer.pending = Some(PendingInitiation { state, local_index });
+        peer.cookie_jar().stamp(&mut bytes, now);
+        peer.pending = Some(Box::new(PendingInitiation { state, local_index }));
         peer.timers
             .any_authenticated_packet_traversal(now, peer.persistent_keepalive);
         peer.timers.any_authenticated_packet_sent();

@@ -11,10 +11,8 @@ impl Device {
     /// Runs every timer due at `now`. Call it at least as often as
     /// [`Device::next_deadline`] says.
     pub fn update_timers(&mut self, now: Duration, out: &mut Vec<Output>) {
-        let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        ids.sort_unstable();
         let mut actions = Vec::new();
-        for id in ids {
+        for id in self.peers.maybe_armed() {
             actions.clear();
             if let Some(p) = self.peers.get_mut(&id) {
                 p.timers.expire(now, MAX_TIMER_HANDSHAKES, &mut actions);
@@ -22,6 +20,7 @@ impl Device {
             for &a in &actions {
                 self.run_timer_action(id, a, now, out);
             }
+            self.peers.settle(id);
         }
     }
 
@@ -65,8 +64,8 @@ impl Device {
     /// The earliest time any timer is due.
     pub fn next_deadline(&self) -> Option<Duration> {
         self.peers
-            .values()
-            .filter_map(|p| p.timers.next_deadline())
+            .armed_timers()
+            .filter_map(|t| t.next_deadline())
             .min()
     }
 }

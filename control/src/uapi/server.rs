@@ -54,13 +54,21 @@ pub fn socket_path(iface: &str) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("{iface}.sock"))
 }
 
+/// What one peer of a `wg setconf` takes on the wire with a key, a preshared
+/// key, an endpoint, a keepalive and a few allowed IPs (one /32 and an
+/// endpoint take 150).
+pub const SETCONF_BYTES_PER_PEER: usize = 400;
+
 /// Resource limits for one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest accepted line, without its `\n`.
     pub max_line_len: usize,
-    /// Largest accepted request, all lines included. The default (64 MiB)
-    /// takes a `wg setconf` of 20,000 peers or a million allowed IPs.
+    /// Largest accepted request, all lines included. The default takes a
+    /// `wg setconf` of as many peers as the region holds (2^20), at
+    /// [`SETCONF_BYTES_PER_PEER`] each; 64 MiB cut one off at 400,000. The
+    /// request is parsed as it streams in, so the limit bounds the parsed
+    /// peers, not a buffer of this size.
     pub max_request_bytes: usize,
     /// Connections served at once; more are answered `errno=-16` (EBUSY).
     pub max_connections: usize,
@@ -72,7 +80,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_line_len: MAX_LINE_LEN,
-            max_request_bytes: 64 << 20,
+            max_request_bytes: (dataplane::shm::layout::MAX_PEER_SLOTS * SETCONF_BYTES_PER_PEER)
+                .next_power_of_two(),
             max_connections: 16,
             idle_timeout: Some(Duration::from_secs(60)),
         }

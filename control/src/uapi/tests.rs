@@ -469,3 +469,22 @@ fn uapi_dispatch_reports_handler_errors_negated() {
         "errno=-5\n\n"
     );
 }
+
+/// `wg setconf` with as many peers as the region holds fits in one request:
+/// the 64 MiB limit cut a million-peer configuration off at 400,000 peers
+/// (the connection closed, nothing applied).
+#[test]
+fn the_default_request_limit_takes_the_regions_peer_capacity() {
+    let hex = "ab".repeat(32);
+    let peer = format!(
+        "public_key={hex}\npreshared_key={hex}\nendpoint=[2001:db8::1]:51820\n\
+         persistent_keepalive_interval=25\nreplace_allowed_ips=true\n\
+         allowed_ip=10.128.0.1/32\nallowed_ip=fd00::1/128\n"
+    );
+    let needed = dataplane::shm::layout::MAX_PEER_SLOTS * peer.len();
+    assert!(
+        Limits::default().max_request_bytes >= needed,
+        "{} < {needed}",
+        Limits::default().max_request_bytes
+    );
+}

@@ -66,7 +66,19 @@ impl Shared {
         if cur.seq == seq {
             return cur;
         }
-        let _one_builder = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        // One worker builds; the others go on with the routes they have
+        // (a 1,000,000-prefix table takes some 70 ms to build, and every
+        // worker waited that long on each `wg set`), except before the
+        // first build, when they have none.
+        let _one_builder = if cur.seq == u64::MAX {
+            self.rebuild.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.rebuild.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return cur,
+            }
+        };
         let cur = self
             .routes
             .read()
@@ -78,10 +90,7 @@ impl Shared {
         let Some((entries, seq)) = allowed::read_table(&self.region) else {
             return cur;
         };
-        let mut table = AllowedIps::new();
-        for (addr, cidr, peer) in entries {
-            let _ = table.insert(addr, cidr, peer);
-        }
+        let table = AllowedIps::from_prefixes(entries);
         let new = Arc::new(Routes { seq, table });
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
         new
@@ -181,6 +190,35 @@ mod tests {
             local: None,
             datagram: i.to_le_bytes().repeat(74),
         }
+    }
+
+    /// While one worker builds the routes of a new table, another keeps
+    /// the routes it has instead of waiting for the build; once built, the
+    /// new ones are everyone's.
+    #[test]
+    fn a_worker_does_not_wait_for_another_building_the_routes() {
+        let (region, _dir) = temp_region("routes");
+        let shared = Arc::new(Shared::new(region, None));
+        let a = ("10.0.0.0".parse().unwrap(), 8, 1);
+        allowed::write_table(&shared.region, &[a]).unwrap();
+        let first = shared.routes();
+        assert_eq!(first.table.len(), 1);
+        let b = ("10.1.0.0".parse().unwrap(), 16, 2);
+        allowed::write_table(&shared.region, &[a, b]).unwrap();
+        let building = shared.rebuild.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = shared.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(other.routes().seq);
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("waited for the other builder");
+        assert_eq!(got, first.seq, "the routes it had");
+        drop(building);
+        let new = shared.routes();
+        assert_eq!(new.seq, allowed::table_seq(&shared.region));
+        assert_eq!(new.table.len(), 2);
     }
 
     /// A handshake flood fills the ring when the first data under a

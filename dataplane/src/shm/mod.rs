@@ -16,6 +16,7 @@ mod file;
 pub mod handoff;
 pub mod keys;
 pub mod layout;
+mod memlock;
 pub mod peers;
 pub mod ring;
 mod seqlock;
@@ -32,6 +33,7 @@ use std::sync::Once;
 
 pub use file::{netns_inode, region_path, region_path_in, RegionDir, REGION_DIR};
 use layout::*;
+use memlock::memlock_advice;
 
 /// CLOCK_MONOTONIC in nanoseconds: the one clock both processes share.
 pub fn monotonic_ns() -> u64 {
@@ -417,11 +419,7 @@ impl Region {
         };
         if r != 0 {
             let e = io::Error::last_os_error();
-            WARNED.call_once(|| {
-                eprintln!(
-                    "wirespeed: cannot lock session keys in memory (they may be swapped): {e}"
-                )
-            });
+            WARNED.call_once(|| eprintln!("{}", memlock_advice(&e, self.key_slots() * size)));
         }
     }
 
