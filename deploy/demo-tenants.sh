@@ -1,7 +1,9 @@
 # Sourced by `deploy/demo.sh --tenants` (after tunnel-lib.sh): two wirespeed
 # interfaces, tenants "red" and "blue", in one namespace on one uplink,
-# both served by one host data plane (`wirespeed --host-dataplane`), each
-# with its own keys, listen port and peer in the other namespace (red's
+# both served by one host data plane (`wirespeed --host-dataplane`) that
+# takes the uplink with AF_XDP, the case a data plane per interface
+# cannot serve (one XDP attach point per uplink). Each tenant has
+# its own keys, listen port and peer in the other namespace (red's
 # peer runs wirespeed, blue's wireguard-go). Both carry a transfer at once;
 # `wg show` counts each tenant's own.
 # shellcheck shell=bash
@@ -11,7 +13,8 @@ export WIRESPEED_DATAPLANE_SOCKET="$SOCK"
 echo "== two namespaces, $NS_A ($UNDER_A) and $NS_B ($UNDER_B), joined by a veth pair"
 tl_link
 echo "== one host data plane in $NS_A"
-ip netns exec "$NS_A" "$WIRESPEED" --host-dataplane >"$WORK/host.log" 2>&1 &
+# AF_XDP on the uplink both tenants share (one XDP program steers both ports).
+WIRESPEED_XDP_IFACES="$VETH_A" ip netns exec "$NS_A" "$WIRESPEED" --host-dataplane >"$WORK/host.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || { cat "$WORK/host.log" >&2; exit 1; }
