@@ -20,6 +20,8 @@ APT_PACKAGES=(
     # cargo-deb (deploy/package.sh): dpkg-shlibdeps fills in the package's
     # shared-library Depends, strip, and xz compresses the archive members.
     dpkg-dev binutils xz-utils
+    # deploy/test.sh lints the shell scripts (demo, benches, CI).
+    shellcheck
 )
 
 missing=()

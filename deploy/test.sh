@@ -15,6 +15,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== shellcheck (the demo, the bench and deploy scripts)"
+shellcheck -S warning deploy/*.sh deploy/ci/*.sh bench/scripts/*.sh .ci/run
+
 echo "== rust-version, systemd units, Kubernetes manifests"
 bash deploy/ci/check-msrv.sh
 bash deploy/ci/check-units.sh
