@@ -335,13 +335,14 @@ fn three_tenants(xdp: bool) {
         HostDp::start(&hub, 2)
     };
     if xdp {
-        // Before the first tenant the supervisor may still attach XDP;
-        // the workers never.
+        // Before the first tenant the supervisor may still attach XDP
+        // (and shrink its bounding set after, with CAP_SETPCAP, 8); the
+        // workers never.
         for (name, p) in threads_of(host.pid()) {
             let caps = if name.starts_with("worker-") {
                 KEPT
             } else {
-                XDP_ATTACH
+                XDP_ATTACH | (1 << 8)
             };
             assert_eq!(p, privileges_with(caps, 0), "thread {name}");
         }
@@ -929,8 +930,9 @@ fn assert_threads(host: &HostDp, want: &Privileges) {
 
 /// The host data plane runs sandboxed from its start, and stays so, and
 /// working, through what it does for its whole life: a tenant attaching
-/// (descriptors received, region mapped, sockets bound), its listen port
-/// moved (sockets bound again), its control restarted (re-attach).
+/// (descriptors received, region mapped, sockets bound), one going with
+/// its control dead (its region removed), a listen port moved (sockets
+/// bound again), a control restarted (re-attach).
 #[test]
 fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
     let Some(_serial) = netns_test("host_dataplane_sandbox") else {
@@ -945,8 +947,41 @@ fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
         || host.log().contains("seccomp filter on")
     ));
     assert_threads(&host, &want);
-    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp]);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    assert_threads(&host, &want);
+
+    // B's control killed, its interface deleted: the tenant goes, and its
+    // region is removed in the directory opened at start (no open by path).
+    let iface_b = legs[1].hub.iface.clone();
+    let region_b = format!("-{iface_b}.region");
+    let regions = || {
+        std::fs::read_dir("/run/wirespeed")
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(&region_b)
+            })
+            .count()
+    };
+    assert_eq!(regions(), 1);
+    util::signal(legs[1].hub.pid(), util::SIGKILL);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || legs[1].hub.exit_status().is_some()
+    ));
+    hub.ip(&["link", "del", &iface_b]);
+    assert!(
+        util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            host.log().contains(&format!(
+                "{iface_b}: control is gone: removed the shared region"
+            ))
+        }),
+        "{}",
+        host.log()
+    );
+    assert_eq!(regions(), 0);
     assert_threads(&host, &want);
 
     let new_port = 52010;

@@ -238,7 +238,8 @@ impl Listener {
     }
 }
 
-fn open_dir(dir: &Path) -> Option<OwnedFd> {
+/// `dir`, opened for `*at` calls (never through a symlink).
+pub fn open_dir(dir: &Path) -> Option<OwnedFd> {
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: open with a NUL-terminated path; the result is checked.

@@ -69,6 +69,9 @@ struct Host {
     dealer: PortDealer,
     locals: u64,
     sandbox: HostSandbox,
+    /// The regions' directory, opened at start: a tenant whose control is
+    /// gone for good has its region removed there.
+    regions: Option<Arc<OwnedFd>>,
 }
 
 fn reply(c: &OwnedFd, r: &Reply, fds: &[i32]) {
@@ -182,6 +185,7 @@ impl Host {
             it.collect(),
             &self.inboxes,
             &taken,
+            self.regions.as_ref(),
         )?;
         let port = t.port();
         self.steer(port);
@@ -407,7 +411,10 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         ));
     }
     let listener = Listener::bind(&opts.socket)?;
-    let dirs: Vec<i32> = listener.dir_fd().into_iter().collect();
+    let regions = listen::open_dir(Path::new(crate::shm::REGION_DIR)).map(Arc::new);
+    let dirs: Vec<i32> = (listener.dir_fd().into_iter())
+        .chain(regions.as_ref().map(|d| d.as_raw_fd()))
+        .collect();
     // Before any other thread: they inherit what the main thread keeps.
     let mut host_sandbox = HostSandbox::start(xdp_list.is_some(), &dirs)?;
     let n = opts.workers.clamp(1, MAX_WORKERS);
@@ -468,6 +475,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         dealer,
         locals: 0,
         sandbox: host_sandbox,
+        regions,
     };
     let mut ticks = 0u64;
     let mut unclaimed_seen = 0u64;

@@ -33,8 +33,10 @@ impl HostSandbox {
             want_filter = false;
         }
         let last = Sandbox::prepare_host(sandbox::KEPT_CAPS, dirs, want_filter)?;
+        // CAP_SETPCAP too: the workers, and the supervisor once attached,
+        // shrink their bounding sets with it.
         let first_caps = if xdp {
-            sandbox::XDP_ATTACH_CAPS
+            sandbox::XDP_ATTACH_CAPS | (1 << sandbox::caps::CAP_SETPCAP)
         } else {
             sandbox::KEPT_CAPS
         };

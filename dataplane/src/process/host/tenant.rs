@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::offload;
 use crate::shm::layout::BACKEND_UDP;
-use crate::shm::{monotonic_ns, Region, RegionDir};
+use crate::shm::{monotonic_ns, Region, RegionDir, REGION_DIR};
 use crate::tun::TunQueue;
 use crate::udp::UdpSocketBatch;
 
@@ -78,6 +78,7 @@ impl Tenant {
         queues: Vec<OwnedFd>,
         inboxes: &[Arc<LaneInbox>],
         taken: &[u16],
+        regions: Option<&Arc<OwnedFd>>,
     ) -> io::Result<Tenant> {
         let n = inboxes.len();
         if queues.len() != n {
@@ -110,7 +111,10 @@ impl Tenant {
                 .is_some_and(|q| q.set_offload(true).unwrap_or(false));
         let owner = h.control_pid.load(Ordering::Acquire);
         let fwmark = h.fwmark.load(Ordering::Relaxed);
-        let region_dir = Region::dir_of(shm).ok();
+        // The region directory opened at start: the sandbox opens nothing.
+        let region_dir = regions
+            .and_then(|d| RegionDir::in_opened(d, Path::new(REGION_DIR), shm))
+            .or_else(|| Region::dir_of(shm).ok());
         let shared = Arc::new(Shared::new(region, Some(wake)));
         let mut slots = Vec::with_capacity(n);
         for (i, (sock, q)) in sockets.into_iter().zip(queues).enumerate() {
