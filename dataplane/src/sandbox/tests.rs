@@ -464,8 +464,12 @@ fn sandboxed_the_host_data_plane_accepts_and_receives_but_opens_and_runs_nothing
     let sh = CString::new("/bin/sh").unwrap();
     let s = Sandbox::prepare_host(KEPT_CAPS, &[], true).unwrap();
     let code = in_child(|| {
-        if s.enter().is_err() || caps::effective().ok() != Some(KEPT_CAPS) {
+        // Read back before the filter: capget is not among its calls.
+        if s.drop_privileges().is_err() || caps::effective().ok() != Some(KEPT_CAPS) {
             return 10;
+        }
+        if s.enter_filter().is_err() {
+            return 13;
         }
         // SAFETY: open with a NUL-terminated path; checked below.
         let fd = unsafe { libc::open(etc.as_ptr(), libc::O_RDONLY) };
