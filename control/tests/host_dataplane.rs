@@ -1055,3 +1055,31 @@ fn the_host_data_plane_without_seccomp_keeps_the_rest_of_its_sandbox() {
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
     assert_threads(&host, &privileges_with(KEPT, 0));
 }
+
+/// A control in another network namespace, where the UDP sockets the host
+/// data plane binds would not reach it, does not attach: it says why and
+/// runs a data plane of its own. (It is the control that checks: the
+/// sandboxed host data plane cannot look at another process's namespace.)
+#[test]
+fn a_control_in_another_namespace_runs_a_data_plane_of_its_own() {
+    let Some(_serial) = netns_test("host_dataplane_other_netns") else {
+        return;
+    };
+    let hub = Netns::new();
+    let host = HostDp::start(&hub, 1);
+    let other = Netns::new();
+    let socket = host.socket.display().to_string();
+    let mut c = Impl::WirespeedUdp.start_with(
+        &other,
+        &unique_name("o"),
+        &[("WIRESPEED_DATAPLANE_SOCKET", socket.as_str())],
+    );
+    c.assert_running();
+    assert!(
+        c.log().contains("in another network namespace"),
+        "{}",
+        c.log()
+    );
+    assert_eq!(util::children_of(c.pid()).len(), 1, "{}", c.log());
+    assert!(!host.log().contains("attached"), "{}", host.log());
+}

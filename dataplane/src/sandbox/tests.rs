@@ -404,11 +404,11 @@ fn the_host_filter_adds_accepting_offloads_and_its_own_directory() {
     assert_eq!(host_verdict(libc::SYS_accept4, args(&[])), ALLOW);
     assert_eq!(host_verdict(libc::SYS_geteuid, args(&[])), ALLOW);
     assert_eq!(verdict(libc::SYS_accept4, args(&[])), EPERM);
-    let offload = args(&[3, libc::TUNSETOFFLOAD as u64]);
+    let offload = args(&[3, libc::TUNSETOFFLOAD]);
     assert_eq!(host_verdict(libc::SYS_ioctl, offload), ALLOW);
     assert_eq!(verdict(libc::SYS_ioctl, offload), EPERM);
     assert_eq!(
-        host_verdict(libc::SYS_ioctl, args(&[3, libc::TUNSETIFF as u64])),
+        host_verdict(libc::SYS_ioctl, args(&[3, libc::TUNSETIFF])),
         EPERM
     );
     let unlink =

@@ -29,7 +29,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
-use crate::shm::Region;
+use crate::shm::{Region, RegionDir, REGION_DIR};
 
 use super::backend::{BackendChoice, PortDealer, XdpUplinks};
 use super::{local_addrs, uplinks};
@@ -177,15 +177,18 @@ impl Host {
             ));
         }
         let taken: Vec<u16> = self.tenants.iter().map(Tenant::port).collect();
+        // The regions' directory opened at start: the sandbox opens nothing.
+        let region_dir = (self.regions.as_ref())
+            .and_then(|d| RegionDir::in_opened(d, Path::new(REGION_DIR), shm))
+            .or_else(|| Region::dir_of(shm).ok());
         let mut t = Tenant::attach(
             iface,
-            shm,
+            region_dir,
             region,
             wake,
             it.collect(),
             &self.inboxes,
             &taken,
-            self.regions.as_ref(),
         )?;
         let port = t.port();
         self.steer(port);
@@ -411,7 +414,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         ));
     }
     let listener = Listener::bind(&opts.socket)?;
-    let regions = listen::open_dir(Path::new(crate::shm::REGION_DIR)).map(Arc::new);
+    let regions = listen::open_dir(Path::new(REGION_DIR)).map(Arc::new);
     let dirs: Vec<i32> = (listener.dir_fd().into_iter())
         .chain(regions.as_ref().map(|d| d.as_raw_fd()))
         .collect();

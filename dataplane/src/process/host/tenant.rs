@@ -8,13 +8,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::offload;
 use crate::shm::layout::BACKEND_UDP;
-use crate::shm::{monotonic_ns, Region, RegionDir, REGION_DIR};
+use crate::shm::{monotonic_ns, Region, RegionDir};
 use crate::tun::TunQueue;
 use crate::udp::UdpSocketBatch;
 
@@ -69,16 +68,15 @@ pub enum Gone {
 impl Tenant {
     /// Attaches the tenant of `region` with its wake eventfd and one TUN
     /// queue per worker, binding its UDP sockets and handing each worker
-    /// its lane.
+    /// its lane. `region_dir`: where its region is removed, if ever.
     pub fn attach(
         iface: &str,
-        shm: &Path,
+        region_dir: Option<RegionDir>,
         region: Region,
         wake: OwnedFd,
         queues: Vec<OwnedFd>,
         inboxes: &[Arc<LaneInbox>],
         taken: &[u16],
-        regions: Option<&Arc<OwnedFd>>,
     ) -> io::Result<Tenant> {
         let n = inboxes.len();
         if queues.len() != n {
@@ -111,10 +109,6 @@ impl Tenant {
                 .is_some_and(|q| q.set_offload(true).unwrap_or(false));
         let owner = h.control_pid.load(Ordering::Acquire);
         let fwmark = h.fwmark.load(Ordering::Relaxed);
-        // The region directory opened at start: the sandbox opens nothing.
-        let region_dir = regions
-            .and_then(|d| RegionDir::in_opened(d, Path::new(REGION_DIR), shm))
-            .or_else(|| Region::dir_of(shm).ok());
         let shared = Arc::new(Shared::new(region, Some(wake)));
         let mut slots = Vec::with_capacity(n);
         for (i, (sock, q)) in sockets.into_iter().zip(queues).enumerate() {
