@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The Debian package as an operator meets it: build it (deploy/package.sh)
 # or take the .deb given as $1, `dpkg -i` it, check what it installed (the
-# binary, the man page, the wg-quick@ drop-in verified by systemd-analyze),
-# bring up the installed example configs server1/server2 with `wg-quick up`
-# in two network namespaces (keys and endpoints filled in, the environment
-# taken from the installed drop-in), ping across the tunnel, take one down
-# with `wg-quick down`, run the Kubernetes pod's entrypoint over the package
-# (ready, then SIGTERM), then `dpkg -r` with the other still up: the package's
-# prerm must stop it, and nothing of the package may be left running or on
+# binary, the man page, the wg-quick@ drop-in verified by systemd-analyze,
+# wirespeed-dataplane.service installed but not enabled, its wg-quick@
+# drop-in only as an example, verified when copied in), bring up the
+# installed example configs server1/server2 with `wg-quick up` in two
+# network namespaces (keys and endpoints filled in, the environment taken
+# from the installed drop-in), ping across the tunnel, take one down with
+# `wg-quick down`, run the Kubernetes pod's entrypoint over the package
+# (ready, then SIGTERM), start the host data plane as its unit would, then
+# `dpkg -r` with it and the other interface still up: the package's
+# prerm must stop them, and nothing of the package may be left running or on
 # disk. Refuses to run where wirespeed is already installed; leaves the
 # machine as it found it. Root, Debian 12.
 set -euo pipefail
@@ -18,6 +21,8 @@ DROPIN=/lib/systemd/system/wg-quick@.service.d/wirespeed.conf
 UNIT=/lib/systemd/system/wirespeed@.service
 HELPER=/usr/lib/wirespeed/wirespeed-unit
 EXAMPLES=/usr/share/doc/wirespeed/examples
+HOSTUNIT=/lib/systemd/system/wirespeed-dataplane.service
+HOSTDROPIN=$EXAMPLES/wg-quick-wirespeed-dataplane.conf
 
 if dpkg-query -W -f='${Status}' wirespeed 2>/dev/null | grep -q "ok installed"; then
     echo "package-test: the wirespeed package is installed here already; not touching it" >&2
@@ -90,6 +95,23 @@ out=$(cd "$tmp" && systemd-analyze verify --man=no wg-quick@wg0.service 2>&1) ||
 out=$(cd "$tmp" && systemd-analyze verify --man=no wirespeed@wg0.service 2>&1) || fail "systemd-analyze verify wirespeed@: $out"
 [ -z "$out" ] || fail "systemd-analyze verify wirespeed@: $out"
 pass "$BIN, wirespeed(8), the wg-quick@ drop-in and wirespeed@.service (systemd-analyze verify clean)"
+[ -f "$HOSTUNIT" ] || fail "$HOSTUNIT missing"
+out=$(cd "$tmp" && systemd-analyze verify --man=no wirespeed-dataplane.service 2>&1) || fail "systemd-analyze verify wirespeed-dataplane: $out"
+[ -z "$out" ] || fail "systemd-analyze verify wirespeed-dataplane: $out"
+[ "$(systemctl is-enabled wirespeed-dataplane.service 2>/dev/null)" != enabled ] ||
+    fail "wirespeed-dataplane.service enabled by the install (it is opt-in)"
+[ -f "$HOSTDROPIN" ] || fail "$HOSTDROPIN missing"
+# Opt-in: no wg-quick@ unit wants the host data plane until the operator
+# copies the example drop-in.
+if grep -rqs wirespeed-dataplane /lib/systemd/system/wg-quick@.service.d/; then
+    fail "a wg-quick@ drop-in installed by the package wants the host data plane"
+fi
+mkdir -p "$tmp/wg-quick@.service.d"
+cp "$DROPIN" "$HOSTDROPIN" "$tmp/wg-quick@.service.d/"
+out=$(cd "$tmp" && SYSTEMD_UNIT_PATH="$tmp:" systemd-analyze verify --man=no wg-quick@wg0.service 2>&1) ||
+    fail "systemd-analyze verify wg-quick@ with the host data plane's drop-in: $out"
+[ -z "$out" ] || fail "systemd-analyze verify wg-quick@ with the host data plane's drop-in: $out"
+pass "$HOSTUNIT (not enabled) and the example drop-in $HOSTDROPIN (systemd-analyze verify clean)"
 
 # Two hosts on one link; the examples' PostUp NATs out of eth0, so that is
 # the link's name on both.
@@ -167,13 +189,32 @@ wait "$pod" || rc=$?
 ! ip -n "$ns1" link show "$if1" >/dev/null 2>&1 || fail "$if1 still there after the pod's SIGTERM"
 pass "wirespeed-pod: ready by 'wg show $if1 listen-port', SIGTERM took it down, exit 0"
 
-# server2 is still up: removing the package must stop it.
+# The host data plane as its unit runs it (ExecStart), sandboxed, in ns1
+# with a socket of its own: removing the package must stop it too.
+exec_start=$(sed -n 's/^ExecStart=//p' "$HOSTUNIT")
+# shellcheck disable=SC2086 # ExecStart is a command line.
+ip netns exec "$ns1" env WIRESPEED_DATAPLANE_SOCKET="$tmp/host/dataplane.sock" \
+    $exec_start >"$tmp/host.log" 2>&1 &
+up=0
+for _ in $(seq 100); do
+    if grep -q "seccomp filter on" "$tmp/host.log"; then
+        up=1
+        break
+    fi
+    sleep 0.1
+done
+[ "$up" = 1 ] && [ -S "$tmp/host/dataplane.sock" ] ||
+    fail "the host data plane did not come up sandboxed: $(cat "$tmp/host.log")"
+pass "$exec_start: up, attach socket there, seccomp filter on"
+
+# server2 and the host data plane are still up: removing the package must
+# stop them.
 dpkg -r wirespeed >/dev/null
 installed=0
 [ -z "$(ours)" ] || fail "still running after dpkg -r: $(ours)"
 ! ip -n "$ns2" link show "$if2" >/dev/null 2>&1 || fail "$if2 still in $ns2 after dpkg -r"
-for f in "$BIN" "$DROPIN" "$UNIT" "$HELPER" "/var/run/wireguard/$if1.sock" "/var/run/wireguard/$if2.sock" /usr/share/man/man8/wirespeed.8.gz "$EXAMPLES"; do
+for f in "$BIN" "$DROPIN" "$UNIT" "$HELPER" "$HOSTUNIT" "/var/run/wireguard/$if1.sock" "/var/run/wireguard/$if2.sock" /usr/share/man/man8/wirespeed.8.gz "$EXAMPLES"; do
     [ ! -e "$f" ] || fail "$f left after dpkg -r"
 done
-pass "dpkg -r with server2 up: its daemon, interface and UAPI socket gone, the package's files gone"
+pass "dpkg -r with server2 and a host data plane up: both stopped, the interface and UAPI socket gone, the package's files gone"
 echo "package-test: $passed passed, 0 failed"

@@ -334,8 +334,23 @@ fn three_tenants(xdp: bool) {
     } else {
         HostDp::start(&hub, 2)
     };
+    if xdp {
+        // Before the first tenant the supervisor may still attach XDP
+        // (and shrink its bounding set after, with CAP_SETPCAP, 8); the
+        // workers never.
+        for (name, p) in threads_of(host.pid()) {
+            let caps = if name.starts_with("worker-") {
+                KEPT
+            } else {
+                XDP_ATTACH | (1 << 8)
+            };
+            assert_eq!(p, privileges_with(caps, 0), "thread {name}");
+        }
+    }
     let peers = [Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun];
     let mut legs = legs_on(&hub, &host, &peers, xdp);
+    // The uplinks attached with the first tenant: the whole sandbox now.
+    assert_threads(&host, &privileges_with(KEPT, 2));
     // Every interface is the host data plane's tenant: no control runs a
     // data plane of its own.
     for l in &mut legs {
@@ -851,4 +866,220 @@ fn a_planned_detach_leaves_the_tenant_to_the_next_control() {
         hs,
         "the session was not kept"
     );
+}
+
+/// CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13): what the host data
+/// plane keeps, as a data plane of its own does.
+const KEPT: u64 = (1 << 10) | (1 << 13);
+/// And what attaching XDP takes: CAP_NET_ADMIN (12), CAP_IPC_LOCK (14),
+/// CAP_PERFMON (38), CAP_BPF (39).
+const XDP_ATTACH: u64 = KEPT | (1 << 12) | (1 << 14) | (1 << 38) | (1 << 39);
+
+/// (CapInh, CapPrm, CapEff, CapBnd, CapAmb, NoNewPrivs, Seccomp) of a
+/// thread's /proc status.
+type Privileges = [u64; 7];
+
+fn privileges_with(caps: u64, seccomp: u64) -> Privileges {
+    [0, caps, caps, caps, 0, 1, seccomp]
+}
+
+/// Every thread's privileges, by thread name.
+fn threads_of(pid: u32) -> Vec<(String, Privileges)> {
+    let mut v = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+                .trim()
+                .to_string()
+        };
+        let hex = |name: &str| u64::from_str_radix(&field(name), 16).unwrap();
+        let dec = |name: &str| field(name).parse::<u64>().unwrap();
+        let p = [
+            hex("CapInh"),
+            hex("CapPrm"),
+            hex("CapEff"),
+            hex("CapBnd"),
+            hex("CapAmb"),
+            dec("NoNewPrivs"),
+            dec("Seccomp"),
+        ];
+        v.push((field("Name"), p));
+    }
+    v
+}
+
+fn assert_threads(host: &HostDp, want: &Privileges) {
+    let threads = threads_of(host.pid());
+    assert!(
+        threads.iter().any(|(n, _)| n.starts_with("worker-")),
+        "{threads:?}"
+    );
+    for (name, p) in &threads {
+        assert_eq!(
+            p,
+            want,
+            "host data plane thread {name}; log:\n{}",
+            host.log()
+        );
+    }
+}
+
+/// The host data plane runs sandboxed from its start, and stays so, and
+/// working, through what it does for its whole life: a tenant attaching
+/// (descriptors received, region mapped, sockets bound), one going with
+/// its control dead (its region removed), a listen port moved (sockets
+/// bound again), a control restarted (re-attach).
+#[test]
+fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
+    let Some(_serial) = netns_test("host_dataplane_sandbox") else {
+        return;
+    };
+    let hub = Netns::new();
+    let host = HostDp::start(&hub, 2);
+    let want = privileges_with(KEPT, 2);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || host.log().contains("seccomp filter on")
+    ));
+    assert_threads(&host, &want);
+    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    assert_threads(&host, &want);
+
+    // B's control killed, its interface deleted: the tenant goes, and its
+    // region is removed in the directory opened at start (no open by path).
+    let iface_b = legs[1].hub.iface.clone();
+    let region_b = format!("-{iface_b}.region");
+    let regions = || {
+        std::fs::read_dir("/run/wirespeed")
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(&region_b)
+            })
+            .count()
+    };
+    assert_eq!(regions(), 1);
+    util::signal(legs[1].hub.pid(), util::SIGKILL);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || legs[1].hub.exit_status().is_some()
+    ));
+    hub.ip(&["link", "del", &iface_b]);
+    assert!(
+        util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            host.log().contains(&format!(
+                "{iface_b}: control is gone: removed the shared region"
+            ))
+        }),
+        "{}",
+        host.log()
+    );
+    assert_eq!(regions(), 0);
+    assert_threads(&host, &want);
+
+    let new_port = 52010;
+    reconfigure_hub(&hub, &legs[0], new_port);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            listening(&hub, new_port)
+        }),
+        "not rebound; log:\n{}",
+        host.log()
+    );
+    let a = &legs[0];
+    a.peer.wg_set(
+        &a.peer_ns,
+        &[
+            "peer",
+            &a.hub_keys.public,
+            "endpoint",
+            &format!("{}:{new_port}", a.hub_addr),
+        ],
+    );
+    assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 2);
+    assert_threads(&host, &want);
+
+    // A control restarted takes its tenant over (descriptors sent back).
+    let env = host.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // (Killed: a control that stops detaches its tenant on purpose.)
+    let iface = legs[0].hub.iface.clone();
+    util::signal(legs[0].hub.pid(), util::SIGKILL);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || legs[0].hub.exit_status().is_some()
+    ));
+    legs[0].hub.stop();
+    legs[0].hub = Impl::WirespeedUdp.start_with(&hub, &iface, &env);
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || legs
+            [0]
+        .hub
+        .log()
+        .contains("re-attached to the running data plane")),
+        "{}",
+        legs[0].hub.log()
+    );
+    assert_threads(&host, &want);
+    assert!(
+        !host.log().contains("Operation not permitted"),
+        "{}",
+        host.log()
+    );
+}
+
+/// The escape hatch: no filter, the rest of the sandbox stays.
+#[test]
+fn the_host_data_plane_without_seccomp_keeps_the_rest_of_its_sandbox() {
+    let Some(_serial) = netns_test("host_dataplane_seccomp_off") else {
+        return;
+    };
+    let hub = Netns::new();
+    let host = HostDp::start_with(&hub, 2, "udp", &[("WIRESPEED_SECCOMP", "off")]);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || host
+            .log()
+            .contains("no seccomp filter (WIRESPEED_SECCOMP=off)")
+    ));
+    let legs = legs(&hub, &host, &[Impl::WirespeedUdp]);
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    assert_threads(&host, &privileges_with(KEPT, 0));
+}
+
+/// A control in another network namespace, where the UDP sockets the host
+/// data plane binds would not reach it, does not attach: it says why and
+/// runs a data plane of its own. (It is the control that checks: the
+/// sandboxed host data plane cannot look at another process's namespace.)
+#[test]
+fn a_control_in_another_namespace_runs_a_data_plane_of_its_own() {
+    let Some(_serial) = netns_test("host_dataplane_other_netns") else {
+        return;
+    };
+    let hub = Netns::new();
+    let host = HostDp::start(&hub, 1);
+    let other = Netns::new();
+    let socket = host.socket.display().to_string();
+    let mut c = Impl::WirespeedUdp.start_with(
+        &other,
+        &unique_name("o"),
+        &[("WIRESPEED_DATAPLANE_SOCKET", socket.as_str())],
+    );
+    c.assert_running();
+    assert!(
+        c.log().contains("in another network namespace"),
+        "{}",
+        c.log()
+    );
+    assert_eq!(util::children_of(c.pid()).len(), 1, "{}", c.log());
+    assert!(!host.log().contains("attached"), "{}", host.log());
 }

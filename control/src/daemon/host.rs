@@ -114,6 +114,9 @@ impl HostLink {
     fn open(&mut self) -> io::Result<Option<(OwnedFd, usize)>> {
         let c = match host::connect(&self.socket) {
             Ok(c) => c,
+            // One answers, from another network namespace: said, not
+            // passed over in silence.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
             Err(_) if self.start => self.start_host()?,
             Err(_) => return Ok(None),
         };

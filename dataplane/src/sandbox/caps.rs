@@ -21,7 +21,7 @@ pub const CAP_IPC_LOCK: u32 = 14;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
 /// `CAP_SETPCAP`: needed to shrink the bounding set and lock securebits.
-const CAP_SETPCAP: u32 = 8;
+pub const CAP_SETPCAP: u32 = 8;
 
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
 const VERSION_3: u32 = 0x2008_0522;
@@ -162,6 +162,7 @@ pub fn names(set: u64) -> String {
     let mut v = Vec::new();
     let mut rest = set;
     for (bit, name) in [
+        (CAP_SETPCAP, "cap_setpcap"),
         (CAP_NET_BIND_SERVICE, "cap_net_bind_service"),
         (CAP_NET_ADMIN, "cap_net_admin"),
         (CAP_NET_RAW, "cap_net_raw"),

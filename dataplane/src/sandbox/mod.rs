@@ -71,6 +71,18 @@ impl Sandbox {
         Ok(Sandbox { keep, filter })
     }
 
+    /// The host data plane's sandbox ([`policy::host_rules`]): `dirs` are
+    /// the directories it may remove files from.
+    pub fn prepare_host(keep: u64, dirs: &[RawFd], with_filter: bool) -> io::Result<Sandbox> {
+        let filter = if with_filter {
+            let pid = std::process::id() as i32;
+            Some(seccomp::build(&policy::host_rules(dirs, pid))?)
+        } else {
+            None
+        };
+        Ok(Sandbox { keep, filter })
+    }
+
     /// Whether entering installs a seccomp filter.
     pub fn filters(&self) -> bool {
         self.filter.is_some()

@@ -142,3 +142,33 @@ pub fn rules(region_dir: Option<i32>, pid: i32) -> Vec<Rule> {
     }
     v
 }
+
+/// The host data plane's allow-list (`process::host`): the per-interface
+/// one, which its lanes and supervisor share, and what taking tenants for
+/// its whole life adds: accepting attach connections (their descriptors
+/// come with `recvmsg`, replies go with `sendmsg`, both allowed already),
+/// checking a region's owner, the namespace a tenant's interface is
+/// watched from, turning a tenant's TUN offloads on, and
+/// removing its socket file from
+/// `dirs`, directories opened at start. Still no `open`: regions, eventfds
+/// and TUN queues all come as descriptors.
+pub fn host_rules(dirs: &[i32], pid: i32) -> Vec<Rule> {
+    use libc::*;
+    let mut v = rules(None, pid);
+    v.push(Rule::any(SYS_accept4));
+    // A handed-over region must be ours (`Region::from_fd` compares its
+    // owner with our uid).
+    v.push(Rule::any(SYS_geteuid));
+    // A tenant's interface is watched from our own namespace, which is
+    // read as the inode of /proc/thread-self/ns/net: std stats with statx,
+    // no more than the newfstatat the per-interface list has.
+    v.push(Rule::any(SYS_statx));
+    v.push(Rule::when(SYS_ioctl, &[Cond::Eq(A1, TUNSETOFFLOAD as u32)]));
+    for &fd in dirs {
+        v.push(Rule::when(
+            SYS_unlinkat,
+            &[Cond::Eq(A0, fd as u32), Cond::Eq(A2, 0)],
+        ));
+    }
+    v
+}

@@ -305,7 +305,9 @@ fn remove_leftover(path: &Path, dir: &OwnedFd, name: &CString) -> io::Result<()>
 /// process that may no longer open files (the data plane, once sandboxed)
 /// can still remove the region there.
 pub struct RegionDir {
-    dir: OwnedFd,
+    /// Shared where one directory serves many regions (the host data
+    /// plane's tenants): its filter allows `unlinkat` on one descriptor.
+    dir: std::sync::Arc<OwnedFd>,
     name: CString,
 }
 
@@ -314,7 +316,24 @@ impl RegionDir {
         let (dir_path, name) = split(path)?;
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let dir = open_raw(None, &cstring(dir_path.as_os_str())?, flags, 0)?;
-        Ok(RegionDir { dir, name })
+        Ok(RegionDir {
+            dir: std::sync::Arc::new(dir),
+            name,
+        })
+    }
+
+    /// The region at `path` in `dir`, a directory opened before: None if
+    /// `path` is not directly in `dir_path`, the path `dir` was opened at.
+    pub fn in_opened(
+        dir: &std::sync::Arc<OwnedFd>,
+        dir_path: &Path,
+        path: &Path,
+    ) -> Option<RegionDir> {
+        let (parent, name) = split(path).ok()?;
+        (parent == dir_path).then(|| RegionDir {
+            dir: dir.clone(),
+            name,
+        })
     }
 
     /// The directory's descriptor (the one `unlinkat` is allowed on).

@@ -1,11 +1,14 @@
 //! The host data plane's attach socket: a `SOCK_SEQPACKET` Unix socket in
 //! a root-only directory (0700), itself 0600, that answers only root
-//! (SO_PEERCRED) in our own network namespace (the UDP sockets the data
-//! plane binds for a tenant live there, so a control elsewhere would get
-//! sockets it cannot be reached on).
+//! (SO_PEERCRED). Only controls in its network namespace may attach (the
+//! UDP sockets the data plane binds for a tenant live there, so a control
+//! elsewhere would get sockets it cannot be reached on): the control side
+//! checks that, in [`connect`], because the sandboxed data plane cannot
+//! look at another process's namespaces (`/proc/PID/ns` needs ptrace
+//! access, which fewer capabilities than control's rule out).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -49,8 +52,33 @@ fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     Ok((a, len as libc::socklen_t))
 }
 
-/// Connects to the host data plane at `path`: Err if none answers.
+/// Connects to the host data plane at `path`: Err if none answers, or if
+/// the one that does is in another network namespace.
 pub fn connect(path: &Path) -> io::Result<OwnedFd> {
+    let s = connect_any(path)?;
+    // The peer's credentials are the listener's, from when it listened.
+    let host = peer_cred(s.as_fd())?.pid;
+    let theirs = crate::shm::netns_inode(Path::new(&format!("/proc/{host}/ns/net")));
+    let ours = crate::shm::netns_inode(Path::new("/proc/self/ns/net"));
+    // Unknown (a /proc without it, a control without CAP_SYS_PTRACE): the
+    // data plane is trusted to be ours, as it was before it checked.
+    if let (Ok(t), Ok(o)) = (theirs, ours) {
+        if t != o {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the host data plane on {} (process {host}) is in another network \
+                     namespace, where the UDP sockets it binds would not reach us",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// Connects to whatever answers at `path`.
+fn connect_any(path: &Path) -> io::Result<OwnedFd> {
     let s = seqpacket()?;
     let (a, len) = sockaddr(path)?;
     // SAFETY: `a` is a valid sockaddr_un of `len` bytes for the call.
@@ -82,7 +110,9 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
 pub struct Listener {
     sock: OwnedFd,
     path: PathBuf,
-    netns: u64,
+    /// The socket's directory, opened at bind: the sandboxed data plane
+    /// removes its socket file there (`unlinkat`), as it can open no path.
+    dir: Option<OwnedFd>,
 }
 
 impl Listener {
@@ -111,7 +141,7 @@ impl Listener {
                 ),
             ));
         }
-        if connect(path).is_ok() {
+        if connect_any(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("a host data plane already answers on {}", path.display()),
@@ -158,11 +188,11 @@ impl Listener {
         Ok(Listener {
             sock,
             path: path.to_path_buf(),
-            netns: crate::tunns::own_netns_id()?,
+            dir: open_dir(dir),
         })
     }
 
-    /// A connection waiting, if any, from root in our namespace (others
+    /// A connection waiting, if any, from root (others
     /// are closed at once, and said so).
     pub fn accept(&self) -> Option<OwnedFd> {
         loop {
@@ -197,24 +227,41 @@ impl Listener {
                 format!("uid {} is not root", cred.uid),
             ));
         }
-        let ns = crate::shm::netns_inode(Path::new(&format!("/proc/{}/ns/net", cred.pid)))?;
-        if ns != self.netns {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "process {} is in another network namespace, where the UDP sockets \
-                     of this data plane cannot be reached",
-                    cred.pid
-                ),
-            ));
-        }
         Ok(())
     }
 }
 
+impl Listener {
+    /// The directory the socket file is removed from, for the sandbox.
+    pub fn dir_fd(&self) -> Option<i32> {
+        self.dir.as_ref().map(|d| d.as_raw_fd())
+    }
+}
+
+/// `dir`, opened for `*at` calls (never through a symlink).
+pub fn open_dir(dir: &Path) -> Option<OwnedFd> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: open with a NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    // SAFETY: a fresh descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let name = self.path.file_name().map(|n| n.as_bytes());
+        let name = name.and_then(|n| std::ffi::CString::new(n).ok());
+        match (&self.dir, name) {
+            (Some(d), Some(n)) => {
+                // SAFETY: unlinkat with our directory and a NUL-terminated
+                // name; failing leaves a file the next bind replaces.
+                unsafe { libc::unlinkat(d.as_raw_fd(), n.as_ptr(), 0) };
+            }
+            _ => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
     }
 }
 

@@ -12,11 +12,12 @@
 //! XDP program per uplink steers every tenant's listen port to the
 //! workers' AF_XDP sockets, and each worker parks every frame in the lane
 //! of its destination port. Not yet: uplinks that follow the tenants'
-//! peers (the XDP attacher serves one region), the sandbox (it keeps
-//! binding sockets and taking tenants for its whole life).
+//! peers (the XDP attacher serves one region). It runs sandboxed
+//! ([`sandbox`]).
 
 pub mod lanes;
 pub mod listen;
+mod sandbox;
 mod tenant;
 pub mod wire;
 
@@ -24,16 +25,17 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
-use crate::shm::Region;
+use crate::shm::{Region, RegionDir, REGION_DIR};
 
 use super::backend::{BackendChoice, PortDealer, XdpUplinks};
 use super::{local_addrs, uplinks};
 use lanes::{LaneInbox, LaneSet};
 use listen::Listener;
+use sandbox::HostSandbox;
 use tenant::{Gone, Tenant};
 use wire::{Received, Reply, Request};
 
@@ -66,6 +68,10 @@ struct Host {
     xdp: Option<XdpUplinks>,
     dealer: PortDealer,
     locals: u64,
+    sandbox: HostSandbox,
+    /// The regions' directory, opened at start: a tenant whose control is
+    /// gone for good has its region removed there.
+    regions: Option<Arc<OwnedFd>>,
 }
 
 fn reply(c: &OwnedFd, r: &Reply, fds: &[i32]) {
@@ -171,9 +177,13 @@ impl Host {
             ));
         }
         let taken: Vec<u16> = self.tenants.iter().map(Tenant::port).collect();
+        // The regions' directory opened at start: the sandbox opens nothing.
+        let region_dir = (self.regions.as_ref())
+            .and_then(|d| RegionDir::in_opened(d, Path::new(REGION_DIR), shm))
+            .or_else(|| Region::dir_of(shm).ok());
         let mut t = Tenant::attach(
             iface,
-            shm,
+            region_dir,
             region,
             wake,
             it.collect(),
@@ -220,6 +230,12 @@ impl Host {
                     Err(e) => log::error!("AF_XDP uplinks: {e}; the tenants use UDP sockets"),
                 }
                 self.xdp = Some(x);
+                // Attached or not, that was the only time: what needed
+                // the capabilities is done.
+                if let Err(e) = self.sandbox.finish() {
+                    log::error!("{e}; terminating");
+                    TERMINATE.store(true, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -398,6 +414,12 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         ));
     }
     let listener = Listener::bind(&opts.socket)?;
+    let regions = listen::open_dir(Path::new(REGION_DIR)).map(Arc::new);
+    let dirs: Vec<i32> = (listener.dir_fd().into_iter())
+        .chain(regions.as_ref().map(|d| d.as_raw_fd()))
+        .collect();
+    // Before any other thread: they inherit what the main thread keeps.
+    let mut host_sandbox = HostSandbox::start(xdp_list.is_some(), &dirs)?;
     let n = opts.workers.clamp(1, MAX_WORKERS);
     let dealer = PortDealer::new(n);
     let unclaimed = Arc::new(AtomicU64::new(0));
@@ -405,18 +427,29 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut inboxes = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
+    // The filter goes on once every worker has started (pinned, its
+    // capabilities dropped), so it need only allow what they do from then on.
+    let started = Arc::new(Barrier::new(n + 1));
     for i in 0..n {
         let inbox = Arc::new(LaneInbox::default());
         inboxes.push(inbox.clone());
         let ports = xdp_list.is_some().then(|| dealer.inboxes[i].clone());
         let unclaimed = unclaimed.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
+        let started = started.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
+                    }
+                    let dropped = HostSandbox::worker();
+                    started.wait();
+                    if let Err(e) = dropped {
+                        log::error!("worker {i}: dropping capabilities: {e}; terminating");
+                        TERMINATE.store(true, Ordering::Relaxed);
+                        return;
                     }
                     LaneSet::new(inbox, ports, unclaimed).run(stop);
                 })?,
@@ -430,6 +463,10 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         },
         opts.socket.display()
     );
+    started.wait();
+    if xdp_list.is_none() {
+        host_sandbox.finish()?;
+    }
     let mut host = Host {
         workers: n,
         inboxes,
@@ -440,6 +477,8 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         xdp: None,
         dealer,
         locals: 0,
+        sandbox: host_sandbox,
+        regions,
     };
     let mut ticks = 0u64;
     let mut unclaimed_seen = 0u64;

@@ -8,7 +8,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -69,10 +68,10 @@ pub enum Gone {
 impl Tenant {
     /// Attaches the tenant of `region` with its wake eventfd and one TUN
     /// queue per worker, binding its UDP sockets and handing each worker
-    /// its lane.
+    /// its lane. `region_dir`: where its region is removed, if ever.
     pub fn attach(
         iface: &str,
-        shm: &Path,
+        region_dir: Option<RegionDir>,
         region: Region,
         wake: OwnedFd,
         queues: Vec<OwnedFd>,
@@ -110,7 +109,6 @@ impl Tenant {
                 .is_some_and(|q| q.set_offload(true).unwrap_or(false));
         let owner = h.control_pid.load(Ordering::Acquire);
         let fwmark = h.fwmark.load(Ordering::Relaxed);
-        let region_dir = Region::dir_of(shm).ok();
         let shared = Arc::new(Shared::new(region, Some(wake)));
         let mut slots = Vec::with_capacity(n);
         for (i, (sock, q)) in sockets.into_iter().zip(queues).enumerate() {
