@@ -852,3 +852,67 @@ fn a_planned_detach_leaves_the_tenant_to_the_next_control() {
         "the session was not kept"
     );
 }
+
+/// The pids of the host data planes running inside `ns`.
+fn host_dataplanes_in(ns: &Netns) -> Vec<u32> {
+    ns.pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == b"--host-dataplane"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn wirespeed_dataplane_host_starts_one_host_data_plane_per_network_namespace() {
+    let Some(_serial) = netns_test("host_dataplane_per_netns") else {
+        return;
+    };
+    let (a_ns, b_ns) = (Netns::new(), Netns::new());
+    veth(
+        &a_ns,
+        "u1",
+        Some("10.0.1.1/24"),
+        &b_ns,
+        "veth0",
+        Some("10.0.1.2/24"),
+    );
+    // The default socket path (empty: not a test's own), as in production:
+    // each namespace must get its own host data plane there, not be
+    // refused by the other namespace's one.
+    let env = [
+        ("WIRESPEED_DATAPLANE", "host"),
+        ("WIRESPEED_DATAPLANE_SOCKET", ""),
+    ];
+    let (a_if, b_if) = (unique_name("h"), unique_name("h"));
+    let a = Impl::WirespeedUdp.start_with(&a_ns, &a_if, &env);
+    let b = Impl::WirespeedUdp.start_with(&b_ns, &b_if, &env);
+    let (ak, bk) = (Keys::generate(), Keys::generate());
+    let conf = |me: &Keys, peer: &Keys, tun: &str, peer_tun: &str, peer_at: &str| IfaceConf {
+        private_key: me.private.clone(),
+        listen_port: Some(51820),
+        peers: vec![PeerConf {
+            public_key: peer.public.clone(),
+            allowed_ips: vec![format!("{peer_tun}/32")],
+            endpoint: Some(format!("{peer_at}:51820")),
+            ..PeerConf::default()
+        }],
+        addresses: vec![format!("{tun}/24")],
+        ..IfaceConf::default()
+    };
+    a.configure(&a_ns, &conf(&ak, &bk, "10.30.0.1", "10.30.0.2", "10.0.1.2"));
+    b.configure(&b_ns, &conf(&bk, &ak, "10.30.0.2", "10.30.0.1", "10.0.1.1"));
+    assert_ping(&a_ns, "10.30.0.2", 2);
+    for (ns, d) in [(&a_ns, &a), (&b_ns, &b)] {
+        let hosts = host_dataplanes_in(ns);
+        assert_eq!(
+            hosts.len(),
+            1,
+            "{}: host data planes {hosts:?}; log:\n{}",
+            ns.name(),
+            d.log()
+        );
+    }
+}
