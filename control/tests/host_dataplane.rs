@@ -916,3 +916,35 @@ fn wirespeed_dataplane_host_starts_one_host_data_plane_per_network_namespace() {
         );
     }
 }
+
+#[test]
+fn a_host_data_plane_started_on_demand_exits_with_its_last_tenant() {
+    let Some(_serial) = netns_test("host_dataplane_exits_when_idle") else {
+        return;
+    };
+    let ns = Netns::new();
+    let env = [
+        ("WIRESPEED_DATAPLANE", "host"),
+        ("WIRESPEED_DATAPLANE_SOCKET", ""),
+    ];
+    let mut a = Impl::WirespeedUdp.start_with(&ns, &unique_name("h"), &env);
+    let mut b = Impl::WirespeedUdp.start_with(&ns, &unique_name("h"), &env);
+    let hosts = host_dataplanes_in(&ns);
+    assert_eq!(hosts.len(), 1, "{hosts:?}; log:\n{}", a.log());
+    // One tenant left: it stays.
+    a.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(host_dataplanes_in(&ns), hosts, "log:\n{}", b.log());
+    b.assert_running();
+    // The last one went: nothing else would end it (the namespace's
+    // deletion does not), and it would keep the namespace alive.
+    b.stop();
+    let gone = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        host_dataplanes_in(&ns).is_empty()
+    });
+    assert!(gone, "still running: {:?}", host_dataplanes_in(&ns));
+    // A control after it starts the next one.
+    let c = Impl::WirespeedUdp.start_with(&ns, &unique_name("h"), &env);
+    let next = host_dataplanes_in(&ns);
+    assert_eq!(next.len(), 1, "log:\n{}", c.log());
+}

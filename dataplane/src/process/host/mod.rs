@@ -43,12 +43,18 @@ pub struct HostOptions {
     pub socket: PathBuf,
     pub workers: usize,
     pub backend: BackendChoice,
+    /// Exit once the last tenant is gone (or none came within
+    /// [`IDLE_GRACE_TICKS`]): one a control started on demand.
+    pub exit_when_idle: bool,
 }
 
 /// How often the supervisor looks at the socket and the tenants' settings.
 const TICK: Duration = Duration::from_millis(10);
 /// Every this many ticks: the interfaces and the controls.
 const SLOW_TICKS: u64 = 100;
+/// Exiting when idle: how long (ticks, 30 s) one that never had a tenant
+/// waits for its first.
+const IDLE_GRACE_TICKS: u64 = 3000;
 /// Connections that have not attached a tenant, at most.
 const MAX_PENDING: usize = 64;
 
@@ -372,6 +378,12 @@ fn hung_up(c: &OwnedFd) -> bool {
     n > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
 }
 
+/// Whether one started on demand is done: no tenant and no control on its
+/// way to one, after it had a tenant (or waited long enough for a first).
+fn idle(tenants: usize, pending: usize, had_tenant: bool, ticks: u64) -> bool {
+    tenants == 0 && pending == 0 && (had_tenant || ticks >= IDLE_GRACE_TICKS)
+}
+
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -443,6 +455,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     };
     let mut ticks = 0u64;
     let mut unclaimed_seen = 0u64;
+    let mut had_tenant = false;
     while !TERMINATE.load(Ordering::Relaxed) {
         while let Some(c) = listener.accept() {
             // Root only, but a stuck client must not pile them up.
@@ -459,6 +472,11 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         ticks += 1;
         let slow = ticks.is_multiple_of(SLOW_TICKS);
         host.serve_tenants(slow);
+        had_tenant |= !host.tenants.is_empty();
+        if opts.exit_when_idle && idle(host.tenants.len(), host.pending.len(), had_tenant, ticks) {
+            log::info!("host data plane: no tenant left; exiting");
+            break;
+        }
         if slow {
             host.refresh_locals();
             host.publish_uplinks();
@@ -473,7 +491,9 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         }
         std::thread::sleep(TICK);
     }
-    log::info!("host data plane: terminating on signal");
+    if TERMINATE.load(Ordering::Relaxed) {
+        log::info!("host data plane: terminating on signal");
+    }
     drop(listener);
     stop.store(true, Ordering::Relaxed);
     for h in handles {
@@ -490,6 +510,15 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::fd::FromRawFd;
+
+    #[test]
+    fn one_started_on_demand_is_idle_only_without_tenants_or_controls_on_their_way() {
+        assert!(!idle(1, 0, true, 10), "a tenant left");
+        assert!(!idle(0, 1, true, 10), "a control attaching");
+        assert!(idle(0, 0, true, 10), "the last tenant went");
+        assert!(!idle(0, 0, false, 10), "the first has not come yet");
+        assert!(idle(0, 0, false, IDLE_GRACE_TICKS), "none came");
+    }
 
     /// What lets a control that restarts at once take its tenant over:
     /// the old connection is seen closed even before the loop read it.
