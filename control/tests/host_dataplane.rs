@@ -948,3 +948,90 @@ fn a_host_data_plane_started_on_demand_exits_with_its_last_tenant() {
     let next = host_dataplanes_in(&ns);
     assert_eq!(next.len(), 1, "log:\n{}", c.log());
 }
+
+/// Whether `iface` in `ns` has an XDP program attached.
+fn has_xdp(ns: &Netns, iface: &str) -> bool {
+    ns.exec(&["ip", "-o", "link", "show", "dev", iface])
+        .contains(" prog/xdp")
+}
+
+#[test]
+fn without_a_list_of_uplinks_af_xdp_follows_every_tenants_peers() {
+    let Some(_serial) = netns_test("host_dataplane_follows_peers") else {
+        return;
+    };
+    let hub = Netns::new();
+    // WIRESPEED_BACKEND=xdp (Impl::Wirespeed) and no WIRESPEED_XDP_IFACES:
+    // the uplinks are the routes to the peers, as with a data plane of
+    // one's own; u3 leads to no peer and stays as it was.
+    let env = [
+        ("WIRESPEED_DATAPLANE", "host"),
+        ("WIRESPEED_DATAPLANE_SOCKET", ""),
+    ];
+    let spare = Netns::new();
+    veth(&hub, "u3", Some("10.0.3.1/24"), &spare, "veth0", None);
+    let mut legs = Vec::new();
+    for n in 1..=2u8 {
+        let peer_ns = Netns::new();
+        let uplink = format!("u{n}");
+        veth(
+            &hub,
+            &uplink,
+            Some(&format!("10.0.{n}.1/24")),
+            &peer_ns,
+            "veth0",
+            Some(&format!("10.0.{n}.2/24")),
+        );
+        let (hk, pk) = (Keys::generate(), Keys::generate());
+        let port = 51820 + u16::from(n);
+        let (hub_tun, peer_tun) = (format!("10.4{n}.0.1"), format!("10.4{n}.0.2"));
+        let h = Impl::Wirespeed.start_with(&hub, &unique_name("h"), &env);
+        let p = Impl::WireguardGo.start(&peer_ns, &unique_name("p"));
+        let conf = |me: &Keys, peer: &Keys, lp, tun: &str, ptun: &str, ep: String| IfaceConf {
+            private_key: me.private.clone(),
+            listen_port: Some(lp),
+            peers: vec![PeerConf {
+                public_key: peer.public.clone(),
+                allowed_ips: vec![format!("{ptun}/32")],
+                endpoint: Some(ep),
+                ..PeerConf::default()
+            }],
+            addresses: vec![format!("{tun}/24")],
+            ..IfaceConf::default()
+        };
+        h.configure(
+            &hub,
+            &conf(
+                &hk,
+                &pk,
+                port,
+                &hub_tun,
+                &peer_tun,
+                format!("10.0.{n}.2:51820"),
+            ),
+        );
+        p.configure(
+            &peer_ns,
+            &conf(
+                &pk,
+                &hk,
+                51820,
+                &peer_tun,
+                &hub_tun,
+                format!("10.0.{n}.1:{port}"),
+            ),
+        );
+        legs.push((h, p, peer_ns, uplink, hub_tun));
+    }
+    for (h, _, peer_ns, uplink, hub_tun) in &legs {
+        let on = util::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            has_xdp(&hub, uplink)
+        });
+        assert!(on, "no XDP program on {uplink}; log:\n{}", legs[0].0.log());
+        assert_ping(peer_ns, hub_tun, 3);
+        assert!(h.dump(&hub).peers[0].rx > 0);
+    }
+    assert!(legs[0].0.log().contains("backend: AF_XDP on u1 "));
+    assert!(!has_xdp(&hub, "u3"), "u3 leads to no peer");
+    assert_eq!(host_dataplanes_in(&hub).len(), 1);
+}

@@ -11,10 +11,11 @@
 //! sockets, or over AF_XDP on the uplinks WIRESPEED_XDP_IFACES names: one
 //! XDP program per uplink steers every tenant's listen port to the
 //! workers' AF_XDP sockets, and each worker parks every frame in the lane
-//! of its destination port. Not yet: uplinks that follow the tenants'
-//! peers (the XDP attacher serves one region), the sandbox (it keeps
-//! binding sockets and taking tenants for its whole life).
+//! of its destination port; without that list, `--backend xdp` follows the
+//! tenants' peers to their uplinks ([`follow`]). Not yet: the sandbox (it
+//! keeps binding sockets and taking tenants for its whole life).
 
+mod follow;
 pub mod lanes;
 pub mod listen;
 mod tenant;
@@ -31,7 +32,8 @@ use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
 use crate::shm::Region;
 
 use super::backend::{BackendChoice, PortDealer, XdpUplinks};
-use super::{local_addrs, uplinks};
+use super::local_addrs;
+use super::uplinks::{self, UplinkFinder};
 use lanes::{LaneInbox, LaneSet};
 use listen::Listener;
 use tenant::{Gone, Tenant};
@@ -68,6 +70,11 @@ struct Host {
     /// XDP program each, steering every tenant's listen port, attached
     /// with the first tenant.
     xdp_list: Option<Vec<String>>,
+    /// Without that list, with `--backend xdp`: the uplinks the tenants'
+    /// peers are reached through, looked up as they come.
+    follow: Option<UplinkFinder>,
+    /// The port the programs were created with (attaching steers it).
+    xdp_port: u16,
     choice: BackendChoice,
     xdp: Option<XdpUplinks>,
     dealer: PortDealer,
@@ -205,7 +212,9 @@ impl Host {
     /// Has the uplinks' XDP programs steer `port` to the AF_XDP sockets
     /// (attaching them for the first tenant).
     fn steer(&mut self, port: u16) {
-        let Some(list) = &self.xdp_list else { return };
+        if self.xdp_list.is_none() && self.follow.is_none() {
+            return;
+        }
         match &mut self.xdp {
             Some(x) => {
                 if let Err(e) = x.add_port(port) {
@@ -217,7 +226,10 @@ impl Host {
                 // attach (the operator named the uplinks).
                 let mut x = XdpUplinks::new(self.choice, port, false);
                 x.set_local_addresses(local_addrs::local_addresses());
-                match x.add(list, self.choice == BackendChoice::Xdp) {
+                self.xdp_port = port;
+                // Following the peers: their uplinks come with the slow ticks.
+                let list = self.xdp_list.clone().unwrap_or_default();
+                match x.add(&list, self.choice == BackendChoice::Xdp) {
                     Ok(added) => {
                         for a in added {
                             self.dealer.deal(a);
@@ -227,6 +239,45 @@ impl Host {
                 }
                 self.xdp = Some(x);
             }
+        }
+    }
+
+    /// Following the peers: attaches the uplinks the tenants' peers are
+    /// reached through that have no program yet, steering every tenant's
+    /// port there (a program starts with the one it was created for).
+    fn follow_peers(&mut self) {
+        let (Some(finder), Some(x)) = (&mut self.follow, &mut self.xdp) else {
+            return;
+        };
+        let wanted = follow::wanted(finder, &self.tenants);
+        let added = match x.add(&wanted, false) {
+            Ok(a) => a,
+            Err(e) => {
+                log::error!("AF_XDP uplinks: {e}");
+                return;
+            }
+        };
+        if added.is_empty() {
+            return;
+        }
+        let ports: Vec<u16> = self.tenants.iter().map(|t| t.steered).collect();
+        for &p in &ports {
+            if let Err(e) = x.add_port(p) {
+                log::error!("cannot steer UDP port {p} to AF_XDP: {e}");
+            }
+        }
+        if !ports.contains(&self.xdp_port) {
+            if let Err(e) = x.remove_port(self.xdp_port) {
+                log::error!("cannot stop steering UDP port {}: {e}", self.xdp_port);
+            }
+        }
+        for a in added {
+            log::info!("{}", a.summary);
+            self.dealer.deal(a);
+        }
+        let code = self.backend_code();
+        for t in &mut self.tenants {
+            t.set_backend(code);
         }
     }
 
@@ -262,6 +313,10 @@ impl Host {
             return;
         }
         self.locals = d;
+        // Routes may have moved with the addresses.
+        if let Some(f) = &mut self.follow {
+            f.forget();
+        }
         if let Some(x) = &mut self.xdp {
             x.set_local_addresses(now);
         }
@@ -402,13 +457,10 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         BackendChoice::Udp => None,
         _ => uplinks::override_from_env(),
     };
-    if opts.backend == BackendChoice::Xdp && xdp_list.is_none() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the host data plane attaches AF_XDP to the uplinks WIRESPEED_XDP_IFACES names \
-             (it does not follow the tenants' peers yet)",
-        ));
-    }
+    // auto without the list stays on the UDP sockets: whether copy-mode
+    // AF_XDP beats UDP with GSO is a per-uplink call not made here yet.
+    let follow =
+        (opts.backend == BackendChoice::Xdp && xdp_list.is_none()).then(UplinkFinder::default);
     let listener = Listener::bind(&opts.socket)?;
     let n = opts.workers.clamp(1, MAX_WORKERS);
     let dealer = PortDealer::new(n);
@@ -420,7 +472,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     for i in 0..n {
         let inbox = Arc::new(LaneInbox::default());
         inboxes.push(inbox.clone());
-        let ports = xdp_list.is_some().then(|| dealer.inboxes[i].clone());
+        let ports = (xdp_list.is_some() || follow.is_some()).then(|| dealer.inboxes[i].clone());
         let unclaimed = unclaimed.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
         handles.push(
@@ -436,9 +488,10 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     }
     log::info!(
         "host data plane: {n} workers, {}, attach socket {}",
-        match &xdp_list {
-            Some(l) => format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
-            None => "UDP sockets".to_string(),
+        match (&xdp_list, &follow) {
+            (Some(l), _) => format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
+            (None, Some(_)) => "AF_XDP on the uplinks to the tenants' peers".to_string(),
+            (None, None) => "UDP sockets".to_string(),
         },
         opts.socket.display()
     );
@@ -448,6 +501,8 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         tenants: Vec::new(),
         pending: Vec::new(),
         xdp_list,
+        follow,
+        xdp_port: 0,
         choice: opts.backend,
         xdp: None,
         dealer,
@@ -479,6 +534,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         }
         if slow {
             host.refresh_locals();
+            host.follow_peers();
             host.publish_uplinks();
             let u = unclaimed.load(Ordering::Relaxed);
             if u != unclaimed_seen {
