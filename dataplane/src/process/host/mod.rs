@@ -368,6 +368,8 @@ impl Host {
                     Ok(Received::Msg(m, _))
                         if Request::decode(&m).ok() == Some(Request::Detach) =>
                     {
+                        // Before the reply: its control exits on it.
+                        log_uplinks(&self.xdp, t);
                         reply(c, &Reply::Ok { port: 0 }, &[]);
                         detach = true;
                     }
@@ -405,6 +407,9 @@ impl Host {
             };
             if gone {
                 let t = self.tenants.swap_remove(i);
+                if !detach {
+                    log_uplinks(&self.xdp, &t);
+                }
                 let port = t.steered;
                 t.detach();
                 self.unsteer(port);
@@ -418,6 +423,15 @@ impl Host {
                 i += 1;
             }
         }
+    }
+}
+
+/// A tenant that goes gets the uplinks' last figures in its region and a
+/// line each in the log, as a data plane of its own leaves at exit (the
+/// programs are shared: the figures are every tenant's).
+fn log_uplinks(xdp: &Option<XdpUplinks>, t: &Tenant) {
+    if let Some(x) = xdp {
+        super::stats::publish_and_log_xdp(&t.shared.region, &x.programs);
     }
 }
 
