@@ -2,10 +2,9 @@
 # Runs the integration suites that bring up wirespeed tunnels with every
 # interface attached to its namespace's host data plane
 # (WIRESPEED_DATAPLANE=host, inherited by the daemons the tests start), one
-# test at a time. Not part of deploy/test.sh: host mode is opt-in, and
-# xdp_uplinks' foreign_xdp_program_survives_auto_backend fails there (with
-# `--backend auto` and no WIRESPEED_XDP_IFACES the host data plane stays on
-# the UDP sockets). Extra arguments go to cargo test (e.g. --release).
+# test at a time. Not part of deploy/test.sh: host mode is opt-in, and the
+# suites not listed here have not been run this way. Extra arguments go to
+# cargo test (e.g. --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WIRESPEED_DATAPLANE=host

@@ -1,4 +1,4 @@
-//! The host data plane without WIRESPEED_XDP_IFACES (`--backend xdp`):
+//! The host data plane without WIRESPEED_XDP_IFACES (backend xdp or auto):
 //! AF_XDP goes on the uplinks the tenants' peers are reached through, as a
 //! data plane of one's own does (`super::super::uplinks`), only for every
 //! tenant at once.

@@ -11,7 +11,7 @@
 //! sockets, or over AF_XDP on the uplinks WIRESPEED_XDP_IFACES names: one
 //! XDP program per uplink steers every tenant's listen port to the
 //! workers' AF_XDP sockets, and each worker parks every frame in the lane
-//! of its destination port; without that list, `--backend xdp` follows the
+//! of its destination port; without that list, AF_XDP follows the
 //! tenants' peers to their uplinks ([`follow`]). Not yet: the sandbox (it
 //! keeps binding sockets and taking tenants for its whole life).
 
@@ -70,11 +70,13 @@ struct Host {
     /// XDP program each, steering every tenant's listen port, attached
     /// with the first tenant.
     xdp_list: Option<Vec<String>>,
-    /// Without that list, with `--backend xdp`: the uplinks the tenants'
-    /// peers are reached through, looked up as they come.
+    /// Without that list (and not `--backend udp`): the uplinks the
+    /// tenants' peers are reached through, looked up as they come.
     follow: Option<UplinkFinder>,
     /// The port the programs were created with (attaching steers it).
     xdp_port: u16,
+    /// The first tenant's UDP GSO, for auto following the peers.
+    udp_gso: bool,
     choice: BackendChoice,
     xdp: Option<XdpUplinks>,
     dealer: PortDealer,
@@ -194,6 +196,9 @@ impl Host {
             &taken,
         )?;
         let port = t.port();
+        if self.xdp.is_none() {
+            self.udp_gso = t.udp_gso;
+        }
         self.steer(port);
         t.steered = port;
         t.set_backend(self.backend_code());
@@ -222,9 +227,11 @@ impl Host {
                 }
             }
             None => {
-                // No UDP GSO preference: auto takes AF_XDP wherever it can
-                // attach (the operator named the uplinks).
-                let mut x = XdpUplinks::new(self.choice, port, false);
+                // Named uplinks: no UDP GSO preference, auto takes AF_XDP
+                // wherever it can attach. Following the peers, auto weighs
+                // it as a data plane of its own does.
+                let gso = self.follow.is_some() && self.udp_gso;
+                let mut x = XdpUplinks::new(self.choice, port, gso);
                 x.set_local_addresses(local_addrs::local_addresses());
                 self.xdp_port = port;
                 // Following the peers: their uplinks come with the slow ticks.
@@ -471,10 +478,8 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         BackendChoice::Udp => None,
         _ => uplinks::override_from_env(),
     };
-    // auto without the list stays on the UDP sockets: whether copy-mode
-    // AF_XDP beats UDP with GSO is a per-uplink call not made here yet.
     let follow =
-        (opts.backend == BackendChoice::Xdp && xdp_list.is_none()).then(UplinkFinder::default);
+        (opts.backend != BackendChoice::Udp && xdp_list.is_none()).then(UplinkFinder::default);
     let listener = Listener::bind(&opts.socket)?;
     let n = opts.workers.clamp(1, MAX_WORKERS);
     let dealer = PortDealer::new(n);
@@ -517,6 +522,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         xdp_list,
         follow,
         xdp_port: 0,
+        udp_gso: false,
         choice: opts.backend,
         xdp: None,
         dealer,
