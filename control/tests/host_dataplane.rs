@@ -1083,3 +1083,186 @@ fn a_control_in_another_namespace_runs_a_data_plane_of_its_own() {
     assert_eq!(util::children_of(c.pid()).len(), 1, "{}", c.log());
     assert!(!host.log().contains("attached"), "{}", host.log());
 }
+
+/// The pids of the host data planes running inside `ns`.
+fn host_dataplanes_in(ns: &Netns) -> Vec<u32> {
+    ns.pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == b"--host-dataplane"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn wirespeed_dataplane_host_starts_one_host_data_plane_per_network_namespace() {
+    let Some(_serial) = netns_test("host_dataplane_per_netns") else {
+        return;
+    };
+    let (a_ns, b_ns) = (Netns::new(), Netns::new());
+    veth(
+        &a_ns,
+        "u1",
+        Some("10.0.1.1/24"),
+        &b_ns,
+        "veth0",
+        Some("10.0.1.2/24"),
+    );
+    // The default socket path (empty: not a test's own), as in production:
+    // each namespace must get its own host data plane there, not be
+    // refused by the other namespace's one.
+    let env = [
+        ("WIRESPEED_DATAPLANE", "host"),
+        ("WIRESPEED_DATAPLANE_SOCKET", ""),
+    ];
+    let (a_if, b_if) = (unique_name("h"), unique_name("h"));
+    let a = Impl::WirespeedUdp.start_with(&a_ns, &a_if, &env);
+    let b = Impl::WirespeedUdp.start_with(&b_ns, &b_if, &env);
+    let (ak, bk) = (Keys::generate(), Keys::generate());
+    let conf = |me: &Keys, peer: &Keys, tun: &str, peer_tun: &str, peer_at: &str| IfaceConf {
+        private_key: me.private.clone(),
+        listen_port: Some(51820),
+        peers: vec![PeerConf {
+            public_key: peer.public.clone(),
+            allowed_ips: vec![format!("{peer_tun}/32")],
+            endpoint: Some(format!("{peer_at}:51820")),
+            ..PeerConf::default()
+        }],
+        addresses: vec![format!("{tun}/24")],
+        ..IfaceConf::default()
+    };
+    a.configure(&a_ns, &conf(&ak, &bk, "10.30.0.1", "10.30.0.2", "10.0.1.2"));
+    b.configure(&b_ns, &conf(&bk, &ak, "10.30.0.2", "10.30.0.1", "10.0.1.1"));
+    assert_ping(&a_ns, "10.30.0.2", 2);
+    for (ns, d) in [(&a_ns, &a), (&b_ns, &b)] {
+        let hosts = host_dataplanes_in(ns);
+        assert_eq!(
+            hosts.len(),
+            1,
+            "{}: host data planes {hosts:?}; log:\n{}",
+            ns.name(),
+            d.log()
+        );
+    }
+}
+
+#[test]
+fn a_host_data_plane_started_on_demand_exits_with_its_last_tenant() {
+    let Some(_serial) = netns_test("host_dataplane_exits_when_idle") else {
+        return;
+    };
+    let ns = Netns::new();
+    let env = [
+        ("WIRESPEED_DATAPLANE", "host"),
+        ("WIRESPEED_DATAPLANE_SOCKET", ""),
+    ];
+    let mut a = Impl::WirespeedUdp.start_with(&ns, &unique_name("h"), &env);
+    let mut b = Impl::WirespeedUdp.start_with(&ns, &unique_name("h"), &env);
+    let hosts = host_dataplanes_in(&ns);
+    assert_eq!(hosts.len(), 1, "{hosts:?}; log:\n{}", a.log());
+    // One tenant left: it stays.
+    a.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(host_dataplanes_in(&ns), hosts, "log:\n{}", b.log());
+    b.assert_running();
+    // The last one went: nothing else would end it (the namespace's
+    // deletion does not), and it would keep the namespace alive.
+    b.stop();
+    let gone = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        host_dataplanes_in(&ns).is_empty()
+    });
+    assert!(gone, "still running: {:?}", host_dataplanes_in(&ns));
+    // A control after it starts the next one.
+    let c = Impl::WirespeedUdp.start_with(&ns, &unique_name("h"), &env);
+    let next = host_dataplanes_in(&ns);
+    assert_eq!(next.len(), 1, "log:\n{}", c.log());
+}
+
+/// Whether `iface` in `ns` has an XDP program attached.
+fn has_xdp(ns: &Netns, iface: &str) -> bool {
+    ns.exec(&["ip", "-o", "link", "show", "dev", iface])
+        .contains(" prog/xdp")
+}
+
+#[test]
+fn without_a_list_of_uplinks_af_xdp_follows_every_tenants_peers() {
+    let Some(_serial) = netns_test("host_dataplane_follows_peers") else {
+        return;
+    };
+    let hub = Netns::new();
+    // WIRESPEED_BACKEND=xdp (Impl::Wirespeed) and no WIRESPEED_XDP_IFACES:
+    // the uplinks are the routes to the peers, as with a data plane of
+    // one's own; u3 leads to no peer and stays as it was.
+    let env = [
+        ("WIRESPEED_DATAPLANE", "host"),
+        ("WIRESPEED_DATAPLANE_SOCKET", ""),
+    ];
+    let spare = Netns::new();
+    veth(&hub, "u3", Some("10.0.3.1/24"), &spare, "veth0", None);
+    let mut legs = Vec::new();
+    for n in 1..=2u8 {
+        let peer_ns = Netns::new();
+        let uplink = format!("u{n}");
+        veth(
+            &hub,
+            &uplink,
+            Some(&format!("10.0.{n}.1/24")),
+            &peer_ns,
+            "veth0",
+            Some(&format!("10.0.{n}.2/24")),
+        );
+        let (hk, pk) = (Keys::generate(), Keys::generate());
+        let port = 51820 + u16::from(n);
+        let (hub_tun, peer_tun) = (format!("10.4{n}.0.1"), format!("10.4{n}.0.2"));
+        let h = Impl::Wirespeed.start_with(&hub, &unique_name("h"), &env);
+        let p = Impl::WireguardGo.start(&peer_ns, &unique_name("p"));
+        let conf = |me: &Keys, peer: &Keys, lp, tun: &str, ptun: &str, ep: String| IfaceConf {
+            private_key: me.private.clone(),
+            listen_port: Some(lp),
+            peers: vec![PeerConf {
+                public_key: peer.public.clone(),
+                allowed_ips: vec![format!("{ptun}/32")],
+                endpoint: Some(ep),
+                ..PeerConf::default()
+            }],
+            addresses: vec![format!("{tun}/24")],
+            ..IfaceConf::default()
+        };
+        h.configure(
+            &hub,
+            &conf(
+                &hk,
+                &pk,
+                port,
+                &hub_tun,
+                &peer_tun,
+                format!("10.0.{n}.2:51820"),
+            ),
+        );
+        p.configure(
+            &peer_ns,
+            &conf(
+                &pk,
+                &hk,
+                51820,
+                &peer_tun,
+                &hub_tun,
+                format!("10.0.{n}.1:{port}"),
+            ),
+        );
+        legs.push((h, p, peer_ns, uplink, hub_tun));
+    }
+    for (h, _, peer_ns, uplink, hub_tun) in &legs {
+        let on = util::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            has_xdp(&hub, uplink)
+        });
+        assert!(on, "no XDP program on {uplink}; log:\n{}", legs[0].0.log());
+        assert_ping(peer_ns, hub_tun, 3);
+        assert!(h.dump(&hub).peers[0].rx > 0);
+    }
+    assert!(legs[0].0.log().contains("backend: AF_XDP on u1 "));
+    assert!(!has_xdp(&hub, "u3"), "u3 leads to no peer");
+    assert_eq!(host_dataplanes_in(&hub).len(), 1);
+}

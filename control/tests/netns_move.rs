@@ -45,7 +45,9 @@ fn dataplane_pid(log: &str) -> Option<u32> {
         .filter_map(|l| {
             let (_, rest) = l
                 .split_once("data plane pid ")
-                .or_else(|| l.split_once("data plane restarted, pid "))?;
+                .or_else(|| l.split_once("data plane restarted, pid "))
+                // WIRESPEED_DATAPLANE=host: the host data plane serves it.
+                .or_else(|| l.split_once("attached to the host data plane, pid "))?;
             rest.split_whitespace().next()?.parse().ok()
         })
         .next()

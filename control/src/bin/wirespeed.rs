@@ -17,6 +17,7 @@ const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--worker
                  [--metrics ADDR:PORT] INTERFACE
        wirespeed --detach INTERFACE
        wirespeed --host-dataplane [-v|--verbose] [--workers N] [--backend B]
+                 [--exit-when-idle]
        wirespeed capture INTERFACE -w FILE [OPTIONS]   (see wirespeed capture --help)
        wirespeed --version
 
@@ -39,7 +40,9 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
                      there; with WIRESPEED_DATAPLANE=host it starts one if none does.
                      Opt-in: without it each interface runs a data plane of its own.
                      Its tenants use UDP sockets, or AF_XDP on the uplinks that
-                     WIRESPEED_XDP_IFACES names (with --backend xdp or auto)";
+                     WIRESPEED_XDP_IFACES names (with --backend xdp or auto)
+  --exit-when-idle   with --host-dataplane: exit once the last tenant is gone (the
+                     one WIRESPEED_DATAPLANE=host starts does)";
 
 fn log_level(verbose: bool) -> LogLevel {
     let env = std::env::var("LOG_LEVEL")
@@ -289,12 +292,14 @@ fn detach_main(iface: &str) -> ExitCode {
 /// started it detaches it).
 fn host_dataplane_main(args: &[String]) -> ExitCode {
     let mut verbose = false;
+    let mut exit_when_idle = false;
     let mut workers = 0usize;
     let mut backend = std::env::var("WIRESPEED_BACKEND").unwrap_or_else(|_| "auto".into());
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-v" | "--verbose" => verbose = true,
+            "--exit-when-idle" => exit_when_idle = true,
             "--workers" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n) => workers = n,
                 None => {
@@ -332,6 +337,7 @@ fn host_dataplane_main(args: &[String]) -> ExitCode {
         socket: dataplane::process::host::socket_path(),
         workers,
         backend,
+        exit_when_idle,
     };
     match dataplane::process::host::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

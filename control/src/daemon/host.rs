@@ -120,7 +120,21 @@ impl HostLink {
             Err(_) if self.start => self.start_host()?,
             Err(_) => return Ok(None),
         };
-        let (n, pid) = hello(&c)?;
+        let (c, (n, pid)) = match hello(&c) {
+            Ok(h) => (c, h),
+            // One started on demand whose last tenant just went closes
+            // us unanswered on its way out: the next one is ours to start.
+            Err(_) if self.start => {
+                std::thread::sleep(Duration::from_millis(50));
+                let c = match host::connect(&self.socket) {
+                    Ok(c) => c,
+                    Err(_) => self.start_host()?,
+                };
+                let h = hello(&c)?;
+                (c, h)
+            }
+            Err(e) => return Err(e),
+        };
         self.pid = pid;
         Ok(Some((c, n)))
     }
@@ -133,7 +147,11 @@ impl HostLink {
         }
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
+        // Started on demand, it goes with the namespace's last interface:
+        // nothing else would end it, and it would keep a deleted namespace
+        // (and its sockets) alive.
         cmd.arg("--host-dataplane")
+            .arg("--exit-when-idle")
             .arg("--backend")
             .arg(&self.backend)
             .stdin(Stdio::null())

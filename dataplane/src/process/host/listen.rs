@@ -13,14 +13,35 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Where the host data plane listens, unless WIRESPEED_DATAPLANE_SOCKET
-/// names another place.
+/// Where the host data plane of the host's own network namespace listens,
+/// unless WIRESPEED_DATAPLANE_SOCKET names another place.
 pub const DEFAULT_SOCKET: &str = "/run/wirespeed/dataplane.sock";
 
+/// Where the host data plane of our network namespace listens.
 pub fn socket_path() -> PathBuf {
     match std::env::var_os("WIRESPEED_DATAPLANE_SOCKET") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(DEFAULT_SOCKET),
+        _ => {
+            let own = crate::tunns::own_netns_id().ok();
+            let init = crate::shm::netns_inode(Path::new("/proc/1/ns/net")).ok();
+            default_socket(own, init)
+        }
+    }
+}
+
+/// The path is shared by every network namespace but a host data plane
+/// answers only its own (the UDP sockets it binds live there): one name for
+/// all would leave the controls of every other namespace refused, and the
+/// first to start one would take it from the rest. The namespace of pid 1
+/// keeps the documented name; the others get one carrying their namespace's
+/// inode, like the regions (`NETNS-IFACE.region`), and so does ours when
+/// pid 1's cannot be told (a container that hides it): a name of its own is
+/// only unexpected, a shared one is refused.
+fn default_socket(own: Option<u64>, init: Option<u64>) -> PathBuf {
+    match (own, init) {
+        (Some(own), Some(init)) if own == init => PathBuf::from(DEFAULT_SOCKET),
+        (Some(own), _) => PathBuf::from(format!("/run/wirespeed/{own}-dataplane.sock")),
+        (None, _) => PathBuf::from(DEFAULT_SOCKET),
     }
 }
 
@@ -293,6 +314,19 @@ pub fn peer_cred(c: BorrowedFd<'_>) -> io::Result<libc::ucred> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_network_namespace_but_the_hosts_has_a_socket_of_its_own() {
+        assert_eq!(default_socket(Some(7), Some(7)), Path::new(DEFAULT_SOCKET));
+        let a = default_socket(Some(8), Some(7));
+        let b = default_socket(Some(9), Some(7));
+        assert_ne!(a, Path::new(DEFAULT_SOCKET));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Path::new(DEFAULT_SOCKET).parent());
+        // pid 1's namespace unknown: ours cannot be told from another's.
+        assert_eq!(default_socket(Some(8), None), a);
+        assert_ne!(default_socket(Some(9), None), a);
+    }
 
     #[test]
     fn the_socket_and_its_directory_are_private_and_one_host_answers() {

@@ -11,10 +11,14 @@
 //! sockets, or over AF_XDP on the uplinks WIRESPEED_XDP_IFACES names: one
 //! XDP program per uplink steers every tenant's listen port to the
 //! workers' AF_XDP sockets, and each worker parks every frame in the lane
-//! of its destination port. Not yet: uplinks that follow the tenants'
-//! peers (the XDP attacher serves one region). It runs sandboxed
-//! ([`sandbox`]).
+//! of its destination port; without that list, AF_XDP follows the
+//! tenants' peers to their uplinks ([`follow`]). It runs sandboxed
+//! ([`sandbox`]), except that while AF_XDP follows the peers the
+//! supervisor thread keeps the capabilities to attach uplinks and no
+//! seccomp filter goes on: the per-interface data plane's XDP attacher
+//! serves one region, and the host has no attacher of its own yet.
 
+mod follow;
 pub mod lanes;
 pub mod listen;
 mod sandbox;
@@ -32,7 +36,8 @@ use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
 use crate::shm::{Region, RegionDir, REGION_DIR};
 
 use super::backend::{BackendChoice, PortDealer, XdpUplinks};
-use super::{local_addrs, uplinks};
+use super::local_addrs;
+use super::uplinks::{self, UplinkFinder};
 use lanes::{LaneInbox, LaneSet};
 use listen::Listener;
 use sandbox::HostSandbox;
@@ -45,12 +50,18 @@ pub struct HostOptions {
     pub socket: PathBuf,
     pub workers: usize,
     pub backend: BackendChoice,
+    /// Exit once the last tenant is gone (or none came within
+    /// [`IDLE_GRACE_TICKS`]): one a control started on demand.
+    pub exit_when_idle: bool,
 }
 
 /// How often the supervisor looks at the socket and the tenants' settings.
 const TICK: Duration = Duration::from_millis(10);
 /// Every this many ticks: the interfaces and the controls.
 const SLOW_TICKS: u64 = 100;
+/// Exiting when idle: how long (ticks, 30 s) one that never had a tenant
+/// waits for its first.
+const IDLE_GRACE_TICKS: u64 = 3000;
 /// Connections that have not attached a tenant, at most.
 const MAX_PENDING: usize = 64;
 
@@ -64,6 +75,13 @@ struct Host {
     /// XDP program each, steering every tenant's listen port, attached
     /// with the first tenant.
     xdp_list: Option<Vec<String>>,
+    /// Without that list (and not `--backend udp`): the uplinks the
+    /// tenants' peers are reached through, looked up as they come.
+    follow: Option<UplinkFinder>,
+    /// The port the programs were created with (attaching steers it).
+    xdp_port: u16,
+    /// The first tenant's UDP GSO, for auto following the peers.
+    udp_gso: bool,
     choice: BackendChoice,
     xdp: Option<XdpUplinks>,
     dealer: PortDealer,
@@ -191,6 +209,9 @@ impl Host {
             &taken,
         )?;
         let port = t.port();
+        if self.xdp.is_none() {
+            self.udp_gso = t.udp_gso;
+        }
         self.steer(port);
         t.steered = port;
         t.set_backend(self.backend_code());
@@ -209,7 +230,9 @@ impl Host {
     /// Has the uplinks' XDP programs steer `port` to the AF_XDP sockets
     /// (attaching them for the first tenant).
     fn steer(&mut self, port: u16) {
-        let Some(list) = &self.xdp_list else { return };
+        if self.xdp_list.is_none() && self.follow.is_none() {
+            return;
+        }
         match &mut self.xdp {
             Some(x) => {
                 if let Err(e) = x.add_port(port) {
@@ -217,11 +240,16 @@ impl Host {
                 }
             }
             None => {
-                // No UDP GSO preference: auto takes AF_XDP wherever it can
-                // attach (the operator named the uplinks).
-                let mut x = XdpUplinks::new(self.choice, port, false);
+                // Named uplinks: no UDP GSO preference, auto takes AF_XDP
+                // wherever it can attach. Following the peers, auto weighs
+                // it as a data plane of its own does.
+                let gso = self.follow.is_some() && self.udp_gso;
+                let mut x = XdpUplinks::new(self.choice, port, gso);
                 x.set_local_addresses(local_addrs::local_addresses());
-                match x.add(list, self.choice == BackendChoice::Xdp) {
+                self.xdp_port = port;
+                // Following the peers: their uplinks come with the slow ticks.
+                let list = self.xdp_list.clone().unwrap_or_default();
+                match x.add(&list, self.choice == BackendChoice::Xdp) {
                     Ok(added) => {
                         for a in added {
                             self.dealer.deal(a);
@@ -230,13 +258,56 @@ impl Host {
                     Err(e) => log::error!("AF_XDP uplinks: {e}; the tenants use UDP sockets"),
                 }
                 self.xdp = Some(x);
-                // Attached or not, that was the only time: what needed
-                // the capabilities is done.
+                // Attached or not, with named uplinks that was the only
+                // time: what needed the capabilities is done. Following
+                // the peers, more uplinks may come.
+                if self.follow.is_some() {
+                    return;
+                }
                 if let Err(e) = self.sandbox.finish() {
                     log::error!("{e}; terminating");
                     TERMINATE.store(true, Ordering::Relaxed);
                 }
             }
+        }
+    }
+
+    /// Following the peers: attaches the uplinks the tenants' peers are
+    /// reached through that have no program yet, steering every tenant's
+    /// port there (a program starts with the one it was created for).
+    fn follow_peers(&mut self) {
+        let (Some(finder), Some(x)) = (&mut self.follow, &mut self.xdp) else {
+            return;
+        };
+        let wanted = follow::wanted(finder, &self.tenants);
+        let added = match x.add(&wanted, false) {
+            Ok(a) => a,
+            Err(e) => {
+                log::error!("AF_XDP uplinks: {e}");
+                return;
+            }
+        };
+        if added.is_empty() {
+            return;
+        }
+        let ports: Vec<u16> = self.tenants.iter().map(|t| t.steered).collect();
+        for &p in &ports {
+            if let Err(e) = x.add_port(p) {
+                log::error!("cannot steer UDP port {p} to AF_XDP: {e}");
+            }
+        }
+        if !ports.contains(&self.xdp_port) {
+            if let Err(e) = x.remove_port(self.xdp_port) {
+                log::error!("cannot stop steering UDP port {}: {e}", self.xdp_port);
+            }
+        }
+        for a in added {
+            log::info!("{}", a.summary);
+            self.dealer.deal(a);
+        }
+        let code = self.backend_code();
+        for t in &mut self.tenants {
+            t.set_backend(code);
         }
     }
 
@@ -272,6 +343,10 @@ impl Host {
             return;
         }
         self.locals = d;
+        // Routes may have moved with the addresses.
+        if let Some(f) = &mut self.follow {
+            f.forget();
+        }
         if let Some(x) = &mut self.xdp {
             x.set_local_addresses(now);
         }
@@ -323,6 +398,8 @@ impl Host {
                     Ok(Received::Msg(m, _))
                         if Request::decode(&m).ok() == Some(Request::Detach) =>
                     {
+                        // Before the reply: its control exits on it.
+                        log_uplinks(&self.xdp, t);
                         reply(c, &Reply::Ok { port: 0 }, &[]);
                         detach = true;
                     }
@@ -360,6 +437,9 @@ impl Host {
             };
             if gone {
                 let t = self.tenants.swap_remove(i);
+                if !detach {
+                    log_uplinks(&self.xdp, &t);
+                }
                 let port = t.steered;
                 t.detach();
                 self.unsteer(port);
@@ -376,6 +456,15 @@ impl Host {
     }
 }
 
+/// A tenant that goes gets the uplinks' last figures in its region and a
+/// line each in the log, as a data plane of its own leaves at exit (the
+/// programs are shared: the figures are every tenant's).
+fn log_uplinks(xdp: &Option<XdpUplinks>, t: &Tenant) {
+    if let Some(x) = xdp {
+        super::stats::publish_and_log_xdp(&t.shared.region, &x.programs);
+    }
+}
+
 /// Whether the other end of `c` closed it.
 fn hung_up(c: &OwnedFd) -> bool {
     let mut p = libc::pollfd {
@@ -386,6 +475,12 @@ fn hung_up(c: &OwnedFd) -> bool {
     // SAFETY: polls the one pollfd we pass, without waiting.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
+}
+
+/// Whether one started on demand is done: no tenant and no control on its
+/// way to one, after it had a tenant (or waited long enough for a first).
+fn idle(tenants: usize, pending: usize, had_tenant: bool, ticks: u64) -> bool {
+    tenants == 0 && pending == 0 && (had_tenant || ticks >= IDLE_GRACE_TICKS)
 }
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
@@ -406,20 +501,15 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         BackendChoice::Udp => None,
         _ => uplinks::override_from_env(),
     };
-    if opts.backend == BackendChoice::Xdp && xdp_list.is_none() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the host data plane attaches AF_XDP to the uplinks WIRESPEED_XDP_IFACES names \
-             (it does not follow the tenants' peers yet)",
-        ));
-    }
+    let follow =
+        (opts.backend != BackendChoice::Udp && xdp_list.is_none()).then(UplinkFinder::default);
     let listener = Listener::bind(&opts.socket)?;
     let regions = listen::open_dir(Path::new(REGION_DIR)).map(Arc::new);
     let dirs: Vec<i32> = (listener.dir_fd().into_iter())
         .chain(regions.as_ref().map(|d| d.as_raw_fd()))
         .collect();
     // Before any other thread: they inherit what the main thread keeps.
-    let mut host_sandbox = HostSandbox::start(xdp_list.is_some(), &dirs)?;
+    let mut host_sandbox = HostSandbox::start(xdp_list.is_some() || follow.is_some(), &dirs)?;
     let n = opts.workers.clamp(1, MAX_WORKERS);
     let dealer = PortDealer::new(n);
     let unclaimed = Arc::new(AtomicU64::new(0));
@@ -433,7 +523,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     for i in 0..n {
         let inbox = Arc::new(LaneInbox::default());
         inboxes.push(inbox.clone());
-        let ports = xdp_list.is_some().then(|| dealer.inboxes[i].clone());
+        let ports = (xdp_list.is_some() || follow.is_some()).then(|| dealer.inboxes[i].clone());
         let unclaimed = unclaimed.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
         let started = started.clone();
@@ -457,15 +547,24 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     }
     log::info!(
         "host data plane: {n} workers, {}, attach socket {}",
-        match &xdp_list {
-            Some(l) => format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
-            None => "UDP sockets".to_string(),
+        match (&xdp_list, &follow) {
+            (Some(l), _) => format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
+            (None, Some(_)) => "AF_XDP on the uplinks to the tenants' peers".to_string(),
+            (None, None) => "UDP sockets".to_string(),
         },
         opts.socket.display()
     );
     started.wait();
-    if xdp_list.is_none() {
+    if xdp_list.is_none() && follow.is_none() {
         host_sandbox.finish()?;
+    }
+    if follow.is_some() {
+        super::note(
+            "sandbox: AF_XDP follows the tenants' peers, so the supervisor keeps the \
+             capabilities to attach their uplinks and no seccomp filter goes on (the host \
+             data plane has no XDP attacher yet); name the uplinks in WIRESPEED_XDP_IFACES, \
+             or use --backend udp, for the full sandbox",
+        );
     }
     let mut host = Host {
         workers: n,
@@ -473,6 +572,9 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         tenants: Vec::new(),
         pending: Vec::new(),
         xdp_list,
+        follow,
+        xdp_port: 0,
+        udp_gso: false,
         choice: opts.backend,
         xdp: None,
         dealer,
@@ -482,6 +584,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     };
     let mut ticks = 0u64;
     let mut unclaimed_seen = 0u64;
+    let mut had_tenant = false;
     while !TERMINATE.load(Ordering::Relaxed) {
         while let Some(c) = listener.accept() {
             // Root only, but a stuck client must not pile them up.
@@ -498,8 +601,14 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         ticks += 1;
         let slow = ticks.is_multiple_of(SLOW_TICKS);
         host.serve_tenants(slow);
+        had_tenant |= !host.tenants.is_empty();
+        if opts.exit_when_idle && idle(host.tenants.len(), host.pending.len(), had_tenant, ticks) {
+            log::info!("host data plane: no tenant left; exiting");
+            break;
+        }
         if slow {
             host.refresh_locals();
+            host.follow_peers();
             host.publish_uplinks();
             let u = unclaimed.load(Ordering::Relaxed);
             if u != unclaimed_seen {
@@ -512,7 +621,9 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         }
         std::thread::sleep(TICK);
     }
-    log::info!("host data plane: terminating on signal");
+    if TERMINATE.load(Ordering::Relaxed) {
+        log::info!("host data plane: terminating on signal");
+    }
     drop(listener);
     stop.store(true, Ordering::Relaxed);
     for h in handles {
@@ -529,6 +640,15 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::fd::FromRawFd;
+
+    #[test]
+    fn one_started_on_demand_is_idle_only_without_tenants_or_controls_on_their_way() {
+        assert!(!idle(1, 0, true, 10), "a tenant left");
+        assert!(!idle(0, 1, true, 10), "a control attaching");
+        assert!(idle(0, 0, true, 10), "the last tenant went");
+        assert!(!idle(0, 0, false, 10), "the first has not come yet");
+        assert!(idle(0, 0, false, IDLE_GRACE_TICKS), "none came");
+    }
 
     /// What lets a control that restarts at once take its tenant over:
     /// the old connection is seen closed even before the loop read it.

@@ -39,6 +39,9 @@ pub struct Tenant {
     region_dir: Option<RegionDir>,
     /// The port the uplinks' XDP programs steer for this tenant.
     pub steered: u16,
+    /// Whether its UDP sockets send with GSO (auto weighs copy-mode AF_XDP
+    /// against it).
+    pub udp_gso: bool,
     /// The control that attached the tenant: if it dies and nobody took its
     /// place, the region's file is ours to remove when the tenant goes.
     owner: u32,
@@ -96,6 +99,7 @@ impl Tenant {
         // from here on is seen and bound by `tick`).
         let config_gen = h.config_gen.load(Ordering::Acquire);
         let sockets = bind_sockets(&region, n)?;
+        let udp_gso = sockets.first().is_some_and(|s| s.offloads().0);
         let queues: Vec<TunQueue> = queues.into_iter().map(TunQueue::from_fd).collect();
         let queue = queues[0].as_fd().try_clone_to_owned()?;
         let watch = IfaceWatch::new(queues[0].as_fd())?;
@@ -128,6 +132,7 @@ impl Tenant {
             shared,
             conn: None,
             sockets: slots,
+            udp_gso,
             config_gen,
             watch,
             queue,
