@@ -501,8 +501,20 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         BackendChoice::Udp => None,
         _ => uplinks::override_from_env(),
     };
+    // Following the peers needs the capabilities to attach uplinks for the
+    // host's whole life (it has no XDP attacher yet), so it leaves the
+    // supervisor without the seccomp filter: only `--backend xdp` asks for
+    // that. `auto` without named uplinks keeps the full sandbox and the UDP
+    // sockets, which is also what it picks on copy-mode drivers (veth).
     let follow =
-        (opts.backend != BackendChoice::Udp && xdp_list.is_none()).then(UplinkFinder::default);
+        (opts.backend == BackendChoice::Xdp && xdp_list.is_none()).then(UplinkFinder::default);
+    if opts.backend == BackendChoice::Auto && xdp_list.is_none() {
+        super::note(
+            "backend: UDP sockets (auto without WIRESPEED_XDP_IFACES: name the uplinks there \
+             for AF_XDP with the full sandbox, or use --backend xdp to follow the tenants' \
+             peers without the seccomp filter)",
+        );
+    }
     let listener = Listener::bind(&opts.socket)?;
     let regions = listen::open_dir(Path::new(REGION_DIR)).map(Arc::new);
     let dirs: Vec<i32> = (listener.dir_fd().into_iter())
