@@ -10,6 +10,7 @@
 
 pub(crate) mod attacher;
 pub mod backend;
+mod fdpass;
 pub mod host;
 mod iface_watch;
 mod keycache;

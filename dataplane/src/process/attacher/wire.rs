@@ -6,8 +6,9 @@
 //! message they do not belong to are closed.
 
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::super::fdpass;
 
 /// Largest message, text included.
 pub const MAX_MSG: usize = 1024;
@@ -146,14 +147,6 @@ pub enum Received {
     Closed,
 }
 
-/// Room for the control message of [`MAX_FDS`] descriptors, aligned as
-/// `cmsghdr` wants.
-#[repr(C)]
-union CmsgBuf {
-    _align: libc::cmsghdr,
-    bytes: [u8; 64],
-}
-
 /// Sends `msg` with `fds` (as many as [`Msg::fds`] says).
 pub fn send(sock: BorrowedFd<'_>, msg: &Msg, fds: &[RawFd]) -> io::Result<()> {
     if fds.len() != msg.fds() || fds.len() > MAX_FDS {
@@ -164,109 +157,17 @@ pub fn send(sock: BorrowedFd<'_>, msg: &Msg, fds: &[RawFd]) -> io::Result<()> {
     }
     let mut buf = [0u8; MAX_MSG];
     let len = msg.encode(&mut buf);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let mut cbuf = CmsgBuf { bytes: [0; 64] };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut mh: libc::msghdr = unsafe { mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let data_len = mem::size_of_val(fds) as u32;
-        // SAFETY: CMSG_SPACE is arithmetic on its argument.
-        let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
-        // SAFETY: the union is read as bytes only through this pointer.
-        mh.msg_control = unsafe { cbuf.bytes.as_mut_ptr() }.cast();
-        mh.msg_controllen = space;
-        // SAFETY: msg_control points at `space` (<= 64) writable bytes
-        // aligned for cmsghdr, so CMSG_FIRSTHDR is a valid header there,
-        // and CMSG_DATA has room for `data_len` bytes after it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&mh);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(data_len) as usize;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(c),
-                data_len as usize,
-            );
-        }
-    }
-    loop {
-        // SAFETY: mh points at live buffers (iov, cbuf) for the call.
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &mh, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    fdpass::send(sock, &buf[..len], fds)
 }
 
 /// Receives one message, waiting for it with `wait`, without otherwise.
 pub fn recv(sock: BorrowedFd<'_>, wait: bool) -> io::Result<Received> {
     let mut buf = [0u8; MAX_MSG];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+    let (n, fds) = match fdpass::recv(sock, &mut buf, wait)? {
+        fdpass::Received::Msg(n, fds) => (n, fds),
+        fdpass::Received::Nothing => return Ok(Received::Nothing),
+        fdpass::Received::Closed => return Ok(Received::Closed),
     };
-    let mut cbuf = CmsgBuf { bytes: [0; 64] };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut mh: libc::msghdr = unsafe { mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    // SAFETY: the union is written as bytes only, by the kernel.
-    mh.msg_control = unsafe { cbuf.bytes.as_mut_ptr() }.cast();
-    mh.msg_controllen = mem::size_of::<CmsgBuf>();
-    let flags = libc::MSG_CMSG_CLOEXEC | if wait { 0 } else { libc::MSG_DONTWAIT };
-    let n = loop {
-        // SAFETY: mh points at live, writable buffers for the call.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, flags) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(Received::Nothing),
-            _ => return Err(e),
-        }
-    };
-    // Whatever happens next, descriptors that arrived are owned (and so
-    // closed) here.
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
-    // well-formed control messages; CMSG_FIRSTHDR/NXTHDR stay inside them
-    // and CMSG_DATA of an SCM_RIGHTS message holds whole descriptors that
-    // this process now owns.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&mh);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c);
-                let len = (*c).cmsg_len.saturating_sub(data as usize - c as usize);
-                for i in 0..len / mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&mh, c);
-        }
-    }
-    if n == 0 && fds.is_empty() {
-        return Ok(Received::Closed);
-    }
-    if mh.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "attacher message or its descriptors cut short",
-        ));
-    }
     let msg = Msg::decode(&buf[..n])?;
     if fds.len() != msg.fds() {
         return Err(io::Error::new(
@@ -304,7 +205,7 @@ pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     fn roundtrip(m: Msg) -> Msg {
         let mut buf = [0u8; MAX_MSG];
