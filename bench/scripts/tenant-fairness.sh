@@ -44,11 +44,7 @@ start_tenant() {
         ip netns exec "$ns" taskset -c "$cpu" "$WIRESPEED" -f --backend udp --workers 1 "$ifc" \
         >"$WORK/$ifc.log" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 100); do
-        [ -S "/var/run/wireguard/$ifc.sock" ] && ip -n "$ns" link show "$ifc" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "wirespeed did not come up on $ifc:" >&2; cat "$WORK/$ifc.log" >&2; return 1
+    tl_wait_up wirespeed "$ns" "$ifc"
 }
 
 # pair NAME PORT IN OUT MODE: tenant NAME in A, its peer in B, addresses IN/OUT.

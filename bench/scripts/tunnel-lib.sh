@@ -110,11 +110,18 @@ tl_start() {
         *) echo "unknown implementation $impl" >&2; return 1 ;;
     esac
     PIDS+=($!)
+    tl_wait_up "$impl" "$ns" "$ifc"
+}
+
+# tl_wait_up WHAT NS IFACE: waits (5 s at most) for IFACE in NS and its UAPI
+# socket; if they do not come, shows WHAT's log ($WORK/IFACE.log) and fails.
+tl_wait_up() {
+    local what=$1 ns=$2 ifc=$3
     for _ in $(seq 100); do
         [ -S "/var/run/wireguard/$ifc.sock" ] && ip -n "$ns" link show "$ifc" >/dev/null 2>&1 && return 0
         sleep 0.05
     done
-    echo "$impl did not come up on $ifc:" >&2; cat "$WORK/$ifc.log" >&2; return 1
+    echo "$what did not come up on $ifc:" >&2; cat "$WORK/$ifc.log" >&2; return 1
 }
 
 # tl_tunnel IMPL_A IMPL_B N: a tunnel numbered N between the namespaces.

@@ -6,9 +6,10 @@
 //! message they do not belong to are closed.
 
 use std::io;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 use super::super::fdpass;
+pub use fdpass::pair;
 
 /// Largest message, text included.
 pub const MAX_MSG: usize = 1024;
@@ -180,25 +181,6 @@ pub fn recv(sock: BorrowedFd<'_>, wait: bool) -> io::Result<Received> {
         ));
     }
     Ok(Received::Msg(msg, fds))
-}
-
-/// A connected `SOCK_SEQPACKET` pair, close-on-exec.
-pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors socketpair writes.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: two fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 #[cfg(test)]

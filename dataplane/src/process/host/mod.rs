@@ -651,7 +651,6 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
 
     #[test]
     fn one_started_on_demand_is_idle_only_without_tenants_or_controls_on_their_way() {
@@ -666,19 +665,7 @@ mod tests {
     /// the old connection is seen closed even before the loop read it.
     #[test]
     fn a_closed_connection_is_seen_hung_up_and_an_open_one_is_not() {
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for the two descriptors socketpair writes.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: two fresh descriptors that nothing else owns.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = super::super::fdpass::pair().unwrap();
         wire::send(a.as_fd(), b"HELLO", &[]).unwrap();
         assert!(!hung_up(&b), "unread data is not a hang-up");
         drop(a);

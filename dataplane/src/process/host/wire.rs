@@ -171,7 +171,7 @@ pub fn call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+    use std::os::fd::{AsFd, AsRawFd};
 
     #[test]
     fn requests_and_replies_decode_to_themselves() {
@@ -224,19 +224,7 @@ mod tests {
 
     #[test]
     fn descriptors_cross() {
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for the two descriptors socketpair writes.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: two fresh descriptors that nothing else owns.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = super::super::super::fdpass::pair().unwrap();
         let f = std::fs::File::open("/proc/self/stat").unwrap();
         send(a.as_fd(), b"HELLO", &[f.as_raw_fd(), f.as_raw_fd()]).unwrap();
         match recv(b.as_fd(), true).unwrap() {
