@@ -18,6 +18,7 @@ pub mod offload;
 pub mod process;
 pub mod replay;
 pub mod sandbox;
+pub mod sdnotify;
 pub mod shm;
 pub mod transport;
 pub mod tun;

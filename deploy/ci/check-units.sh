@@ -69,8 +69,8 @@ if ! grep -q "wirespeed@.service:.*Unknown key" <<<"$out"; then
     exit 1
 fi
 
-# The host data plane's unit, and the drop-in that orders wg-quick@ after it
-# (read over wg-quick@.service with the wirespeed drop-in, as installed).
+# The host data plane's unit, read with wg-quick@.service and the wirespeed
+# drop-in (as installed), which orders wg-quick@ after it.
 host_unit() { # UNIT -> prints verify's output
     rm -rf "$tmp/host" && mkdir -p "$tmp/host/units/wg-quick@.service.d" "$tmp/host/bin"
     printf '#!/bin/sh\n' >"$tmp/host/bin/wirespeed"
@@ -79,8 +79,6 @@ host_unit() { # UNIT -> prints verify's output
         >"$tmp/host/units/wirespeed-dataplane.service"
     cp "$base" "$tmp/host/units/"
     cp deploy/systemd/wg-quick-wirespeed.conf "$tmp/host/units/wg-quick@.service.d/wirespeed.conf"
-    cp deploy/systemd/wg-quick-wirespeed-dataplane.conf \
-        "$tmp/host/units/wg-quick@.service.d/wirespeed-dataplane.conf"
     (cd "$tmp" && SYSTEMD_UNIT_PATH="$tmp/host/units:" systemd-analyze verify --man=no \
         wirespeed-dataplane.service "wg-quick@wg0.service" 2>&1) \
         || echo "systemd-analyze verify exited $?"
@@ -88,12 +86,21 @@ host_unit() { # UNIT -> prints verify's output
 hunit=deploy/systemd/wirespeed-dataplane.service
 out=$(host_unit "$hunit")
 if [ -n "$out" ]; then
-    echo "check-units: $hunit or wg-quick-wirespeed-dataplane.conf:" >&2
+    echo "check-units: $hunit or wg-quick-wirespeed.conf:" >&2
     echo "$out" >&2
     exit 1
 fi
-grep -qxF 'ExecStart=/usr/sbin/wirespeed --host-dataplane' "$hunit" \
-    || { echo "check-units: $hunit no longer runs the host data plane" >&2; exit 1; }
+for line in 'ExecStart=/usr/sbin/wirespeed --host-dataplane' Type=notify; do
+    grep -qxF "$line" "$hunit" || { echo "check-units: $hunit lost $line" >&2; exit 1; }
+done
+# Every interface unit starts after it and pulls it in: started from the
+# interface's own unit instead, it would die with that unit's cgroup.
+for f in deploy/systemd/wg-quick-wirespeed.conf "$unit"; do
+    for key in Wants After; do
+        grep -Eq "^$key=.*wirespeed-dataplane\.service" "$f" ||
+            { echo "check-units: $f has no $key=wirespeed-dataplane.service" >&2; exit 1; }
+    done
+done
 sed 's/^Restart=/Restat=/' "$hunit" >"$tmp/broken-host.service"
 out=$(host_unit "$tmp/broken-host.service")
 if ! grep -q "wirespeed-dataplane.service:.*Unknown key" <<<"$out"; then

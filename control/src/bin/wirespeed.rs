@@ -11,7 +11,8 @@ use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
-use control::daemon::{detach, sdnotify, Daemon, LogLevel, Options};
+use control::daemon::{detach, Daemon, LogLevel, Options};
+use dataplane::sdnotify;
 
 const USAGE: &str = "usage: wirespeed [-f|--foreground] [-v|--verbose] [--workers N] [--backend B]
                  [--metrics ADDR:PORT] INTERFACE
@@ -36,13 +37,13 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
   --host-dataplane   run one data plane for every wirespeed interface of this network
                      namespace, in the foreground, listening for control processes on
                      /run/wirespeed/dataplane.sock (root only; WIRESPEED_DATAPLANE_SOCKET
-                     names another). `wirespeed INTERFACE` attaches to it when it answers
-                     there; with WIRESPEED_DATAPLANE=host it starts one if none does.
-                     Opt-in: without it each interface runs a data plane of its own.
-                     Its tenants use UDP sockets, or AF_XDP on the uplinks that
-                     WIRESPEED_XDP_IFACES names (with --backend xdp or auto)
+                     names another). `wirespeed INTERFACE` attaches to the one that
+                     answers there and starts one if none does (WIRESPEED_DATAPLANE=own:
+                     a data plane of the interface's own instead). Its tenants use UDP
+                     sockets, or AF_XDP on the uplinks that WIRESPEED_XDP_IFACES names
+                     (with --backend xdp or auto)
   --exit-when-idle   with --host-dataplane: exit once the last tenant is gone (the
-                     one WIRESPEED_DATAPLANE=host starts does)";
+                     one a control starts does)";
 
 fn log_level(verbose: bool) -> LogLevel {
     let env = std::env::var("LOG_LEVEL")

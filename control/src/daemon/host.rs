@@ -1,11 +1,10 @@
-//! Control's side of the host data plane (`dataplane::process::host`): when
-//! one answers on its socket (or WIRESPEED_DATAPLANE=host, which starts one
-//! if none does), the interface is attached to it as a tenant instead of
-//! getting a data plane of its own. The link plays the part the child
-//! process plays otherwise: its connection is watched, a host data plane
-//! that goes away is attached to again (started again, with
-//! WIRESPEED_DATAPLANE=host) with the same back-off, and stopping on
-//! purpose detaches the tenant.
+//! Control's side of the host data plane (`dataplane::process::host`): the
+//! interface is attached as a tenant to the one that answers on the
+//! namespace's socket, started if none does, instead of getting a data
+//! plane of its own (which WIRESPEED_DATAPLANE=own asks for). The link plays
+//! the part the child process plays otherwise: its connection is watched, a
+//! host data plane that goes away is attached to again (started again) with
+//! the same back-off, and stopping on purpose detaches the tenant.
 //!
 //! The host binds the tenant's UDP sockets (not control): it follows `wg
 //! set listen-port` the way a data plane of its own does, through the
@@ -30,9 +29,11 @@ use super::LogLevel;
 /// What WIRESPEED_DATAPLANE asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
-    /// Unset: a host data plane if one answers, else one of our own.
-    IfAnswers,
-    /// `host`: a host data plane, started if none answers.
+    /// Unset: the host data plane, started if none answers; where that
+    /// fails (one in another namespace answers, or it cannot start), a data
+    /// plane of our own, saying why.
+    Default,
+    /// `host`: the host data plane or an error.
     Host,
     /// `own`: always a data plane of our own.
     Own,
@@ -42,7 +43,15 @@ pub fn wanted() -> Want {
     match std::env::var("WIRESPEED_DATAPLANE").as_deref() {
         Ok("host") => Want::Host,
         Ok("own") => Want::Own,
-        _ => Want::IfAnswers,
+        Err(std::env::VarError::NotPresent) | Ok("") => Want::Default,
+        Ok(other) => {
+            eprintln!(
+                "wirespeed: WIRESPEED_DATAPLANE={other} is neither host nor own; \
+                 taking the default (host)"
+            );
+            Want::Default
+        }
+        Err(std::env::VarError::NotUnicode(_)) => Want::Default,
     }
 }
 
@@ -53,7 +62,6 @@ pub struct HostLink {
     /// The tenant's connection; None while the host data plane is away.
     conn: Option<OwnedFd>,
     pid: u32,
-    start: bool,
     workers: usize,
     backend: String,
     log: LogLevel,
@@ -72,9 +80,8 @@ fn hello(c: &OwnedFd) -> io::Result<(usize, u32)> {
 }
 
 impl HostLink {
-    /// A link to the host data plane if one answers (or, with `Want::Host`,
-    /// once one we started does); None: the interface gets a data plane of
-    /// its own.
+    /// A link to the host data plane that answers, or to one we started;
+    /// None: the interface gets a data plane of its own.
     pub fn connect(workers: usize, backend: &str, log: LogLevel) -> io::Result<Option<HostLink>> {
         let want = wanted();
         if want == Want::Own {
@@ -84,7 +91,6 @@ impl HostLink {
             socket: host::socket_path(),
             conn: None,
             pid: 0,
-            start: want == Want::Host,
             workers,
             backend: backend.to_string(),
             log,
@@ -94,13 +100,11 @@ impl HostLink {
             backoff: Backoff::default(),
         };
         match link.open() {
-            Ok(Some(_)) => Ok(Some(link)),
-            Ok(None) => Ok(None),
-            // Not asked for: one that answers but not well is passed over.
-            Err(e) if want == Want::IfAnswers => {
+            Ok(_) => Ok(Some(link)),
+            // Not asked for by name: one we cannot use is passed over.
+            Err(e) if want == Want::Default => {
                 eprintln!(
-                    "wirespeed: the host data plane on {} does not answer properly ({e}); \
-                     running a data plane of our own",
+                    "wirespeed: no host data plane on {} ({e}); running a data plane of our own",
                     link.socket.display()
                 );
                 Ok(None)
@@ -109,22 +113,21 @@ impl HostLink {
         }
     }
 
-    /// A fresh connection that said hello: (workers, pid). Ok(None): no host
-    /// data plane answers and none is to be started.
-    fn open(&mut self) -> io::Result<Option<(OwnedFd, usize)>> {
+    /// A fresh connection that said hello: (workers, pid), to the host data
+    /// plane that answers or to one started now.
+    fn open(&mut self) -> io::Result<(OwnedFd, usize)> {
         let c = match host::connect(&self.socket) {
             Ok(c) => c,
             // One answers, from another network namespace: said, not
             // passed over in silence.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
-            Err(_) if self.start => self.start_host()?,
-            Err(_) => return Ok(None),
+            Err(_) => self.start_host()?,
         };
         let (c, (n, pid)) = match hello(&c) {
             Ok(h) => (c, h),
             // One started on demand whose last tenant just went closes
             // us unanswered on its way out: the next one is ours to start.
-            Err(_) if self.start => {
+            Err(_) => {
                 std::thread::sleep(Duration::from_millis(50));
                 let c = match host::connect(&self.socket) {
                     Ok(c) => c,
@@ -133,10 +136,9 @@ impl HostLink {
                 let h = hello(&c)?;
                 (c, h)
             }
-            Err(e) => return Err(e),
         };
         self.pid = pid;
-        Ok(Some((c, n)))
+        Ok((c, n))
     }
 
     /// Starts a host data plane, in its own process group (a signal to ours
@@ -155,7 +157,10 @@ impl HostLink {
             .arg("--backend")
             .arg(&self.backend)
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            // Our unit's readiness is ours to tell (NotifyAccess=main
+            // would log the child's as refused).
+            .env_remove("NOTIFY_SOCKET");
         if self.workers > 0 {
             cmd.arg("--workers").arg(self.workers.to_string());
         }
@@ -195,12 +200,7 @@ impl HostLink {
         region: &Region,
         tun: &TunQueue,
     ) -> io::Result<u16> {
-        let Some((c, n)) = self.open()? else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no host data plane answers",
-            ));
-        };
+        let (c, n) = self.open()?;
         let region_fd = reopen_region(region)?;
         let queues = (0..n)
             .map(|_| tunns::open_sibling(tun))
@@ -227,12 +227,7 @@ impl HostLink {
     /// the host data plane kept serving; returns a TUN queue of the
     /// interface and the wake eventfd. NotFound: the host has no such tenant.
     pub fn reattach(&mut self, iface: &str, region: &Region) -> io::Result<(TunQueue, OwnedFd)> {
-        let Some((c, _)) = self.open()? else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no host data plane",
-            ));
-        };
+        let (c, _) = self.open()?;
         let region_fd = reopen_region(region)?;
         let req = wire::Request::Reattach {
             iface: iface.to_string(),

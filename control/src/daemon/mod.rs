@@ -14,7 +14,6 @@ mod keysync;
 mod outputs;
 mod pidfd;
 mod reattach;
-pub mod sdnotify;
 mod seen;
 mod uapi_impl;
 

@@ -16,13 +16,13 @@
 //! [`for_each_pairing`] / [`for_each_impl`] do that and run a scenario per
 //! entry of a const list, each isolated with catch_unwind.
 //!
-//! Host mode (issue 11): with `WIRESPEED_DATAPLANE=host` exported, every
-//! wirespeed daemon a test starts inherits it (nothing here clears the
-//! environment; `Impl::env` sets only the backend and offloads) and attaches
-//! its interface to the host data plane of its namespace, started on demand
-//! and gone with the namespace's last tenant (or killed with the namespace
-//! by `Netns`'s drop). `deploy/test-host-dataplane.sh` runs the tunnel
-//! suites that way; the default run keeps a data plane per interface.
+//! Data planes (issue 11): every wirespeed daemon a test starts inherits the
+//! test's environment (nothing here clears it; `Impl::env` sets only the
+//! backend and offloads), so by default it attaches its interface to the
+//! host data plane of its namespace, started on demand and gone with the
+//! namespace's last tenant (or killed with the namespace by `Netns`'s drop).
+//! `deploy/test-own-dataplane.sh` runs the tunnel suites again with
+//! `WIRESPEED_DATAPLANE=own` exported: a data plane per interface.
 //!
 //! The pieces, bottom up:
 //! * [`netns::Netns`]: `Netns::new()` (name `ws<pid>n<k>`, lo up, deleted

@@ -567,6 +567,12 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         opts.socket.display()
     );
     started.wait();
+    // The socket answers and the workers run: interfaces ordered after
+    // wirespeed-dataplane.service attach now. Before the filter, which has
+    // no socket(2).
+    if let Err(e) = crate::sdnotify::ready() {
+        log::error!("cannot tell the service manager we are ready: {e}");
+    }
     if xdp_list.is_none() && follow.is_none() {
         host_sandbox.finish()?;
     }

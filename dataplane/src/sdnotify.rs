@@ -1,7 +1,10 @@
-//! systemd's readiness notification (sd_notify(3)): a `Type=notify` unit
+//! systemd's readiness notification (sd_notify(3)). A `Type=notify` unit
 //! runs `wirespeed -f IFACE` and starts its `ExecStartPost=` (which applies
 //! the configuration through the UAPI socket) only once control says it is
-//! ready, the same moment a detaching `wirespeed IFACE` returns.
+//! ready, the same moment a detaching `wirespeed IFACE` returns; and
+//! `wirespeed-dataplane.service` runs the host data plane, which is ready
+//! once its attach socket answers, so the interfaces ordered after it
+//! attach to it rather than start one of their own.
 
 use std::ffi::OsStr;
 use std::io;
