@@ -730,40 +730,98 @@ fn listening(ns: &Netns, port: u16) -> bool {
 }
 
 #[test]
-fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfer() {
+fn one_tenant_restarted_reconfigured_and_deleted_while_two_others_carry_transfers() {
     let Some(_serial) = netns_test("host_dataplane_tenant_lifecycle") else {
         return;
     };
+    tenant_lifecycle(false);
+}
+
+/// The same with the three tenants on one AF_XDP uplink, where A's comings
+/// and goings also rewrite the XDP program's map from port to tenant.
+#[test]
+fn one_tenant_restarted_reconfigured_and_deleted_on_a_shared_af_xdp_uplink() {
+    let Some(_serial) = netns_test("host_dataplane_tenant_lifecycle_xdp") else {
+        return;
+    };
+    tenant_lifecycle(true);
+}
+
+/// What B's and C's transfers each send a second: enough for ten thousand
+/// messages and more each over the test (which [`assert_transport_took_af_xdp`]
+/// needs), little enough to leave the two cores to A's restarts and pings.
+const LIFECYCLE_RATE: u64 = 4 << 20;
+
+/// Tenant A (a wirespeed peer) goes through a kill of its control, a
+/// restart that re-attaches, a reconfiguration, a new listen port, a
+/// refused one (B's, C's) and its deletion, while B (wireguard-go) and C
+/// (boringtun) each carry a paced TCP transfer that moves on after every
+/// step, ends intact (SHA-256) and leaves exact `wg show` counters.
+fn tenant_lifecycle(xdp: bool) {
     let hub = Netns::new();
-    let mut host = HostDp::start(&hub, 2);
-    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let mut host = host_on(&hub, xdp);
+    let peers = [Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun];
+    let mut legs = legs_on(&hub, &host, &peers, xdp);
+    if xdp {
+        assert!(
+            host.log().contains("backend: AF_XDP on up0"),
+            "{}",
+            host.log()
+        );
+    }
     let env = host.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
     let hs_a = legs[0].peer_peer().latest_handshake;
     assert!(hs_a.is_some());
 
-    // B: a transfer long enough to outlast what A goes through.
-    const BYTES: u64 = 160 << 20;
-    let b = &legs[1];
-    let to = SocketAddr::new(IpAddr::V4(b.hub_tun), 5100);
-    let transfer = TcpTransfer::start(&b.peer_ns, &hub, to, BYTES);
-    assert!(transfer.wait_for_progress(1 << 20, Duration::from_secs(20)));
+    // B's peer sends to the hub, the hub to C's peer: both directions of
+    // the shared data plane carry a tenant's bulk.
+    let at_start = Snapshot::now(&hub, &legs[1..]);
+    let (b, c) = (&legs[1], &legs[2]);
+    let transfers = [
+        (
+            "B",
+            TcpTransfer::paced(
+                &b.peer_ns,
+                &hub,
+                SocketAddr::new(IpAddr::V4(b.hub_tun), 5100),
+                LIFECYCLE_RATE,
+            ),
+        ),
+        (
+            "C",
+            TcpTransfer::paced(
+                &hub,
+                &c.peer_ns,
+                SocketAddr::new(IpAddr::V4(c.peer_tun), 5200),
+                LIFECYCLE_RATE,
+            ),
+        ),
+    ];
+    // Each transfer moves on after `step`: a MiB more than it had.
+    let moving_on = |step: &str| {
+        for (name, t) in &transfers {
+            let at = t.received();
+            let on = t.wait_for_progress(at + (1 << 20), Duration::from_secs(20));
+            assert!(
+                on && t.received() > at,
+                "{name}'s transfer stalled at {at} bytes after {step}"
+            );
+        }
+    };
+    moving_on("its start");
 
     // A's control is killed: the host data plane forwards on with its keys.
     let iface_a = legs[0].hub.iface.clone();
-    let pid_a = legs[0].hub.pid();
-    util::signal(pid_a, util::SIGKILL);
+    util::signal(legs[0].hub.pid(), util::SIGKILL);
     assert!(util::wait_until(
         Duration::from_secs(5),
         Duration::from_millis(10),
         || { legs[0].hub.exit_status().is_some() }
     ));
-    assert!(
-        transfer.received() < BYTES,
-        "B's transfer ended before A's restart"
-    );
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    moving_on("A's control was killed");
 
     // Started again, it re-attaches to its tenant: the session goes on
     // (the peer saw no new handshake).
@@ -787,6 +845,7 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         hs_a,
         "A's session was not kept"
     );
+    moving_on("A was restarted and reconfigured");
 
     // A new listen port: only A's sockets move.
     let new_port = 52000;
@@ -798,17 +857,13 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         "A's port did not move; log:\n{}",
         host.log()
     );
-    assert!(listening(&hub, legs[1].port), "B's port moved too");
-    // B's port is B's: A cannot have it too (SO_REUSEPORT would split
-    // B's datagrams between them).
-    let out = hub.try_exec(&[
-        "wg",
-        "set",
-        &iface_a,
-        "listen-port",
-        &legs[1].port.to_string(),
-    ]);
-    assert!(!out.status.success(), "A took B's port");
+    // B's and C's ports are theirs: A cannot have them too (SO_REUSEPORT
+    // would split their datagrams between them).
+    for l in &legs[1..] {
+        assert!(listening(&hub, l.port), "{}'s port moved too", l.hub.iface);
+        let out = hub.try_exec(&["wg", "set", &iface_a, "listen-port", &l.port.to_string()]);
+        assert!(!out.status.success(), "A took {}'s port", l.hub.iface);
+    }
     assert!(listening(&hub, new_port));
     let a = &legs[0];
     a.peer.wg_set(
@@ -821,6 +876,7 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         ],
     );
     assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 3);
+    moving_on("A's port moved");
 
     // A deleted: its tenant goes (its port closes), the host stays.
     hub.ip(&["link", "del", &iface_a]);
@@ -836,10 +892,32 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         host.log()
     );
     assert!(host.running());
+    moving_on("A was deleted");
 
-    // B never noticed.
-    transfer.finish().assert_intact(BYTES);
-    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 2);
+    // B and C never noticed.
+    let mut sent = Vec::new();
+    for (name, t) in transfers {
+        let r = t.finish();
+        r.assert_intact(r.bytes_sent);
+        // At least the MiB of each step above.
+        assert!(r.bytes_sent >= 5 << 20, "{name}: {r:?}");
+        if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+            eprintln!("  {name}: {} bytes in {:?}", r.bytes_sent, r.elapsed);
+        }
+        sent.push(r.bytes_sent);
+    }
+    let rest = &legs[1..];
+    for l in rest {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 2);
+    }
+    quiesce(&hub, rest);
+    if xdp {
+        assert_transport_took_af_xdp(&hub, rest, &at_start);
+    }
+    let (hub_b, hub_c) = (rest[0].hub_peer(&hub), rest[1].hub_peer(&hub));
+    assert!(hub_b.rx >= sent[0], "B: {hub_b:?}, {} sent", sent[0]);
+    assert!(hub_c.tx >= sent[1], "C: {hub_c:?}, {} sent", sent[1]);
+    assert_exact_counters(&hub, rest, &at_start);
 }
 
 #[test]
