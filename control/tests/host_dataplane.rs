@@ -153,13 +153,131 @@ impl Leg {
     }
 }
 
-/// Datagrams lost on the way into the hub (shared by its tenants).
+/// Datagrams lost on the way into the hub (shared by its tenants); an
+/// uplink that several legs share counted once.
 fn hub_drops(hub: &Netns, legs: &[Leg]) -> u64 {
+    let mut uplinks: Vec<&str> = legs.iter().map(|l| l.uplink.as_str()).collect();
+    uplinks.sort_unstable();
+    uplinks.dedup();
     udp_stats(hub).in_errors
-        + legs
+        + uplinks
             .iter()
-            .map(|l| iface_stats(hub, &l.uplink).rx_dropped)
+            .map(|u| iface_stats(hub, u).rx_dropped)
             .sum::<u64>()
+}
+
+/// The counters that [`assert_exact_counters`] and
+/// [`assert_transport_took_af_xdp`] measure from, taken over some legs.
+struct Snapshot {
+    hub_drops: u64,
+    peer_drops: Vec<u64>,
+    hub_udp: UdpStats,
+    /// Packets through each leg's hub TUN, both ways: one data message
+    /// each (the hub runs without TUN offloads).
+    hub_tun: Vec<u64>,
+}
+
+impl Snapshot {
+    fn now(hub: &Netns, legs: &[Leg]) -> Snapshot {
+        Snapshot {
+            hub_drops: hub_drops(hub, legs),
+            peer_drops: legs.iter().map(Leg::peer_drops).collect(),
+            hub_udp: udp_stats(hub),
+            hub_tun: legs.iter().map(|l| hub_tun_packets(hub, l)).collect(),
+        }
+    }
+}
+
+fn hub_tun_packets(hub: &Netns, leg: &Leg) -> u64 {
+    let s = iface_stats(hub, &leg.hub.iface);
+    s.rx_packets + s.tx_packets
+}
+
+/// Each leg's `wg show` counters, both ways, agree with its peer's to the
+/// byte, up to what was dropped on the way since `since` (taken over the
+/// same legs) and what the two ends count differently (`check_counters`).
+/// Call it once the legs are quiet ([`quiesce`]).
+fn assert_exact_counters(hub: &Netns, legs: &[Leg], since: &Snapshot) {
+    let hub_lost = hub_drops(hub, legs) - since.hub_drops;
+    let mut errs = Vec::new();
+    for (l, peer_drops_0) in legs.iter().zip(&since.peer_drops) {
+        let (hp, pp) = (l.hub_peer(hub), l.peer_peer());
+        let hub_tun = iface_stats(hub, &l.hub.iface);
+        let peer_tun = iface_stats(&l.peer_ns, &l.peer.iface);
+        let peer_lost = l.peer_drops() - peer_drops_0;
+        errs.extend(
+            [
+                check_counters(
+                    l.peer_imp,
+                    pp.tx,
+                    Impl::WirespeedUdp,
+                    hp.rx,
+                    hub_tun.rx_packets,
+                    hub_lost,
+                ),
+                check_counters(
+                    Impl::WirespeedUdp,
+                    hp.tx,
+                    l.peer_imp,
+                    pp.rx,
+                    peer_tun.rx_packets,
+                    peer_lost,
+                ),
+            ]
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| format!("{} <-> {}: {e}", l.hub.iface, l.peer_imp)),
+        );
+    }
+    assert!(errs.is_empty(), "counters disagree:\n{}", errs.join("\n"));
+    if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+        eprintln!("  hub drops {hub_lost}");
+    }
+}
+
+/// Datagrams the hub's kernel UDP may receive and send while transport
+/// takes AF_XDP: handshakes (the XDP program passes them), a few per
+/// tenant, and a handful of A's messages to a port not yet steered.
+const HANDSHAKES_AT_MOST: u64 = 100;
+
+/// Transport took the AF_XDP sockets, every leg's: since `since`, each leg
+/// carried ten times more data messages than the hub's kernel UDP received
+/// or sent datagrams, which were the handshakes. A leg whose transport took
+/// a UDP socket would have put its thousands of messages there (or, sent
+/// with UDP GSO, one datagram for up to 64 of them).
+fn assert_transport_took_af_xdp(hub: &Netns, legs: &[Leg], since: &Snapshot) {
+    let now = udp_stats(hub);
+    let (rx, tx) = (
+        now.in_datagrams - since.hub_udp.in_datagrams,
+        now.out_datagrams - since.hub_udp.out_datagrams,
+    );
+    assert!(
+        rx <= HANDSHAKES_AT_MOST && tx <= HANDSHAKES_AT_MOST,
+        "{rx} datagrams received and {tx} sent through the hub's UDP sockets"
+    );
+    let mut messages = Vec::new();
+    for (l, tun_0) in legs.iter().zip(&since.hub_tun) {
+        let m = hub_tun_packets(hub, l) - tun_0;
+        assert!(
+            m >= 10 * HANDSHAKES_AT_MOST,
+            "{}: {m} data messages, too few to tell AF_XDP from UDP",
+            l.hub.iface
+        );
+        messages.push(m);
+    }
+    if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+        eprintln!("  hub UDP datagrams: {rx} received, {tx} sent; data messages {messages:?}");
+    }
+}
+
+/// The host data plane on `hub`: over UDP sockets, or with `xdp` AF_XDP
+/// on the single uplink `up0` of [`legs_on`]'s `one_uplink`.
+fn host_on(hub: &Netns, xdp: bool) -> HostDp {
+    if xdp {
+        HostDp::start_with(hub, 2, "xdp", &[("WIRESPEED_XDP_IFACES", "up0")])
+    } else {
+        HostDp::start(hub, 2)
+    }
 }
 
 /// The hub `hub` with one wirespeed interface per entry of `peers`, each
@@ -329,11 +447,7 @@ fn three_tenants_share_one_af_xdp_uplink_with_exact_counters() {
 
 fn three_tenants(xdp: bool) {
     let hub = Netns::new();
-    let mut host = if xdp {
-        HostDp::start_with(&hub, 2, "xdp", &[("WIRESPEED_XDP_IFACES", "up0")])
-    } else {
-        HostDp::start(&hub, 2)
-    };
+    let mut host = host_on(&hub, xdp);
     if xdp {
         // Before the first tenant the supervisor may still attach XDP
         // (and shrink its bounding set after, with CAP_SETPCAP, 8); the
@@ -417,9 +531,7 @@ fn three_tenants(xdp: bool) {
         assert!(on, "{}", std::fs::read_to_string(&log).unwrap_or_default());
         (child, file, dir)
     });
-    let hub_drops_0 = hub_drops(&hub, &legs);
-    let hub_udp_0 = udp_stats(&hub).in_datagrams;
-    let peer_drops_0: Vec<u64> = legs.iter().map(Leg::peer_drops).collect();
+    let at_start = Snapshot::now(&hub, &legs);
     // All three at once, each way on one leg at least.
     const BYTES: u64 = 6 << 20;
     let transfers: Vec<_> = legs
@@ -452,52 +564,18 @@ fn three_tenants(xdp: bool) {
     }
     quiesce(&hub, &legs);
     if xdp {
-        // Transport took the AF_XDP sockets: the hub's kernel UDP saw the
-        // handshakes, not the tens of thousands of data messages.
-        let udp = udp_stats(&hub).in_datagrams - hub_udp_0;
-        assert!(udp < 1000, "{udp} datagrams through the hub's UDP sockets");
+        assert_transport_took_af_xdp(&hub, &legs, &at_start);
         if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
-            eprintln!(
-                "  hub UDP datagrams during the transfers: {udp}\n{}",
-                host.log()
-            );
+            eprintln!("{}", host.log());
         }
     }
-    let hub_lost = hub_drops(&hub, &legs) - hub_drops_0;
-    let mut errs = Vec::new();
-    for (i, l) in legs.iter().enumerate() {
-        let (hp, pp) = (l.hub_peer(&hub), l.peer_peer());
+    for l in &legs {
+        let hp = l.hub_peer(&hub);
         assert!(hp.rx >= BYTES && hp.tx >= BYTES, "{}: {hp:?}", l.hub.iface);
-        let hub_tun = iface_stats(&hub, &l.hub.iface);
-        let peer_tun = iface_stats(&l.peer_ns, &l.peer.iface);
-        let peer_lost = l.peer_drops() - peer_drops_0[i];
-        errs.extend(
-            [
-                check_counters(
-                    l.peer_imp,
-                    pp.tx,
-                    Impl::WirespeedUdp,
-                    hp.rx,
-                    hub_tun.rx_packets,
-                    hub_lost,
-                ),
-                check_counters(
-                    Impl::WirespeedUdp,
-                    hp.tx,
-                    l.peer_imp,
-                    pp.rx,
-                    peer_tun.rx_packets,
-                    peer_lost,
-                ),
-            ]
-            .into_iter()
-            .filter_map(Result::err)
-            .map(|e| format!("{} <-> {}: {e}", l.hub.iface, l.peer_imp)),
-        );
     }
-    assert!(errs.is_empty(), "counters disagree:\n{}", errs.join("\n"));
+    assert_exact_counters(&hub, &legs, &at_start);
     if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
-        eprintln!("  host data plane pid {}, hub drops {hub_lost}", host.pid());
+        eprintln!("  host data plane pid {}", host.pid());
     }
 }
 
@@ -652,40 +730,98 @@ fn listening(ns: &Netns, port: u16) -> bool {
 }
 
 #[test]
-fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfer() {
+fn one_tenant_restarted_reconfigured_and_deleted_while_two_others_carry_transfers() {
     let Some(_serial) = netns_test("host_dataplane_tenant_lifecycle") else {
         return;
     };
+    tenant_lifecycle(false);
+}
+
+/// The same with the three tenants on one AF_XDP uplink, where A's comings
+/// and goings also rewrite the XDP program's map from port to tenant.
+#[test]
+fn one_tenant_restarted_reconfigured_and_deleted_on_a_shared_af_xdp_uplink() {
+    let Some(_serial) = netns_test("host_dataplane_tenant_lifecycle_xdp") else {
+        return;
+    };
+    tenant_lifecycle(true);
+}
+
+/// What B's and C's transfers each send a second: enough for ten thousand
+/// messages and more each over the test (which [`assert_transport_took_af_xdp`]
+/// needs), little enough to leave the two cores to A's restarts and pings.
+const LIFECYCLE_RATE: u64 = 4 << 20;
+
+/// Tenant A (a wirespeed peer) goes through a kill of its control, a
+/// restart that re-attaches, a reconfiguration, a new listen port, a
+/// refused one (B's, C's) and its deletion, while B (wireguard-go) and C
+/// (boringtun) each carry a paced TCP transfer that moves on after every
+/// step, ends intact (SHA-256) and leaves exact `wg show` counters.
+fn tenant_lifecycle(xdp: bool) {
     let hub = Netns::new();
-    let mut host = HostDp::start(&hub, 2);
-    let mut legs = legs(&hub, &host, &[Impl::WirespeedUdp, Impl::WireguardGo]);
+    let mut host = host_on(&hub, xdp);
+    let peers = [Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun];
+    let mut legs = legs_on(&hub, &host, &peers, xdp);
+    if xdp {
+        assert!(
+            host.log().contains("backend: AF_XDP on up0"),
+            "{}",
+            host.log()
+        );
+    }
     let env = host.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
     let hs_a = legs[0].peer_peer().latest_handshake;
     assert!(hs_a.is_some());
 
-    // B: a transfer long enough to outlast what A goes through.
-    const BYTES: u64 = 160 << 20;
-    let b = &legs[1];
-    let to = SocketAddr::new(IpAddr::V4(b.hub_tun), 5100);
-    let transfer = TcpTransfer::start(&b.peer_ns, &hub, to, BYTES);
-    assert!(transfer.wait_for_progress(1 << 20, Duration::from_secs(20)));
+    // B's peer sends to the hub, the hub to C's peer: both directions of
+    // the shared data plane carry a tenant's bulk.
+    let at_start = Snapshot::now(&hub, &legs[1..]);
+    let (b, c) = (&legs[1], &legs[2]);
+    let transfers = [
+        (
+            "B",
+            TcpTransfer::paced(
+                &b.peer_ns,
+                &hub,
+                SocketAddr::new(IpAddr::V4(b.hub_tun), 5100),
+                LIFECYCLE_RATE,
+            ),
+        ),
+        (
+            "C",
+            TcpTransfer::paced(
+                &hub,
+                &c.peer_ns,
+                SocketAddr::new(IpAddr::V4(c.peer_tun), 5200),
+                LIFECYCLE_RATE,
+            ),
+        ),
+    ];
+    // Each transfer moves on after `step`: a MiB more than it had.
+    let moving_on = |step: &str| {
+        for (name, t) in &transfers {
+            let at = t.received();
+            let on = t.wait_for_progress(at + (1 << 20), Duration::from_secs(20));
+            assert!(
+                on && t.received() > at,
+                "{name}'s transfer stalled at {at} bytes after {step}"
+            );
+        }
+    };
+    moving_on("its start");
 
     // A's control is killed: the host data plane forwards on with its keys.
     let iface_a = legs[0].hub.iface.clone();
-    let pid_a = legs[0].hub.pid();
-    util::signal(pid_a, util::SIGKILL);
+    util::signal(legs[0].hub.pid(), util::SIGKILL);
     assert!(util::wait_until(
         Duration::from_secs(5),
         Duration::from_millis(10),
         || { legs[0].hub.exit_status().is_some() }
     ));
-    assert!(
-        transfer.received() < BYTES,
-        "B's transfer ended before A's restart"
-    );
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    moving_on("A's control was killed");
 
     // Started again, it re-attaches to its tenant: the session goes on
     // (the peer saw no new handshake).
@@ -709,6 +845,7 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         hs_a,
         "A's session was not kept"
     );
+    moving_on("A was restarted and reconfigured");
 
     // A new listen port: only A's sockets move.
     let new_port = 52000;
@@ -720,17 +857,13 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         "A's port did not move; log:\n{}",
         host.log()
     );
-    assert!(listening(&hub, legs[1].port), "B's port moved too");
-    // B's port is B's: A cannot have it too (SO_REUSEPORT would split
-    // B's datagrams between them).
-    let out = hub.try_exec(&[
-        "wg",
-        "set",
-        &iface_a,
-        "listen-port",
-        &legs[1].port.to_string(),
-    ]);
-    assert!(!out.status.success(), "A took B's port");
+    // B's and C's ports are theirs: A cannot have them too (SO_REUSEPORT
+    // would split their datagrams between them).
+    for l in &legs[1..] {
+        assert!(listening(&hub, l.port), "{}'s port moved too", l.hub.iface);
+        let out = hub.try_exec(&["wg", "set", &iface_a, "listen-port", &l.port.to_string()]);
+        assert!(!out.status.success(), "A took {}'s port", l.hub.iface);
+    }
     assert!(listening(&hub, new_port));
     let a = &legs[0];
     a.peer.wg_set(
@@ -743,6 +876,7 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         ],
     );
     assert_ping(&a.peer_ns, &a.hub_tun.to_string(), 3);
+    moving_on("A's port moved");
 
     // A deleted: its tenant goes (its port closes), the host stays.
     hub.ip(&["link", "del", &iface_a]);
@@ -758,10 +892,32 @@ fn one_tenant_restarted_reconfigured_and_deleted_while_another_carries_a_transfe
         host.log()
     );
     assert!(host.running());
+    moving_on("A was deleted");
 
-    // B never noticed.
-    transfer.finish().assert_intact(BYTES);
-    assert_ping(&legs[1].peer_ns, &legs[1].hub_tun.to_string(), 2);
+    // B and C never noticed.
+    let mut sent = Vec::new();
+    for (name, t) in transfers {
+        let r = t.finish();
+        r.assert_intact(r.bytes_sent);
+        // At least the MiB of each step above.
+        assert!(r.bytes_sent >= 5 << 20, "{name}: {r:?}");
+        if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+            eprintln!("  {name}: {} bytes in {:?}", r.bytes_sent, r.elapsed);
+        }
+        sent.push(r.bytes_sent);
+    }
+    let rest = &legs[1..];
+    for l in rest {
+        assert_ping(&l.peer_ns, &l.hub_tun.to_string(), 2);
+    }
+    quiesce(&hub, rest);
+    if xdp {
+        assert_transport_took_af_xdp(&hub, rest, &at_start);
+    }
+    let (hub_b, hub_c) = (rest[0].hub_peer(&hub), rest[1].hub_peer(&hub));
+    assert!(hub_b.rx >= sent[0], "B: {hub_b:?}, {} sent", sent[0]);
+    assert!(hub_c.tx >= sent[1], "C: {hub_c:?}, {} sent", sent[1]);
+    assert_exact_counters(&hub, rest, &at_start);
 }
 
 #[test]

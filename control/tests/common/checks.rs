@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -165,14 +165,54 @@ pub struct TcpTransfer {
     sender: JoinHandle<Result<(u64, String), String>>,
     receiver: JoinHandle<Result<(u64, String, SocketAddr), String>>,
     start: Instant,
+    /// Ends a paced sender, at [`TcpTransfer::finish`] or when a failing
+    /// test drops the transfer (its thread would pace on otherwise).
+    stop: StopOnDrop,
+}
+
+/// How much a [`TcpTransfer`] sends.
+enum Amount {
+    /// Exactly this many bytes, as fast as TCP takes them.
+    Bytes(u64),
+    /// This many bytes a second at most, until told to stop.
+    Paced(u64),
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Bytes a stalled transfer may wait before it counts as failed.
 const STALL: Duration = Duration::from_secs(20);
 
+/// A paced sender's write: small enough that it notices a stop soon.
+const PACED_CHUNK: usize = 64 * 1024;
+
 impl TcpTransfer {
     /// Listens on `to_addr` inside `to`, connects from `from`, sends `bytes`.
     pub fn start(from: &Netns, to: &Netns, to_addr: SocketAddr, bytes: u64) -> TcpTransfer {
+        TcpTransfer::launch(from, to, to_addr, Amount::Bytes(bytes))
+    }
+
+    /// Like [`TcpTransfer::start`], but sends at most `bytes_per_second`
+    /// for as long as it runs, until [`TcpTransfer::finish`]: a transfer
+    /// that is still going whatever happens meanwhile takes, and leaves
+    /// the CPU to it. Check it with `assert_intact(r.bytes_sent)`.
+    pub fn paced(
+        from: &Netns,
+        to: &Netns,
+        to_addr: SocketAddr,
+        bytes_per_second: u64,
+    ) -> TcpTransfer {
+        TcpTransfer::launch(from, to, to_addr, Amount::Paced(bytes_per_second.max(1)))
+    }
+
+    fn launch(from: &Netns, to: &Netns, to_addr: SocketAddr, amount: Amount) -> TcpTransfer {
         let listener = to.tcp_listener(to_addr);
         let received = Arc::new(AtomicU64::new(0));
         let rx_count = received.clone();
@@ -197,6 +237,9 @@ impl TcpTransfer {
             Ok((total, hex::encode(ctx.finish().as_ref()), peer))
         });
         let stream = from.tcp_connect(to_addr, Duration::from_secs(10));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let start = Instant::now();
         let sender = std::thread::spawn(move || -> Result<(u64, String), String> {
             let mut s = stream.map_err(|e| format!("connect {to_addr}: {e}"))?;
             s.set_write_timeout(Some(STALL))
@@ -204,29 +247,41 @@ impl TcpTransfer {
             let mut urandom = std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?;
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
             let mut buf = vec![0u8; 256 * 1024];
-            let mut left = bytes;
-            while left > 0 {
-                let n = left.min(buf.len() as u64) as usize;
+            let mut sent = 0u64;
+            loop {
+                let n = match amount {
+                    Amount::Bytes(bytes) => (bytes - sent).min(buf.len() as u64) as usize,
+                    Amount::Paced(_) if stopped.load(Ordering::Relaxed) => 0,
+                    Amount::Paced(rate) => {
+                        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                        std::thread::sleep(due.saturating_sub(start.elapsed()));
+                        PACED_CHUNK
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
                 urandom
                     .read_exact(&mut buf[..n])
                     .map_err(|e| e.to_string())?;
                 ctx.update(&buf[..n]);
                 s.write_all(&buf[..n])
-                    .map_err(|e| format!("sender write after {} bytes: {e}", bytes - left))?;
-                left -= n as u64;
+                    .map_err(|e| format!("sender write after {sent} bytes: {e}"))?;
+                sent += n as u64;
             }
             s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
             // Wait for the receiver to close so that all data is through.
             let mut rest = [0u8; 16];
             s.set_read_timeout(Some(STALL)).map_err(|e| e.to_string())?;
             let _ = s.read(&mut rest);
-            Ok((bytes, hex::encode(ctx.finish().as_ref())))
+            Ok((sent, hex::encode(ctx.finish().as_ref())))
         });
         TcpTransfer {
             received,
             sender,
             receiver,
-            start: Instant::now(),
+            start,
+            stop: StopOnDrop(stop),
         }
     }
 
@@ -242,7 +297,10 @@ impl TcpTransfer {
         })
     }
 
+    /// Waits for the end of the transfer: all its bytes, or for a paced
+    /// one what it sent until now.
     pub fn finish(self) -> TransferResult {
+        self.stop.0.store(true, Ordering::Relaxed);
         let recv = self.receiver.join().expect("receiver thread panicked");
         let sent = self.sender.join().expect("sender thread panicked");
         let elapsed = self.start.elapsed();
@@ -523,6 +581,7 @@ pub fn iface_stats(ns: &Netns, iface: &str) -> IfStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpStats {
     pub in_datagrams: u64,
+    pub out_datagrams: u64,
     pub in_errors: u64,
     pub rcvbuf_errors: u64,
 }
@@ -543,6 +602,7 @@ pub fn udp_stats(ns: &Netns) -> UdpStats {
     };
     UdpStats {
         in_datagrams: get("InDatagrams"),
+        out_datagrams: get("OutDatagrams"),
         in_errors: get("InErrors"),
         rcvbuf_errors: get("RcvbufErrors"),
     }
