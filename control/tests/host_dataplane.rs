@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -38,6 +39,13 @@ impl HostDp {
         let socket = dir.join("run/dataplane.sock");
         let log_path = dir.join("host.log");
         let log = std::fs::File::create(&log_path).unwrap();
+        // As wirespeed-dataplane.service (Type=notify) runs it: ready means
+        // the socket answers and every worker has dropped its privileges.
+        let notify_path = dir.join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let child = ns
             .cmd(env!("CARGO_BIN_EXE_wirespeed"))
             .args(["--host-dataplane", "--backend", backend, "--workers"])
@@ -45,6 +53,7 @@ impl HostDp {
             .envs(env.iter().copied())
             .env("WIRESPEED_DATAPLANE_SOCKET", &socket)
             .env("WIRESPEED_TUN_OFFLOAD", "off")
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -56,12 +65,18 @@ impl HostDp {
             socket,
             _dir: dir,
         };
-        let up = util::wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
-            h.socket.exists()
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no readiness notification ({e}); log:\n{}",
+                util::tail(&h.log(), 60)
+            )
         });
+        let msg = String::from_utf8_lossy(&buf[..n]);
+        assert_eq!(msg, format!("READY=1\nMAINPID={}\n", h.pid()));
         assert!(
-            up && h.running(),
-            "host data plane not up; log:\n{}",
+            h.running() && h.socket.exists(),
+            "host data plane ready without its socket; log:\n{}",
             h.log()
         );
         h
