@@ -98,6 +98,11 @@ impl PortDealer {
         }
     }
 
+    /// Sockets dealt so far (a count that only grows).
+    pub fn dealt(&self) -> usize {
+        self.next
+    }
+
     /// Maps the uplink's sockets here and gives them to the workers, then
     /// logs the uplink's line (so that line in the log means the workers
     /// have the sockets). A socket that cannot be mapped is closed, which

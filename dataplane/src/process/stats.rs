@@ -136,7 +136,10 @@ pub fn report(programs: &[XdpSteering]) -> Vec<UplinkReport> {
 /// [`publish_uplinks`] and [`publish_xdp`] from reports: the uplinks'
 /// names, then their counters (one not read keeps its last figures).
 pub fn publish_reports(region: &Region, reports: &[UplinkReport]) {
-    stats::set_uplinks(region, reports.iter().map(|r| (r.iface.as_str(), r.ifindex)));
+    stats::set_uplinks(
+        region,
+        reports.iter().map(|r| (r.iface.as_str(), r.ifindex)),
+    );
     for (i, r) in reports
         .iter()
         .take(crate::shm::layout::MAX_UPLINKS)

@@ -59,12 +59,12 @@ pub enum Msg {
     // supervisor says what to attach and steer. A request (Attach,
     // Report) is answered by what it brings (Port and Attached, Figures)
     // and then Ready, or Failed.
-    /// Host to attacher: put AF_XDP on uplink `iface` (once: asked again,
-    /// it is only answered). `udp_gso`: UDP GSO works for the tenants, so
+    /// Host to attacher: put AF_XDP on `uplink` (once: asked again, it
+    /// is only answered). `udp_gso`: UDP GSO works for the tenants, so
     /// `auto` weighs copy-mode AF_XDP against it (heeded at the first
     /// uplink); `strict`: an error other than a foreign program fails.
     Attach {
-        iface: String,
+        uplink: Uplink,
         udp_gso: bool,
         strict: bool,
     },
@@ -77,6 +77,14 @@ pub enum Msg {
     Report,
     /// Attacher to host: one program's figures, in the programs' order.
     Figures(UplinkReport),
+}
+
+/// An uplink to attach: named by the operator, or the interface a route
+/// to a peer leaves through (the attacher checks XDP can serve it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Uplink {
+    Named(String),
+    Index(u32),
 }
 
 /// Whether `name` could be an interface's (the kernel's rule, less the
@@ -143,11 +151,19 @@ impl Msg {
                 4
             }
             Msg::Attach {
-                iface,
+                uplink,
                 udp_gso,
                 strict,
             } => {
-                let n = text(buf, ATTACH, iface);
+                let n = match uplink {
+                    Uplink::Named(iface) => text(buf, ATTACH, iface),
+                    Uplink::Index(i) => {
+                        buf[0] = ATTACH;
+                        buf[3] = 1;
+                        buf[4..8].copy_from_slice(&i.to_ne_bytes());
+                        8
+                    }
+                };
                 buf[1] = u8::from(*udp_gso);
                 buf[2] = u8::from(*strict);
                 n
@@ -225,8 +241,12 @@ impl Msg {
             (FAILED, _) => text().map(Msg::Failed),
             (READY, 4) if b[1] <= 1 => Ok(Msg::Ready { active: b[1] == 1 }),
             (BYE, 4) => Ok(Msg::Bye),
-            (ATTACH, _) if b[1] <= 1 && b[2] <= 1 => Ok(Msg::Attach {
-                iface: name(4)?,
+            (ATTACH, n) if b[1] <= 1 && b[2] <= 1 && b[3] <= 1 => Ok(Msg::Attach {
+                uplink: match (b[3], n) {
+                    (0, _) => Uplink::Named(name(4)?),
+                    (_, 8) if u32_at(4) != 0 => Uplink::Index(u32_at(4)),
+                    _ => return Err(bad("attacher message: not an interface index")),
+                },
                 udp_gso: b[1] == 1,
                 strict: b[2] == 1,
             }),
@@ -327,13 +347,18 @@ mod tests {
             Msg::Ready { active: false },
             Msg::Bye,
             Msg::Attach {
-                iface: "eth0".into(),
+                uplink: Uplink::Named("eth0".into()),
                 udp_gso: true,
                 strict: false,
             },
             Msg::Attach {
-                iface: "enp65s0f0np0".into(),
+                uplink: Uplink::Named("enp65s0f0np0".into()),
                 udp_gso: false,
+                strict: true,
+            },
+            Msg::Attach {
+                uplink: Uplink::Index(u32::MAX),
+                udp_gso: true,
                 strict: true,
             },
             Msg::Steer(51820),
@@ -364,15 +389,16 @@ mod tests {
     /// changed where it matters, are errors (and never a panic).
     #[test]
     fn malformed_host_messages_are_errors() {
-        let attach = Msg::Attach {
-            iface: "eth0".into(),
+        let attach = |uplink| Msg::Attach {
+            uplink,
             udp_gso: true,
             strict: true,
         };
         // With how much of it a message is still one: a name cut short is
         // a shorter name, anything shorter has no name, counters or header.
         for (m, whole) in [
-            (attach, 5),
+            (attach(Uplink::Named("eth0".into())), 5),
+            (attach(Uplink::Index(3)), 8),
             (Msg::Steer(1), 6),
             (Msg::Report, 4),
             (figures(Some(7)), FIGURES_NAME + 1),
@@ -399,6 +425,9 @@ mod tests {
             &[ATTACH, 2, 0, 0, b'x'][..],
             &[ATTACH, 0, 9, 0, b'x'][..],
             &[ATTACH, 0, 0, 0, 0xff][..],
+            &[ATTACH, 0, 0, 2, 1, 0, 0, 0][..],
+            &[ATTACH, 0, 0, 1, 0, 0, 0, 0][..],
+            &[ATTACH, 0, 0, 1, 1, 0, 0][..],
             &[STEER, 0, 0, 0, 1, 2, 3][..],
             &[UNSTEER, 0, 0, 0, 1][..],
         ] {
