@@ -39,8 +39,11 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
                      names another). `wirespeed INTERFACE` attaches to it when it answers
                      there; with WIRESPEED_DATAPLANE=host it starts one if none does.
                      Opt-in: without it each interface runs a data plane of its own.
-                     Its tenants use UDP sockets, or AF_XDP on the uplinks that
-                     WIRESPEED_XDP_IFACES names (with --backend xdp or auto)
+                     Its tenants use UDP sockets, or AF_XDP (--backend xdp or auto)
+                     on the uplinks that WIRESPEED_XDP_IFACES names or, without it,
+                     on those the tenants' peers are reached through; an XDP
+                     attacher process attaches them, so the host data plane keeps
+                     its whole sandbox
   --exit-when-idle   with --host-dataplane: exit once the last tenant is gone (the
                      one WIRESPEED_DATAPLANE=host starts does)";
 

@@ -13,7 +13,8 @@
 //! workers. Both live in the data plane when the uplinks are named
 //! (`WIRESPEED_XDP_IFACES`, all attached before the sandbox); when they
 //! follow the peers, `XdpUplinks` lives in the XDP attacher process
-//! ([`super::attacher`]) and the sockets cross over to the dealer.
+//! ([`super::attacher`]) and the sockets cross over to the dealer. The
+//! host data plane's lives in its attacher either way.
 
 use std::collections::HashSet;
 use std::io;
