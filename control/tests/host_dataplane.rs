@@ -494,8 +494,12 @@ fn three_tenants(xdp: bool) {
         eprintln!("  host data plane pid {}, hub drops {hub_lost}", host.pid());
     }
     if let Some(a) = attacher {
+        // Killed, the host data plane takes its attacher along, and the
+        // program with it: no privileged orphan is left.
+        util::signal(host.pid(), util::SIGKILL);
         host.stop();
         assert_gone(a);
+        assert!(!has_xdp(&hub, "up0"));
     }
 }
 
