@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::impls::Daemon;
 use common::netns::veth;
-use common::tunnel::check_counters;
+use common::tunnel::{check_counters, HANDSHAKE_SLACK, MAX_MESSAGE};
 use common::util::{self, unique_name, TempDir};
 use common::*;
 
@@ -463,22 +463,16 @@ fn three_tenants_share_one_af_xdp_uplink_with_exact_counters() {
 fn three_tenants(xdp: bool) {
     let hub = Netns::new();
     let mut host = host_on(&hub, xdp);
-    if xdp {
-        // Before the first tenant the supervisor may still attach XDP
-        // (and shrink its bounding set after, with CAP_SETPCAP, 8); the
-        // workers never.
-        for (name, p) in threads_of(host.pid()) {
-            let caps = if name.starts_with("worker-") {
-                KEPT
-            } else {
-                XDP_ATTACH | (1 << 8)
-            };
-            assert_eq!(p, privileges_with(caps, 0), "thread {name}");
-        }
-    }
+    // The uplinks are attached with the first tenant, by the attacher:
+    // no thread of the host data plane keeps what that takes, before or
+    // after.
+    let attacher = xdp.then(|| {
+        wait_sandboxed(&host);
+        assert_threads(&host, &privileges_with(KEPT, 2));
+        assert_attacher(&host)
+    });
     let peers = [Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun];
     let mut legs = legs_on(&hub, &host, &peers, xdp);
-    // The uplinks attached with the first tenant: the whole sandbox now.
     assert_threads(&host, &privileges_with(KEPT, 2));
     // Every interface is the host data plane's tenant: no control runs a
     // data plane of its own.
@@ -591,6 +585,14 @@ fn three_tenants(xdp: bool) {
     assert_exact_counters(&hub, &legs, &at_start);
     if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
         eprintln!("  host data plane pid {}", host.pid());
+    }
+    if let Some(a) = attacher {
+        // Killed, the host data plane takes its attacher along, and the
+        // program with it: no privileged orphan is left.
+        util::signal(host.pid(), util::SIGKILL);
+        host.stop();
+        assert_gone(a);
+        assert!(!has_xdp(&hub, "up0"));
     }
 }
 
@@ -894,6 +896,7 @@ fn tenant_lifecycle(xdp: bool) {
     moving_on("A's port moved");
 
     // A deleted: its tenant goes (its port closes), the host stays.
+    let before_delete: Vec<PeerStatus> = legs[1..].iter().map(|l| l.hub_peer(&hub)).collect();
     hub.ip(&["link", "del", &iface_a]);
     assert!(
         util::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -908,6 +911,9 @@ fn tenant_lifecycle(xdp: bool) {
     );
     assert!(host.running());
     moving_on("A was deleted");
+    if xdp {
+        assert_steered_at_least(&host, &before_delete);
+    }
 
     // B and C never noticed.
     let mut sent = Vec::new();
@@ -933,6 +939,37 @@ fn tenant_lifecycle(xdp: bool) {
     assert!(hub_b.rx >= sent[0], "B: {hub_b:?}, {} sent", sent[0]);
     assert!(hub_c.tx >= sent[1], "C: {hub_c:?}, {} sent", sent[1]);
     assert_exact_counters(&hub, rest, &at_start);
+}
+
+/// The XDP program's figures that the host data plane logs when a tenant
+/// goes (the uplink's, every tenant's) count at least the transport
+/// messages `tenants` (each the hub's view of a leg's peer) had received
+/// before: B's and C's traffic went through it.
+fn assert_steered_at_least(host: &HostDp, tenants: &[PeerStatus]) {
+    let steered = || {
+        host.log().lines().rev().find_map(|l| {
+            let (_, rest) = l.split_once("XDP on up0: ")?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    let logged = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        steered().is_some()
+    });
+    assert!(logged, "no XDP figures; log:\n{}", host.log());
+    // A message is MAX_MESSAGE bytes at most; the handshakes were counted
+    // but not steered.
+    let least: u64 = tenants
+        .iter()
+        .map(|p| p.rx.saturating_sub(HANDSHAKE_SLACK) / MAX_MESSAGE)
+        .sum();
+    let steered = steered().unwrap_or(0);
+    assert!(
+        steered >= least && least > 0,
+        "{steered} steered, {least} transport messages received at least"
+    );
+    if std::env::var_os("WIRESPEED_TEST_VERBOSE").is_some() {
+        eprintln!("  XDP on up0: {steered} steered, B and C had {least} at least");
+    }
 }
 
 #[test]
@@ -1081,6 +1118,41 @@ fn threads_of(pid: u32) -> Vec<(String, Privileges)> {
         v.push((field("Name"), p));
     }
     v
+}
+
+/// Waits for the seccomp filter, which goes on once the workers have
+/// started (after the attach socket is there).
+fn wait_sandboxed(host: &HostDp) {
+    assert!(
+        util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || host
+            .log()
+            .contains("seccomp filter on")),
+        "{}",
+        host.log()
+    );
+}
+
+/// The XDP attacher of host data plane `pid`: its only child, which keeps
+/// what attaching takes and no more, without a filter. Its pid.
+fn assert_attacher_of(pid: u32) -> u32 {
+    let kids = util::children_of(pid);
+    assert_eq!(kids.len(), 1, "one attacher child of {pid}: {kids:?}");
+    let (name, p) = &threads_of(kids[0])[0];
+    assert_eq!(name, "xdp-attacher");
+    assert_eq!(*p, privileges_with(XDP_ATTACH, 0), "the XDP attacher");
+    kids[0]
+}
+
+fn assert_attacher(host: &HostDp) -> u32 {
+    assert_attacher_of(host.pid())
+}
+
+/// The process `pid` ends (soon: with its parent, or reaped by it).
+fn assert_gone(pid: u32) {
+    let gone = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(gone, "process {pid} is still there");
 }
 
 fn assert_threads(host: &HostDp, want: &Privileges) {
@@ -1255,7 +1327,8 @@ fn a_control_in_another_namespace_runs_a_data_plane_of_its_own() {
     assert!(!host.log().contains("attached"), "{}", host.log());
 }
 
-/// The pids of the host data planes running inside `ns`.
+/// The pids of the host data planes running inside `ns` (not their XDP
+/// attachers, forked with the same command line).
 fn host_dataplanes_in(ns: &Netns) -> Vec<u32> {
     ns.pids()
         .into_iter()
@@ -1263,6 +1336,8 @@ fn host_dataplanes_in(ns: &Netns) -> Vec<u32> {
             std::fs::read(format!("/proc/{p}/cmdline"))
                 .map(|c| c.split(|b| *b == 0).any(|a| a == b"--host-dataplane"))
                 .unwrap_or(false)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() != "xdp-attacher")
         })
         .collect()
 }
@@ -1357,6 +1432,20 @@ fn has_xdp(ns: &Netns, iface: &str) -> bool {
         .contains(" prog/xdp")
 }
 
+/// "XDP on UPLINK: N steered, ..." from a log: the figures a tenant that
+/// goes gets (the first such line).
+fn steered(log: &str, uplink: &str) -> u64 {
+    log.split(&format!("XDP on {uplink}: "))
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The uplinks come long after the start, as the peers do, and the
+/// sandbox stays whole: the programs and sockets come from the host's XDP
+/// attacher, a child that keeps what attaching takes and goes with the
+/// host data plane.
 #[test]
 fn without_a_list_of_uplinks_af_xdp_follows_every_tenants_peers() {
     let Some(_serial) = netns_test("host_dataplane_follows_peers") else {
@@ -1426,14 +1515,69 @@ fn without_a_list_of_uplinks_af_xdp_follows_every_tenants_peers() {
         legs.push((h, p, peer_ns, uplink, hub_tun));
     }
     for (h, _, peer_ns, uplink, hub_tun) in &legs {
+        // The line comes once the workers have the uplink's sockets.
+        let line = format!("backend: AF_XDP on {uplink} ");
         let on = util::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            has_xdp(&hub, uplink)
+            has_xdp(&hub, uplink) && legs[0].0.log().contains(&line)
         });
         assert!(on, "no XDP program on {uplink}; log:\n{}", legs[0].0.log());
         assert_ping(peer_ns, hub_tun, 3);
         assert!(h.dump(&hub).peers[0].rx > 0);
     }
-    assert!(legs[0].0.log().contains("backend: AF_XDP on u1 "));
     assert!(!has_xdp(&hub, "u3"), "u3 leads to no peer");
-    assert_eq!(host_dataplanes_in(&hub).len(), 1);
+    let hosts = host_dataplanes_in(&hub);
+    assert_eq!(hosts.len(), 1);
+    for (name, p) in threads_of(hosts[0]) {
+        assert_eq!(
+            p,
+            privileges_with(KEPT, 2),
+            "host data plane thread {name}; log:\n{}",
+            legs[0].0.log()
+        );
+    }
+    let attacher = assert_attacher_of(hosts[0]);
+    // The first tenant that goes logs the programs' figures (the host's
+    // log is its control's, which started it): the pings came through
+    // AF_XDP on both uplinks.
+    for (h, ..) in &mut legs {
+        h.stop();
+    }
+    let log = legs[0].0.log();
+    for uplink in ["u1", "u2"] {
+        assert!(
+            steered(&log, uplink) >= 3,
+            "the program on {uplink} steered the pings:\n{log}"
+        );
+    }
+    // The last tenant gone, the host data plane exits, its attacher too.
+    let ended = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        host_dataplanes_in(&hub).is_empty()
+    });
+    assert!(ended, "{log}");
+    assert_gone(attacher);
+    assert!(!has_xdp(&hub, "u1") && !has_xdp(&hub, "u2"));
+}
+
+/// auto without named uplinks follows the peers as a data plane of its
+/// own does: on veth AF_XDP binds in copy mode only and UDP with GSO is
+/// faster, so the tenants keep their UDP sockets, the uplink keeps no
+/// program, and the attacher, with nothing left to do, ends.
+#[test]
+fn auto_without_a_list_of_uplinks_weighs_af_xdp_as_a_data_plane_of_its_own_does() {
+    let Some(_serial) = netns_test("host_dataplane_auto_follows") else {
+        return;
+    };
+    let hub = Netns::new();
+    let host = HostDp::start_with(&hub, 2, "auto", &[]);
+    wait_sandboxed(&host);
+    let attacher = assert_attacher(&host);
+    let legs = legs(&hub, &host, &[Impl::WireguardGo]);
+    let weighed = util::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        host.log().contains("AF_XDP binds in copy mode only")
+    });
+    assert!(weighed, "{}", host.log());
+    assert_gone(attacher);
+    assert!(!has_xdp(&hub, &legs[0].uplink));
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    assert_threads(&host, &privileges_with(KEPT, 2));
 }

@@ -40,8 +40,10 @@ then runs in the background; configure it with wg(8) or wg-quick(8).
                      names another). `wirespeed INTERFACE` attaches to the one that
                      answers there and starts one if none does (WIRESPEED_DATAPLANE=own:
                      a data plane of the interface's own instead). Its tenants use UDP
-                     sockets, or AF_XDP on the uplinks that WIRESPEED_XDP_IFACES names
-                     (with --backend xdp or auto)
+                     sockets, or AF_XDP (--backend xdp or auto) on the uplinks that
+                     WIRESPEED_XDP_IFACES names or, without it, on those the tenants'
+                     peers are reached through; an XDP attacher process attaches them,
+                     so the host data plane keeps its whole sandbox
   --exit-when-idle   with --host-dataplane: exit once the last tenant is gone (the
                      one a control starts does)";
 

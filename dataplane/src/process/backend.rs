@@ -13,7 +13,8 @@
 //! workers. Both live in the data plane when the uplinks are named
 //! (`WIRESPEED_XDP_IFACES`, all attached before the sandbox); when they
 //! follow the peers, `XdpUplinks` lives in the XDP attacher process
-//! ([`super::attacher`]) and the sockets cross over to the dealer.
+//! ([`super::attacher`]) and the sockets cross over to the dealer. The
+//! host data plane's lives in its attacher either way.
 
 use std::collections::HashSet;
 use std::io;
@@ -96,6 +97,11 @@ impl PortDealer {
             inboxes: (0..workers.max(1)).map(|_| Arc::default()).collect(),
             next: 0,
         }
+    }
+
+    /// Sockets dealt so far (a count that only grows).
+    pub fn dealt(&self) -> usize {
+        self.next
     }
 
     /// Maps the uplink's sockets here and gives them to the workers, then

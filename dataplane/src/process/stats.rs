@@ -9,7 +9,7 @@ use std::ops::Deref;
 use crate::shm::layout::WorkerStats;
 use crate::shm::stats::{self, XdpFigures, XskFigures};
 use crate::shm::Region;
-use crate::xdp::XdpSteering;
+use crate::xdp::{XdpStats, XdpSteering};
 use crate::xsk::XskSocket;
 
 /// How often a worker asks the kernel for its sockets' figures.
@@ -93,17 +93,80 @@ pub fn publish_and_log_xdp(region: &Region, programs: &[XdpSteering]) {
     publish_xdp(region, programs);
     for p in programs {
         if let Ok(st) = p.stats() {
-            log::info!(
-                "XDP on {}: {} steered, {} passed, {} malformed, {} without socket, \
-                 {} not addressed to this host",
-                p.iface(),
-                st.steered,
-                st.passed,
-                st.malformed,
-                st.no_socket,
-                st.not_local
-            );
+            log_xdp(p.iface(), &st);
         }
+    }
+}
+
+fn log_xdp(iface: &str, st: &XdpStats) {
+    log::info!(
+        "XDP on {iface}: {} steered, {} passed, {} malformed, {} without socket, \
+         {} not addressed to this host",
+        st.steered,
+        st.passed,
+        st.malformed,
+        st.no_socket,
+        st.not_local
+    );
+}
+
+/// One uplink's XDP program as its holder reports it to a process that
+/// does not hold it (the host data plane's XDP attacher to its
+/// supervisor): its name, index and counters, None where its counter map
+/// could not be read this time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkReport {
+    pub iface: String,
+    pub ifindex: u32,
+    pub stats: Option<XdpStats>,
+}
+
+/// The holder's side: a report per program, in the programs' order.
+pub fn report(programs: &[XdpSteering]) -> Vec<UplinkReport> {
+    programs
+        .iter()
+        .map(|p| UplinkReport {
+            iface: p.iface().to_owned(),
+            ifindex: p.ifindex(),
+            stats: p.stats().ok(),
+        })
+        .collect()
+}
+
+/// [`publish_uplinks`] and [`publish_xdp`] from reports: the uplinks'
+/// names, then their counters (one not read keeps its last figures).
+pub fn publish_reports(region: &Region, reports: &[UplinkReport]) {
+    stats::set_uplinks(
+        region,
+        reports.iter().map(|r| (r.iface.as_str(), r.ifindex)),
+    );
+    for (i, r) in reports
+        .iter()
+        .take(crate::shm::layout::MAX_UPLINKS)
+        .enumerate()
+    {
+        if let Some(s) = &r.stats {
+            region.uplink(i).set_xdp(&figures(s));
+        }
+    }
+}
+
+/// [`publish_and_log_xdp`] from reports.
+pub fn publish_and_log_reports(region: &Region, reports: &[UplinkReport]) {
+    publish_reports(region, reports);
+    for r in reports {
+        if let Some(s) = &r.stats {
+            log_xdp(&r.iface, s);
+        }
+    }
+}
+
+fn figures(s: &XdpStats) -> XdpFigures {
+    XdpFigures {
+        steered: s.steered,
+        passed: s.passed,
+        malformed: s.malformed,
+        no_socket: s.no_socket,
     }
 }
 
@@ -116,12 +179,44 @@ pub fn publish_xdp(region: &Region, programs: &[XdpSteering]) {
         .enumerate()
     {
         if let Ok(s) = p.stats() {
-            region.uplink(i).set_xdp(&XdpFigures {
-                steered: s.steered,
-                passed: s.passed,
-                malformed: s.malformed,
-                no_socket: s.no_socket,
-            });
+            region.uplink(i).set_xdp(&figures(&s));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::testutil::temp_region;
+
+    fn report(iface: &str, ifindex: u32, steered: Option<u64>) -> UplinkReport {
+        UplinkReport {
+            iface: iface.into(),
+            ifindex,
+            stats: steered.map(|steered| XdpStats {
+                steered,
+                passed: steered + 1,
+                malformed: 2,
+                no_socket: 3,
+                not_local: 4,
+            }),
+        }
+    }
+
+    /// What the host's supervisor copies into every tenant's region from
+    /// its attacher's reports: names in order, counters where read, the
+    /// last ones kept where not.
+    #[test]
+    fn reports_reach_the_region_and_an_unread_map_keeps_its_figures() {
+        let (r, _dir) = temp_region("reports");
+        publish_reports(&r, &[report("u1", 4, Some(10)), report("u2", 7, Some(5))]);
+        publish_reports(&r, &[report("u1", 4, Some(12)), report("u2", 7, None)]);
+        let got = stats::uplinks(&r);
+        let seen: Vec<(&str, u32, u64, u64)> = got
+            .iter()
+            .map(|u| (u.name.as_str(), u.ifindex, u.xdp.steered, u.xdp.passed))
+            .collect();
+        assert_eq!(seen, [("u1", 4, 12, 13), ("u2", 7, 5, 6)]);
+        assert_eq!((got[0].xdp.malformed, got[0].xdp.no_socket), (2, 3));
     }
 }

@@ -97,6 +97,18 @@ impl UplinkFinder {
     /// The uplinks (sorted names) that carry traffic to `peers`, except
     /// `own_iface` (the tunnel itself) and interfaces XDP cannot serve.
     pub fn uplinks(&mut self, own_iface: &str, peers: &PeerEndpoints, fwmark: u32) -> Vec<String> {
+        let mut names: Vec<String> = (self.oifs(peers, fwmark).into_iter())
+            .filter_map(|i| uplink_name(i, own_iface))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The interfaces (indexes) the routes to `peers` leave through, with
+    /// `fwmark`: netlink only, which a sandboxed data plane may ask (the
+    /// host data plane's attacher makes uplinks of them, [`uplink_name`]).
+    pub fn oifs(&mut self, peers: &PeerEndpoints, fwmark: u32) -> Vec<u32> {
         let mut oifs = Vec::new();
         let mut nl = None;
         for &ep in &peers.endpoints {
@@ -113,12 +125,14 @@ impl UplinkFinder {
             };
             oifs.extend(oif);
         }
-        let mut names: Vec<String> = oifs.into_iter().filter_map(name_of).collect();
-        names.retain(|n| eligible(n, own_iface));
-        names.sort();
-        names.dedup();
-        names
+        oifs
     }
+}
+
+/// The name of interface `ifindex` if the XDP program can serve it and it
+/// is not `own_iface` (an ioctl and /sys: not for a sandboxed process).
+pub fn uplink_name(ifindex: u32, own_iface: &str) -> Option<String> {
+    name_of(ifindex).filter(|n| eligible(n, own_iface))
 }
 
 fn netlink(nl: &mut Option<Netlink>) -> io::Result<&mut Netlink> {

@@ -22,15 +22,22 @@
 //! mode ([`crate::sandbox::XDP_ATTACH_CAPS`]), with `no_new_privs`; it ends
 //! when the data plane says goodbye or its end of the pair closes, and the
 //! kernel kills it if the data plane dies first (`PR_SET_PDEATHSIG`).
+//!
+//! The host data plane (`super::host`) forks one too ([`spawn_host`]): it
+//! serves many regions, which the attacher does not read; the host's
+//! supervisor says which uplinks to attach and which ports to steer, and
+//! gets the programs' figures back for every tenant's region ([`host`]).
 
+mod host;
 mod serve;
 pub(crate) mod wire;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::backend::{Attached, BackendChoice, PortDealer};
+use super::stats::UplinkReport;
 use crate::sandbox::{self, Sandbox};
 use crate::shm::Region;
 use crate::xsk::{XskHandover, XskOptions, ZeroCopy};
@@ -56,12 +63,33 @@ pub struct Attacher {
     pid: libc::pid_t,
     /// Sockets of an uplink whose line has not come yet.
     pending: Vec<XskHandover>,
+    /// Figures of the programs that came since the last request.
+    reported: Vec<UplinkReport>,
+}
+
+/// How the host's attacher answered a request ([`Attacher::call`]).
+#[derive(Debug)]
+pub struct Answer {
+    /// AF_XDP carries, or may yet: not, and the attacher has ended.
+    pub active: bool,
+    /// What a Report brought, in the programs' order.
+    pub figures: Vec<UplinkReport>,
 }
 
 /// Forks the attacher. Only while the calling process has one thread (the
 /// child of a threaded process may find a lock held forever) and still all
 /// its privileges.
 pub fn spawn(region: &Region, setup: Setup) -> io::Result<Attacher> {
+    fork(|sock| serve::serve(region, &setup, sock))
+}
+
+/// Forks the host data plane's attacher, which reads no region; the same
+/// contract as [`spawn`]. `choice`: auto or xdp.
+pub fn spawn_host(choice: BackendChoice) -> io::Result<Attacher> {
+    fork(|sock| host::serve(choice, sock))
+}
+
+fn fork(serve: impl FnOnce(BorrowedFd<'_>) -> i32) -> io::Result<Attacher> {
     let (ours, theirs) = wire::pair()?;
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
@@ -73,7 +101,7 @@ pub fn spawn(region: &Region, setup: Setup) -> io::Result<Attacher> {
     }
     if pid == 0 {
         drop(ours);
-        let code = child(region, &setup, theirs, parent);
+        let code = child(serve, theirs, parent);
         // SAFETY: ends the child without running the parent's destructors
         // or atexit handlers, which belong to the data plane.
         unsafe { libc::_exit(code) };
@@ -83,10 +111,11 @@ pub fn spawn(region: &Region, setup: Setup) -> io::Result<Attacher> {
         sock: ours,
         pid,
         pending: Vec::new(),
+        reported: Vec::new(),
     })
 }
 
-fn child(region: &Region, setup: &Setup, sock: OwnedFd, parent: libc::pid_t) -> i32 {
+fn child(serve: impl FnOnce(BorrowedFd<'_>) -> i32, sock: OwnedFd, parent: libc::pid_t) -> i32 {
     // SAFETY: prctl and signal with constant arguments; getppid cannot fail.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -121,7 +150,7 @@ fn child(region: &Region, setup: &Setup, sock: OwnedFd, parent: libc::pid_t) -> 
         );
         return 1;
     }
-    serve::serve(region, setup, sock.as_fd())
+    serve(sock.as_fd())
 }
 
 impl Attacher {
@@ -200,9 +229,52 @@ impl Attacher {
                 sockets: std::mem::take(&mut self.pending),
                 summary,
             }),
+            Msg::Figures(r) => self.reported.push(r),
             other => log::warn!("XDP attacher: unexpected {other:?}"),
         }
         Ok(())
+    }
+
+    /// The host's: a message that wants no answer (Steer, Unsteer).
+    pub fn tell(&self, m: &Msg) -> io::Result<()> {
+        wire::send(self.sock.as_fd(), m, &[])
+    }
+
+    /// The host's: a request (Attach, Report) and its answer, dealing the
+    /// sockets that come with it: Ok(Err) is its Failed, Err the
+    /// attacher's end. Waits (a bounded while: attaching loads and
+    /// verifies a program), as the supervisor did when it attached
+    /// uplinks itself.
+    pub fn call(&mut self, m: &Msg, dealer: &mut PortDealer) -> io::Result<Result<Answer, String>> {
+        self.reported.clear();
+        self.tell(m)?;
+        let end = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || !readable(&self.sock, left) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the XDP attacher did not answer",
+                ));
+            }
+            match wire::recv(self.sock.as_fd(), false)? {
+                Received::Msg(Msg::Ready { active }, _) => {
+                    return Ok(Ok(Answer {
+                        active,
+                        figures: std::mem::take(&mut self.reported),
+                    }))
+                }
+                Received::Msg(Msg::Failed(e), _) => return Ok(Err(e)),
+                Received::Msg(m, fds) => self.take(m, fds, dealer)?,
+                Received::Nothing => {}
+                Received::Closed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the XDP attacher ended",
+                    ))
+                }
+            }
+        }
     }
 
     /// Asks the attacher to detach its programs and end, and waits for it

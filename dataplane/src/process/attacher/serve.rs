@@ -118,7 +118,7 @@ pub(super) fn serve(region: &Region, setup: &Setup, sock: BorrowedFd<'_>) -> i32
 }
 
 /// The uplinks' sockets, then the line for each.
-fn send_all(sock: BorrowedFd<'_>, attached: Vec<Attached>) -> io::Result<()> {
+pub(super) fn send_all(sock: BorrowedFd<'_>, attached: Vec<Attached>) -> io::Result<()> {
     for a in attached {
         for s in &a.sockets {
             let o = s.options();
@@ -154,7 +154,7 @@ fn publish(region: &Region, x: &XdpUplinks) {
 }
 
 /// Waits up to a tick for a message from the data plane.
-fn wait(sock: BorrowedFd<'_>) -> io::Result<Received> {
+pub(super) fn wait(sock: BorrowedFd<'_>) -> io::Result<Received> {
     let mut p = libc::pollfd {
         fd: sock.as_raw_fd(),
         events: libc::POLLIN,

@@ -9,6 +9,8 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 use super::super::fdpass;
+use super::super::stats::UplinkReport;
+use crate::xdp::XdpStats;
 pub use fdpass::pair;
 
 /// Largest message, text included.
@@ -21,6 +23,16 @@ const ATTACHED: u8 = 2;
 const READY: u8 = 3;
 const FAILED: u8 = 4;
 const BYE: u8 = 5;
+const ATTACH: u8 = 6;
+const STEER: u8 = 7;
+const UNSTEER: u8 = 8;
+const REPORT: u8 = 9;
+const FIGURES: u8 = 10;
+
+/// Where a figures message's interface name starts.
+const FIGURES_NAME: usize = 48;
+/// IFNAMSIZ less its NUL: the longest interface name.
+const IFNAME_MAX: usize = 15;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
@@ -43,6 +55,48 @@ pub enum Msg {
     Failed(String),
     /// Data plane to attacher: detach everything and end.
     Bye,
+    // The host data plane's attacher, which reads no region: its
+    // supervisor says what to attach and steer. A request (Attach,
+    // Report) is answered by what it brings (Port and Attached, Figures)
+    // and then Ready, or Failed.
+    /// Host to attacher: put AF_XDP on `uplink` (once: asked again, it
+    /// is only answered). `udp_gso`: UDP GSO works for the tenants, so
+    /// `auto` weighs copy-mode AF_XDP against it (heeded at the first
+    /// uplink); `strict`: an error other than a foreign program fails.
+    Attach {
+        uplink: Uplink,
+        udp_gso: bool,
+        strict: bool,
+    },
+    /// Host to attacher: steer this UDP port to AF_XDP, on every uplink
+    /// attached and to come.
+    Steer(u16),
+    /// Host to attacher: steer this port no more.
+    Unsteer(u16),
+    /// Host to attacher: the programs' figures, please.
+    Report,
+    /// Attacher to host: one program's figures, in the programs' order.
+    Figures(UplinkReport),
+}
+
+/// An uplink to attach: named by the operator, or the interface a route
+/// to a peer leaves through (the attacher checks XDP can serve it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Uplink {
+    Named(String),
+    Index(u32),
+}
+
+/// Whether `name` could be an interface's (the kernel's rule, less the
+/// exotic): what a name in a message must be.
+fn iface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= IFNAME_MAX
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
 }
 
 impl Msg {
@@ -96,6 +150,50 @@ impl Msg {
                 buf[0] = BYE;
                 4
             }
+            Msg::Attach {
+                uplink,
+                udp_gso,
+                strict,
+            } => {
+                let n = match uplink {
+                    Uplink::Named(iface) => text(buf, ATTACH, iface),
+                    Uplink::Index(i) => {
+                        buf[0] = ATTACH;
+                        buf[3] = 1;
+                        buf[4..8].copy_from_slice(&i.to_ne_bytes());
+                        8
+                    }
+                };
+                buf[1] = u8::from(*udp_gso);
+                buf[2] = u8::from(*strict);
+                n
+            }
+            Msg::Steer(port) | Msg::Unsteer(port) => {
+                buf[0] = if matches!(self, Msg::Steer(_)) {
+                    STEER
+                } else {
+                    UNSTEER
+                };
+                buf[4..6].copy_from_slice(&port.to_ne_bytes());
+                6
+            }
+            Msg::Report => {
+                buf[0] = REPORT;
+                4
+            }
+            Msg::Figures(r) => {
+                buf[0] = FIGURES;
+                buf[1] = u8::from(r.stats.is_some());
+                buf[4..8].copy_from_slice(&r.ifindex.to_ne_bytes());
+                let s = r.stats.unwrap_or_default();
+                let counters = [s.steered, s.passed, s.malformed, s.no_socket, s.not_local];
+                for (i, v) in counters.into_iter().enumerate() {
+                    buf[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_ne_bytes());
+                }
+                let name = &r.iface.as_bytes()[..r.iface.len().min(MAX_MSG - FIGURES_NAME)];
+                buf[FIGURES_NAME..FIGURES_NAME + name.len()].copy_from_slice(name);
+                FIGURES_NAME + name.len()
+            }
         }
     }
 
@@ -110,6 +208,18 @@ impl Msg {
                 .map_err(|_| bad("attacher message: text not UTF-8"))
         };
         let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&b[i..i + 8]);
+            u64::from_ne_bytes(v)
+        };
+        let name = |at: usize| {
+            std::str::from_utf8(&b[at..])
+                .ok()
+                .filter(|n| iface_name(n))
+                .map(str::to_owned)
+                .ok_or_else(|| bad("attacher message: not an interface name"))
+        };
         match (b[0], b.len()) {
             (PORT, 24) => Ok(Msg::Port {
                 ifindex: u32_at(4),
@@ -131,6 +241,29 @@ impl Msg {
             (FAILED, _) => text().map(Msg::Failed),
             (READY, 4) if b[1] <= 1 => Ok(Msg::Ready { active: b[1] == 1 }),
             (BYE, 4) => Ok(Msg::Bye),
+            (ATTACH, n) if b[1] <= 1 && b[2] <= 1 && b[3] <= 1 => Ok(Msg::Attach {
+                uplink: match (b[3], n) {
+                    (0, _) => Uplink::Named(name(4)?),
+                    (_, 8) if u32_at(4) != 0 => Uplink::Index(u32_at(4)),
+                    _ => return Err(bad("attacher message: not an interface index")),
+                },
+                udp_gso: b[1] == 1,
+                strict: b[2] == 1,
+            }),
+            (STEER, 6) => Ok(Msg::Steer(u16::from_ne_bytes([b[4], b[5]]))),
+            (UNSTEER, 6) => Ok(Msg::Unsteer(u16::from_ne_bytes([b[4], b[5]]))),
+            (REPORT, 4) => Ok(Msg::Report),
+            (FIGURES, n) if n > FIGURES_NAME && b[1] <= 1 => Ok(Msg::Figures(UplinkReport {
+                iface: name(FIGURES_NAME)?,
+                ifindex: u32_at(4),
+                stats: (b[1] == 1).then(|| XdpStats {
+                    steered: u64_at(8),
+                    passed: u64_at(16),
+                    malformed: u64_at(24),
+                    no_socket: u64_at(32),
+                    not_local: u64_at(40),
+                }),
+            })),
             (kind, len) => Err(bad(&format!(
                 "attacher message of kind {kind} and {len} bytes"
             ))),
@@ -213,8 +346,112 @@ mod tests {
             Msg::Ready { active: true },
             Msg::Ready { active: false },
             Msg::Bye,
+            Msg::Attach {
+                uplink: Uplink::Named("eth0".into()),
+                udp_gso: true,
+                strict: false,
+            },
+            Msg::Attach {
+                uplink: Uplink::Named("enp65s0f0np0".into()),
+                udp_gso: false,
+                strict: true,
+            },
+            Msg::Attach {
+                uplink: Uplink::Index(u32::MAX),
+                udp_gso: true,
+                strict: true,
+            },
+            Msg::Steer(51820),
+            Msg::Unsteer(65535),
+            Msg::Report,
+            figures(Some(u64::MAX)),
+            figures(None),
         ] {
             assert_eq!(roundtrip(m.clone()), m);
+        }
+    }
+
+    fn figures(steered: Option<u64>) -> Msg {
+        Msg::Figures(UplinkReport {
+            iface: "u1".into(),
+            ifindex: 9,
+            stats: steered.map(|steered| XdpStats {
+                steered,
+                passed: 2,
+                malformed: 3,
+                no_socket: 4,
+                not_local: 5,
+            }),
+        })
+    }
+
+    /// The host's messages, cut short at every length or with a byte
+    /// changed where it matters, are errors (and never a panic).
+    #[test]
+    fn malformed_host_messages_are_errors() {
+        let attach = |uplink| Msg::Attach {
+            uplink,
+            udp_gso: true,
+            strict: true,
+        };
+        // With how much of it a message is still one: a name cut short is
+        // a shorter name, anything shorter has no name, counters or header.
+        for (m, whole) in [
+            (attach(Uplink::Named("eth0".into())), 5),
+            (attach(Uplink::Index(3)), 8),
+            (Msg::Steer(1), 6),
+            (Msg::Report, 4),
+            (figures(Some(7)), FIGURES_NAME + 1),
+        ] {
+            let mut buf = [0u8; MAX_MSG];
+            let n = m.encode(&mut buf);
+            for cut in 0..whole {
+                assert!(Msg::decode(&buf[..cut]).is_err(), "{m:?} cut at {cut}");
+            }
+            // One byte too many: a fixed layout is refused, a name is not
+            // one any more (NUL).
+            assert!(Msg::decode(&buf[..n + 1]).is_err(), "{m:?} and a NUL");
+        }
+        let mut buf = [0u8; MAX_MSG];
+        let n = figures(None).encode(&mut buf);
+        buf[1] = 2;
+        assert!(Msg::decode(&buf[..n]).is_err(), "a flag that is not one");
+        for bad in ["", "a b", "../x", "a/b", "toolongforaname0", "é\u{0}"] {
+            let mut b = vec![ATTACH, 0, 0, 0];
+            b.extend_from_slice(bad.as_bytes());
+            assert!(Msg::decode(&b).is_err(), "{bad:?}");
+        }
+        for b in [
+            &[ATTACH, 2, 0, 0, b'x'][..],
+            &[ATTACH, 0, 9, 0, b'x'][..],
+            &[ATTACH, 0, 0, 0, 0xff][..],
+            &[ATTACH, 0, 0, 2, 1, 0, 0, 0][..],
+            &[ATTACH, 0, 0, 1, 0, 0, 0, 0][..],
+            &[ATTACH, 0, 0, 1, 1, 0, 0][..],
+            &[STEER, 0, 0, 0, 1, 2, 3][..],
+            &[UNSTEER, 0, 0, 0, 1][..],
+        ] {
+            assert!(Msg::decode(b).is_err(), "{b:?}");
+        }
+    }
+
+    /// Garbage of every length: an error or a message, never a panic.
+    #[test]
+    fn garbage_never_panics() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..200 {
+            for _ in 0..50 {
+                let b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Mostly valid kinds, so the decoders get to work.
+                        (x % 12) as u8
+                    })
+                    .collect();
+                let _ = Msg::decode(&b);
+            }
         }
     }
 

@@ -12,11 +12,11 @@
 //! XDP program per uplink steers every tenant's listen port to the
 //! workers' AF_XDP sockets, and each worker parks every frame in the lane
 //! of its destination port; without that list, AF_XDP follows the
-//! tenants' peers to their uplinks ([`follow`]). It runs sandboxed
-//! ([`sandbox`]), except that while AF_XDP follows the peers the
-//! supervisor thread keeps the capabilities to attach uplinks and no
-//! seccomp filter goes on: the per-interface data plane's XDP attacher
-//! serves one region, and the host has no attacher of its own yet.
+//! tenants' peers to their uplinks ([`follow`]). The programs and the
+//! AF_XDP sockets come from the host's XDP attacher ([`xdp`]), a process
+//! forked before the sandbox that keeps what attaching takes, so that
+//! every thread of the host data plane runs in the whole sandbox
+//! ([`sandbox`]) once its workers have started, whichever the backend.
 
 mod follow;
 pub mod lanes;
@@ -24,6 +24,7 @@ pub mod listen;
 mod sandbox;
 mod tenant;
 pub mod wire;
+mod xdp;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -35,14 +36,17 @@ use std::time::Duration;
 use crate::shm::layout::{BACKEND_UDP, BACKEND_XDP, MAX_WORKERS};
 use crate::shm::{Region, RegionDir, REGION_DIR};
 
-use super::backend::{BackendChoice, PortDealer, XdpUplinks};
+use super::attacher::wire::Uplink;
+use super::backend::{BackendChoice, PortDealer};
 use super::local_addrs;
+use super::stats::UplinkReport;
 use super::uplinks::{self, UplinkFinder};
 use lanes::{LaneInbox, LaneSet};
 use listen::Listener;
 use sandbox::HostSandbox;
 use tenant::{Gone, Tenant};
 use wire::{Received, Reply, Request};
+use xdp::{HostXdp, Outcome};
 
 pub use listen::{connect, socket_path, DEFAULT_SOCKET};
 
@@ -78,15 +82,14 @@ struct Host {
     /// Without that list (and not `--backend udp`): the uplinks the
     /// tenants' peers are reached through, looked up as they come.
     follow: Option<UplinkFinder>,
-    /// The port the programs were created with (attaching steers it).
-    xdp_port: u16,
     /// The first tenant's UDP GSO, for auto following the peers.
-    udp_gso: bool,
+    udp_gso: Option<bool>,
     choice: BackendChoice,
-    xdp: Option<XdpUplinks>,
+    /// The XDP attacher, while AF_XDP may carry (not `--backend udp`,
+    /// not given up).
+    xdp: Option<HostXdp>,
     dealer: PortDealer,
     locals: u64,
-    sandbox: HostSandbox,
     /// The regions' directory, opened at start: a tenant whose control is
     /// gone for good has its region removed there.
     regions: Option<Arc<OwnedFd>>,
@@ -209,9 +212,7 @@ impl Host {
             &taken,
         )?;
         let port = t.port();
-        if self.xdp.is_none() {
-            self.udp_gso = t.udp_gso;
-        }
+        self.udp_gso.get_or_insert(t.udp_gso);
         self.steer(port);
         t.steered = port;
         t.set_backend(self.backend_code());
@@ -222,102 +223,106 @@ impl Host {
     /// BACKEND_XDP once an uplink carries transport messages over AF_XDP.
     fn backend_code(&self) -> u32 {
         match &self.xdp {
-            Some(x) if x.active() && !x.programs.is_empty() => BACKEND_XDP,
+            Some(x) if x.carries() => BACKEND_XDP,
             _ => BACKEND_UDP,
         }
     }
 
     /// Has the uplinks' XDP programs steer `port` to the AF_XDP sockets
-    /// (attaching them for the first tenant).
+    /// (with uplinks named, attaching them for the first tenant).
     fn steer(&mut self, port: u16) {
-        if self.xdp_list.is_none() && self.follow.is_none() {
-            return;
+        let Some(x) = &mut self.xdp else { return };
+        if let Err(e) = x.steer(port) {
+            return self.lose_xdp(&e);
         }
-        match &mut self.xdp {
-            Some(x) => {
-                if let Err(e) = x.add_port(port) {
-                    log::error!("cannot steer UDP port {port} to AF_XDP: {e}");
-                }
+        let Some(list) = self.xdp_list.as_ref().filter(|_| !x.started()) else {
+            return;
+        };
+        let list: Vec<Uplink> = list.iter().cloned().map(Uplink::Named).collect();
+        // Named uplinks: no UDP GSO preference, auto takes AF_XDP
+        // wherever it can attach.
+        let strict = self.choice == BackendChoice::Xdp;
+        match x.attach(&list, false, strict, &mut self.dealer) {
+            Ok(Outcome::Active(true)) => {}
+            Ok(Outcome::Active(false)) => self.give_up_xdp(),
+            Ok(Outcome::Failed(e)) => {
+                log::error!("AF_XDP uplinks: {e}; the tenants use UDP sockets")
             }
-            None => {
-                // Named uplinks: no UDP GSO preference, auto takes AF_XDP
-                // wherever it can attach. Following the peers, auto weighs
-                // it as a data plane of its own does.
-                let gso = self.follow.is_some() && self.udp_gso;
-                let mut x = XdpUplinks::new(self.choice, port, gso);
-                x.set_local_addresses(local_addrs::local_addresses());
-                self.xdp_port = port;
-                // Following the peers: their uplinks come with the slow ticks.
-                let list = self.xdp_list.clone().unwrap_or_default();
-                match x.add(&list, self.choice == BackendChoice::Xdp) {
-                    Ok(added) => {
-                        for a in added {
-                            self.dealer.deal(a);
-                        }
-                    }
-                    Err(e) => log::error!("AF_XDP uplinks: {e}; the tenants use UDP sockets"),
-                }
-                self.xdp = Some(x);
-                // Attached or not, with named uplinks that was the only
-                // time: what needed the capabilities is done. Following
-                // the peers, more uplinks may come.
-                if self.follow.is_some() {
-                    return;
-                }
-                if let Err(e) = self.sandbox.finish() {
-                    log::error!("{e}; terminating");
-                    TERMINATE.store(true, Ordering::Relaxed);
-                }
-            }
+            Err(e) => self.lose_xdp(&e),
         }
     }
 
-    /// Following the peers: attaches the uplinks the tenants' peers are
-    /// reached through that have no program yet, steering every tenant's
-    /// port there (a program starts with the one it was created for).
+    /// Following the peers: asks for AF_XDP on the uplinks the tenants'
+    /// peers are reached through that were not asked for yet (the
+    /// attacher steers every tenant's port there).
     fn follow_peers(&mut self) {
         let (Some(finder), Some(x)) = (&mut self.follow, &mut self.xdp) else {
             return;
         };
-        let wanted = follow::wanted(finder, &self.tenants);
-        let added = match x.add(&wanted, false) {
-            Ok(a) => a,
-            Err(e) => {
-                log::error!("AF_XDP uplinks: {e}");
-                return;
-            }
-        };
-        if added.is_empty() {
-            return;
+        let wanted: Vec<Uplink> = (follow::wanted(finder, &self.tenants).into_iter())
+            .map(Uplink::Index)
+            .collect();
+        // Following the peers, auto weighs copy-mode AF_XDP against UDP
+        // GSO as a data plane of its own does.
+        let gso = self.udp_gso.unwrap_or(false);
+        match x.attach(&wanted, gso, false, &mut self.dealer) {
+            Ok(Outcome::Active(true)) => {}
+            Ok(Outcome::Active(false)) => self.give_up_xdp(),
+            Ok(Outcome::Failed(e)) => log::error!("AF_XDP uplinks: {e}"),
+            Err(e) => self.lose_xdp(&e),
         }
-        let ports: Vec<u16> = self.tenants.iter().map(|t| t.steered).collect();
-        for &p in &ports {
-            if let Err(e) = x.add_port(p) {
-                log::error!("cannot steer UDP port {p} to AF_XDP: {e}");
-            }
-        }
-        if !ports.contains(&self.xdp_port) {
-            if let Err(e) = x.remove_port(self.xdp_port) {
-                log::error!("cannot stop steering UDP port {}: {e}", self.xdp_port);
-            }
-        }
-        for a in added {
-            log::info!("{}", a.summary);
-            self.dealer.deal(a);
-        }
+        self.set_backend();
+    }
+
+    fn set_backend(&mut self) {
         let code = self.backend_code();
         for t in &mut self.tenants {
             t.set_backend(code);
         }
     }
 
+    /// auto found UDP with GSO faster than AF_XDP here (said in the log
+    /// by the attacher, which has ended).
+    fn give_up_xdp(&mut self) {
+        if let Some(x) = self.xdp.take() {
+            x.finish();
+        }
+        self.follow = None;
+        self.set_backend();
+    }
+
+    /// The attacher is gone (or stuck): its programs with it.
+    fn lose_xdp(&mut self, e: &io::Error) {
+        log::warn!(
+            "the XDP attacher: {e}; its programs are detached, transport messages take \
+             the UDP sockets"
+        );
+        self.give_up_xdp();
+    }
+
+    /// The programs' figures now (none without the attacher).
+    fn uplink_figures(&mut self) -> Vec<UplinkReport> {
+        let Some(x) = &mut self.xdp else {
+            return Vec::new();
+        };
+        match x.report(&mut self.dealer) {
+            Ok(r) => r,
+            Err(e) => {
+                self.lose_xdp(&e);
+                Vec::new()
+            }
+        }
+    }
+
     /// The uplinks' XDP programs and their counters, into every tenant's
     /// region (its metrics show the uplinks its frames share).
-    fn publish_uplinks(&self) {
-        let Some(x) = &self.xdp else { return };
+    fn publish_uplinks(&mut self) {
+        if self.xdp.is_none() {
+            return;
+        }
+        let figures = self.uplink_figures();
         for t in &self.tenants {
-            super::stats::publish_uplinks(&t.shared.region, &x.programs);
-            super::stats::publish_xdp(&t.shared.region, &x.programs);
+            super::stats::publish_reports(&t.shared.region, &figures);
         }
     }
 
@@ -326,9 +331,9 @@ impl Host {
         if self.tenants.iter().any(|t| t.steered == port) {
             return;
         }
-        if let Some(x) = &mut self.xdp {
-            if let Err(e) = x.remove_port(port) {
-                log::error!("cannot stop steering UDP port {port}: {e}");
+        if let Some(x) = &self.xdp {
+            if let Err(e) = x.unsteer(port) {
+                self.lose_xdp(&e);
             }
         }
     }
@@ -343,12 +348,10 @@ impl Host {
             return;
         }
         self.locals = d;
-        // Routes may have moved with the addresses.
+        // Routes may have moved with the addresses (the attacher follows
+        // the addresses itself).
         if let Some(f) = &mut self.follow {
             f.forget();
-        }
-        if let Some(x) = &mut self.xdp {
-            x.set_local_addresses(now);
         }
         for t in &self.tenants {
             t.shared.addr_gen.fetch_add(1, Ordering::AcqRel);
@@ -391,31 +394,37 @@ impl Host {
                 .filter(|&(j, _)| j != i)
                 .map(|(_, t)| t.port())
                 .collect();
-            let t = &mut self.tenants[i];
+            let got = (self.tenants[i].conn.as_ref()).map(|c| wire::recv(c.as_fd(), false));
             let mut detach = false;
-            if let Some(c) = &t.conn {
-                match wire::recv(c.as_fd(), false) {
-                    Ok(Received::Msg(m, _))
-                        if Request::decode(&m).ok() == Some(Request::Detach) =>
-                    {
-                        // Before the reply: its control exits on it.
-                        log_uplinks(&self.xdp, t);
+            match got {
+                Some(Ok(Received::Msg(m, _)))
+                    if Request::decode(&m).ok() == Some(Request::Detach) =>
+                {
+                    // Before the reply: its control exits on it.
+                    let figures = self.uplink_figures();
+                    let t = &self.tenants[i];
+                    log_uplinks(t, &figures);
+                    if let Some(c) = &t.conn {
                         reply(c, &Reply::Ok { port: 0 }, &[]);
-                        detach = true;
                     }
-                    Ok(Received::Msg(..)) => {
+                    detach = true;
+                }
+                Some(Ok(Received::Msg(..))) => {
+                    if let Some(c) = &self.tenants[i].conn {
                         reply(c, &Reply::Err("unexpected request".into()), &[])
                     }
-                    Ok(Received::Nothing) => {}
-                    Ok(Received::Closed) | Err(_) => {
-                        log::info!(
-                            "{}: control closed its connection; forwarding goes on with the keys it left",
-                            t.iface
-                        );
-                        t.conn = None;
-                    }
+                }
+                None | Some(Ok(Received::Nothing)) => {}
+                Some(Ok(Received::Closed) | Err(_)) => {
+                    let t = &mut self.tenants[i];
+                    log::info!(
+                        "{}: control closed its connection; forwarding goes on with the keys it left",
+                        t.iface
+                    );
+                    t.conn = None;
                 }
             }
+            let t = &mut self.tenants[i];
             let gone = if detach {
                 log::info!("{}: detached by its control", t.iface);
                 true
@@ -438,7 +447,8 @@ impl Host {
             if gone {
                 let t = self.tenants.swap_remove(i);
                 if !detach {
-                    log_uplinks(&self.xdp, &t);
+                    let figures = self.uplink_figures();
+                    log_uplinks(&t, &figures);
                 }
                 let port = t.steered;
                 t.detach();
@@ -459,9 +469,9 @@ impl Host {
 /// A tenant that goes gets the uplinks' last figures in its region and a
 /// line each in the log, as a data plane of its own leaves at exit (the
 /// programs are shared: the figures are every tenant's).
-fn log_uplinks(xdp: &Option<XdpUplinks>, t: &Tenant) {
-    if let Some(x) = xdp {
-        super::stats::publish_and_log_xdp(&t.shared.region, &x.programs);
+fn log_uplinks(t: &Tenant, figures: &[UplinkReport]) {
+    if !figures.is_empty() {
+        super::stats::publish_and_log_reports(&t.shared.region, figures);
     }
 }
 
@@ -496,32 +506,51 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        // The XDP attacher may end long before us (auto gave AF_XDP up):
+        // reaped by the kernel, since the filter has no wait4 and nothing
+        // else of ours has children.
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
     }
     let xdp_list = match opts.backend {
         BackendChoice::Udp => None,
         _ => uplinks::override_from_env(),
     };
-    // Following the peers needs the capabilities to attach uplinks for the
-    // host's whole life (it has no XDP attacher yet), so it leaves the
-    // supervisor without the seccomp filter: only `--backend xdp` asks for
-    // that. `auto` without named uplinks keeps the full sandbox and the UDP
-    // sockets, which is also what it picks on copy-mode drivers (veth).
-    let follow =
-        (opts.backend == BackendChoice::Xdp && xdp_list.is_none()).then(UplinkFinder::default);
-    if opts.backend == BackendChoice::Auto && xdp_list.is_none() {
-        super::note(
-            "backend: UDP sockets (auto without WIRESPEED_XDP_IFACES: name the uplinks there \
-             for AF_XDP with the full sandbox, or use --backend xdp to follow the tenants' \
-             peers without the seccomp filter)",
-        );
-    }
     let listener = Listener::bind(&opts.socket)?;
     let regions = listen::open_dir(Path::new(REGION_DIR)).map(Arc::new);
     let dirs: Vec<i32> = (listener.dir_fd().into_iter())
         .chain(regions.as_ref().map(|d| d.as_raw_fd()))
         .collect();
+    // Forked while this is the only thread and before the sandbox: it
+    // keeps what attaching takes, for named uplinks and followed peers
+    // alike, so that no thread here need.
+    let xdp = match opts.backend {
+        BackendChoice::Udp => None,
+        choice => match HostXdp::spawn(choice) {
+            Ok(x) => {
+                super::note(&format!(
+                    "sandbox: XDP programs and AF_XDP sockets come from the XDP attacher \
+                     (pid {}), which keeps the capabilities to attach them",
+                    x.pid()
+                ));
+                Some(x)
+            }
+            Err(e) if choice == BackendChoice::Xdp => {
+                return Err(io::Error::new(e.kind(), format!("XDP attacher: {e}")))
+            }
+            Err(e) => {
+                super::note(&format!(
+                    "backend: UDP sockets (the XDP attacher failed: {e})"
+                ));
+                None
+            }
+        },
+    };
+    // Without named uplinks AF_XDP goes where the tenants' peers are, as
+    // with a data plane of one's own (auto then weighs copy mode against
+    // UDP GSO at the first uplink).
+    let follow = (xdp.is_some() && xdp_list.is_none()).then(UplinkFinder::default);
     // Before any other thread: they inherit what the main thread keeps.
-    let mut host_sandbox = HostSandbox::start(xdp_list.is_some() || follow.is_some(), &dirs)?;
+    let mut host_sandbox = HostSandbox::start(&dirs)?;
     let n = opts.workers.clamp(1, MAX_WORKERS);
     let dealer = PortDealer::new(n);
     let unclaimed = Arc::new(AtomicU64::new(0));
@@ -535,7 +564,7 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     for i in 0..n {
         let inbox = Arc::new(LaneInbox::default());
         inboxes.push(inbox.clone());
-        let ports = (xdp_list.is_some() || follow.is_some()).then(|| dealer.inboxes[i].clone());
+        let ports = xdp.is_some().then(|| dealer.inboxes[i].clone());
         let unclaimed = unclaimed.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
         let started = started.clone();
@@ -560,30 +589,21 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     log::info!(
         "host data plane: {n} workers, {}, attach socket {}",
         match (&xdp_list, &follow) {
-            (Some(l), _) => format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
-            (None, Some(_)) => "AF_XDP on the uplinks to the tenants' peers".to_string(),
-            (None, None) => "UDP sockets".to_string(),
+            (Some(l), _) if xdp.is_some() =>
+                format!("AF_XDP on {} (UDP sockets elsewhere)", l.join(",")),
+            (_, Some(_)) => "AF_XDP on the uplinks to the tenants' peers".to_string(),
+            _ => "UDP sockets".to_string(),
         },
         opts.socket.display()
     );
     started.wait();
-    // The socket answers and the workers run: interfaces ordered after
-    // wirespeed-dataplane.service attach now. Before the filter, which has
-    // no socket(2).
+    // The socket answers and the workers run sandboxed: interfaces ordered
+    // after wirespeed-dataplane.service attach now. Before the filter,
+    // which has no socket(2).
     if let Err(e) = crate::sdnotify::ready() {
         log::error!("cannot tell the service manager we are ready: {e}");
     }
-    if xdp_list.is_none() && follow.is_none() {
-        host_sandbox.finish()?;
-    }
-    if follow.is_some() {
-        super::note(
-            "sandbox: AF_XDP follows the tenants' peers, so the supervisor keeps the \
-             capabilities to attach their uplinks and no seccomp filter goes on (the host \
-             data plane has no XDP attacher yet); name the uplinks in WIRESPEED_XDP_IFACES, \
-             or use --backend udp, for the full sandbox",
-        );
-    }
+    host_sandbox.finish()?;
     let mut host = Host {
         workers: n,
         inboxes,
@@ -591,13 +611,11 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
         pending: Vec::new(),
         xdp_list,
         follow,
-        xdp_port: 0,
-        udp_gso: false,
+        udp_gso: None,
         choice: opts.backend,
-        xdp: None,
+        xdp,
         dealer,
         locals: 0,
-        sandbox: host_sandbox,
         regions,
     };
     let mut ticks = 0u64;
@@ -646,6 +664,10 @@ pub fn run(opts: HostOptions) -> io::Result<()> {
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
+    }
+    // The programs go before we do (their sockets with the workers).
+    if let Some(x) = host.xdp.take() {
+        x.finish();
     }
     // The lanes are gone: the tenants' regions are unmapped with these.
     for t in host.tenants.drain(..) {

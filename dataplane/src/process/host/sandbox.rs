@@ -5,12 +5,10 @@
 //! ([`sandbox::Sandbox::prepare_host`]) that adds to the per-interface one
 //! only what taking tenants for its whole life needs.
 //!
-//! With uplinks named (WIRESPEED_XDP_IFACES), the XDP programs and AF_XDP
-//! sockets are made with the first tenant (they steer its port): until
-//! then the supervisor keeps what attaching needs
-//! ([`sandbox::XDP_ATTACH_CAPS`]) without a filter, and the workers drop
-//! to [`sandbox::KEPT_CAPS`] as they start; once attached (or failed), the
-//! supervisor drops to them as well and the filter goes on every thread.
+//! Capabilities and `no_new_privs` go at the start, before any thread is
+//! started; the filter once every worker has started. Attaching uplinks
+//! (named or following the peers) is the XDP attacher's, a process forked
+//! before this (`super::xdp`): no thread here keeps what that takes.
 
 use std::io;
 
@@ -19,29 +17,21 @@ use crate::sandbox::{self, Sandbox};
 use super::super::note;
 
 pub struct HostSandbox {
-    /// Entered once the XDP stage is over (at once without uplinks).
+    /// The filter, entered once the workers have started.
     last: Option<Sandbox>,
 }
 
 impl HostSandbox {
-    /// Prepares both stages and enters the first, in the main thread
+    /// Prepares the sandbox and drops the capabilities, in the main thread
     /// before any other is started. `dirs`: where files may be removed.
-    pub fn start(xdp: bool, dirs: &[i32]) -> io::Result<HostSandbox> {
+    pub fn start(dirs: &[i32]) -> io::Result<HostSandbox> {
         let mut want_filter = sandbox::seccomp_wanted_by_env();
         if want_filter && !sandbox::seccomp::supported() {
             note("sandbox: no seccomp filter for this architecture");
             want_filter = false;
         }
         let last = Sandbox::prepare_host(sandbox::KEPT_CAPS, dirs, want_filter)?;
-        // CAP_SETPCAP too: the workers, and the supervisor once attached,
-        // shrink their bounding sets with it.
-        let first_caps = if xdp {
-            sandbox::XDP_ATTACH_CAPS | (1 << sandbox::caps::CAP_SETPCAP)
-        } else {
-            sandbox::KEPT_CAPS
-        };
-        let first = Sandbox::prepare_host(first_caps, dirs, false)?;
-        let dropped = first
+        let dropped = last
             .drop_privileges()
             .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
         if !dropped.bounding {
@@ -52,13 +42,6 @@ impl HostSandbox {
             "sandbox: capabilities left: {}; no_new_privs set",
             sandbox::caps::names(kept)
         ));
-        if xdp {
-            note(
-                "sandbox: the XDP programs and AF_XDP sockets of the uplinks come with the \
-                 first tenant: until then the supervisor keeps the capabilities to attach \
-                 them, and the seccomp filter waits",
-            );
-        }
         Ok(HostSandbox { last: Some(last) })
     }
 
@@ -67,22 +50,11 @@ impl HostSandbox {
         sandbox::caps::keep_only(sandbox::KEPT_CAPS).map(|_| ())
     }
 
-    /// The last stage: the supervisor's capabilities down to the workers',
-    /// the filter on every thread. Once.
+    /// The filter on every thread, once the workers have started. Once.
     pub fn finish(&mut self) -> io::Result<()> {
         let Some(sb) = self.last.take() else {
             return Ok(());
         };
-        let before = sandbox::caps::effective()?;
-        sb.drop_privileges()
-            .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
-        let kept = sandbox::caps::effective()?;
-        if kept != before {
-            note(&format!(
-                "sandbox: the XDP stage is over; capabilities left: {}",
-                sandbox::caps::names(kept)
-            ));
-        }
         if sb.filters() {
             sb.enter_filter().map_err(|e| {
                 io::Error::new(
