@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs wirespeed's whole test suite: installs what is missing (deploy/setup.sh),
 # then formatting and lint checks, then every unit, property, vector and
-# integration test in the workspace, then the Debian package's round trip
+# integration test in the workspace (every interface on its namespace's host
+# data plane, the default), then the suites that exercise a data plane per
+# interface again that way (deploy/test-own-dataplane.sh), then the Debian
+# package's round trip
 # (deploy/package-test.sh: cargo-deb installed into the target directory on
 # first use, a release build, dpkg -i, wg-quick up/down, dpkg -r).
 set -euo pipefail
@@ -25,6 +28,12 @@ bash deploy/ci/check-manifests.sh
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+# The default run attaches every interface to its namespace's host data
+# plane; these suites again with a data plane per interface.
+echo "== a data plane per interface (WIRESPEED_DATAPLANE=own)"
+OWN_SUITES="daemon_lifecycle planned_restart dataplane_sandbox xdp_uplinks netns_move metrics" \
+    bash deploy/test-own-dataplane.sh
 
 # Last, and not beside cargo test: on two cores the release build would
 # only slow the timing-sensitive tunnel tests down, and the round trip

@@ -151,6 +151,18 @@ tl_stop_tunnel() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     PIDS=()
+    # A host data plane a wirespeed control started (not its child once
+    # that control is gone) exits with its last tenant, but within a second:
+    # the next tunnel's control must start its own (a child, so counted by
+    # tl_daemon_cpu, with that tunnel's --backend), not attach to it.
+    local ns i
+    for ns in "$NS_A" "$NS_B"; do
+        for i in $(seq 50); do
+            [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break
+            [ "$i" = 30 ] && { ip netns pids "$ns" | xargs -r kill 2>/dev/null || true; }
+            sleep 0.1
+        done
+    done
     rm -f "/var/run/wireguard/$IF_A.sock" "/var/run/wireguard/$IF_B.sock"
 }
 

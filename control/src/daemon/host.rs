@@ -100,7 +100,19 @@ impl HostLink {
             backoff: Backoff::default(),
         };
         match link.open() {
-            Ok(_) => Ok(Some(link)),
+            Ok(_) => {
+                // Not said in silence: a user who asked for a backend on a
+                // host data plane that was running already gets its own.
+                if link.started.is_none() && (backend != "auto" || workers > 0) {
+                    eprintln!(
+                        "wirespeed: the running host data plane (pid {}) keeps its own backend \
+                         and workers; --backend {backend} and --workers apply to one this \
+                         interface starts",
+                        link.pid
+                    );
+                }
+                Ok(Some(link))
+            }
             // Not asked for by name: one we cannot use is passed over.
             Err(e) if want == Want::Default => {
                 eprintln!(
