@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::veth;
 use common::tunnel::UNDERLAY_IF;
-use common::util::{children_of, unique_name};
+use common::util::{self, children_of, unique_name};
 use common::{
     assert_ping, ping_with, tcp_transfer, Capture, IfaceConf, Impl, Keys, Netns, PeerConf,
     PingOpts, Tunnel, TunnelOpts,
@@ -133,16 +133,6 @@ fn assert_attacher(dp: u32) {
     let status = std::fs::read_to_string(format!("/proc/{}/status", kids[0])).unwrap();
     assert!(status.contains("Name:\txdp-attacher"), "{status}");
     assert_eq!(privileges(&status), with_caps(XDP_ATTACH, 0));
-}
-
-/// "XDP on UPLINK: N steered, ..." from a log that ended (the attacher
-/// logs its programs' counters when the data plane stops).
-fn steered(log: &str, uplink: &str) -> u64 {
-    log.split(&format!("XDP on {uplink}: "))
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Both backends: a tunnel between two wirespeed daemons whose data planes
@@ -376,7 +366,7 @@ fn uplinks_that_come_later_get_af_xdp_with_the_data_plane_sandboxed() {
     let log = t.a.daemon.log();
     for uplink in [UNDERLAY_IF, "side0"] {
         assert!(
-            steered(&log, uplink) >= 5,
+            util::steered(&log, uplink) >= 5,
             "the program on {uplink} steered the tunnel's messages:\n{log}"
         );
     }

@@ -1432,16 +1432,6 @@ fn has_xdp(ns: &Netns, iface: &str) -> bool {
         .contains(" prog/xdp")
 }
 
-/// "XDP on UPLINK: N steered, ..." from a log: the figures a tenant that
-/// goes gets (the first such line).
-fn steered(log: &str, uplink: &str) -> u64 {
-    log.split(&format!("XDP on {uplink}: "))
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The uplinks come long after the start, as the peers do, and the
 /// sandbox stays whole: the programs and sockets come from the host's XDP
 /// attacher, a child that keeps what attaching takes and goes with the
@@ -1545,7 +1535,7 @@ fn without_a_list_of_uplinks_af_xdp_follows_every_tenants_peers() {
     let log = legs[0].0.log();
     for uplink in ["u1", "u2"] {
         assert!(
-            steered(&log, uplink) >= 3,
+            util::steered(&log, uplink) >= 3,
             "the program on {uplink} steered the pings:\n{log}"
         );
     }

@@ -179,6 +179,16 @@ pub fn which(prog: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(prog)).find(|p| p.is_file())
 }
 
+/// N of the first "XDP on UPLINK: N steered, ..." line of a data plane's
+/// log (the figures logged when it ends, or when a tenant goes); 0 if none.
+pub fn steered(log: &str, uplink: &str) -> u64 {
+    log.split(&format!("XDP on {uplink}: "))
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The last `n` lines of a text, for failure messages.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

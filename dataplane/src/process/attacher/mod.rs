@@ -162,24 +162,33 @@ impl Attacher {
     /// attached meanwhile. Ok(false): AF_XDP was given up and the
     /// attacher has ended.
     pub fn start(&mut self, dealer: &mut PortDealer) -> io::Result<bool> {
+        self.answer(dealer, "the first uplinks")?
+            .map_err(io::Error::other)
+    }
+
+    /// Waits (a bounded while: attaching loads and verifies a program) for
+    /// the attacher's Ready (its `active`) or Failed (Ok(Err)), dealing
+    /// what comes before; Err: it timed out or ended. `what` names what
+    /// it was asked for.
+    fn answer(&mut self, dealer: &mut PortDealer, what: &str) -> io::Result<Result<bool, String>> {
         let end = Instant::now() + START_TIMEOUT;
         loop {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() || !readable(&self.sock, left) {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the XDP attacher did not finish the first uplinks",
+                    format!("the XDP attacher did not answer ({what})"),
                 ));
             }
             match wire::recv(self.sock.as_fd(), false)? {
-                Received::Msg(Msg::Ready { active }, _) => return Ok(active),
-                Received::Msg(Msg::Failed(e), _) => return Err(io::Error::other(e)),
+                Received::Msg(Msg::Ready { active }, _) => return Ok(Ok(active)),
+                Received::Msg(Msg::Failed(e), _) => return Ok(Err(e)),
                 Received::Msg(m, fds) => self.take(m, fds, dealer)?,
                 Received::Nothing => {}
                 Received::Closed => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "the XDP attacher ended at the start",
+                        format!("the XDP attacher ended ({what})"),
                     ))
                 }
             }
@@ -242,39 +251,15 @@ impl Attacher {
 
     /// The host's: a request (Attach, Report) and its answer, dealing the
     /// sockets that come with it: Ok(Err) is its Failed, Err the
-    /// attacher's end. Waits (a bounded while: attaching loads and
-    /// verifies a program), as the supervisor did when it attached
+    /// attacher's end. Waits, as the supervisor did when it attached
     /// uplinks itself.
     pub fn call(&mut self, m: &Msg, dealer: &mut PortDealer) -> io::Result<Result<Answer, String>> {
         self.reported.clear();
         self.tell(m)?;
-        let end = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() || !readable(&self.sock, left) {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the XDP attacher did not answer",
-                ));
-            }
-            match wire::recv(self.sock.as_fd(), false)? {
-                Received::Msg(Msg::Ready { active }, _) => {
-                    return Ok(Ok(Answer {
-                        active,
-                        figures: std::mem::take(&mut self.reported),
-                    }))
-                }
-                Received::Msg(Msg::Failed(e), _) => return Ok(Err(e)),
-                Received::Msg(m, fds) => self.take(m, fds, dealer)?,
-                Received::Nothing => {}
-                Received::Closed => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the XDP attacher ended",
-                    ))
-                }
-            }
-        }
+        Ok(self.answer(dealer, "a request")?.map(|active| Answer {
+            active,
+            figures: std::mem::take(&mut self.reported),
+        }))
     }
 
     /// Asks the attacher to detach its programs and end, and waits for it

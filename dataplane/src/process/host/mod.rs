@@ -5,9 +5,9 @@
 //! ([`listen`], protocol in [`wire`]) and the data plane binds each
 //! tenant's UDP sockets on its listen port ([`tenant`]).
 //!
-//! Opt-in for now: a `wirespeed IFACE` attaches to it when one answers on
-//! the socket (or, with WIRESPEED_DATAPLANE=host, starts one), and starts a
-//! data plane of its own otherwise. Transport goes over the tenants' UDP
+//! A `wirespeed IFACE` attaches to the one that answers on the socket of
+//! its namespace, or starts one (with WIRESPEED_DATAPLANE=own, a data
+//! plane of its own instead). Transport goes over the tenants' UDP
 //! sockets, or over AF_XDP on the uplinks WIRESPEED_XDP_IFACES names: one
 //! XDP program per uplink steers every tenant's listen port to the
 //! workers' AF_XDP sockets, and each worker parks every frame in the lane
