@@ -34,6 +34,14 @@ ip netns exec "$NS_A" ping -c 3 -i 0.2 "$TUN_B"
 sleep 0.5
 echo
 echo "== backend chosen by each side"
+# The host data plane chooses when it first looks up the peer's uplink
+# (once a second), maybe after the first ping.
+for _ in $(seq 30); do
+    n=0
+    for f in "$WORK"/*.log; do grep -q "backend:" "$f" && n=$((n + 1)); done
+    [ "$n" -ge 2 ] && break
+    sleep 0.1
+done
 grep -h "backend:" "$WORK"/*.log | sed 's/^/  /'
 echo
 echo "== wg show (side A)"
