@@ -192,6 +192,7 @@ pub fn publish_endpoint(
 ) {
     if let Some(s) = slots.slot(id) {
         region.peer(s as usize).set_endpoint(ep, src);
+        region.endpoints_changed();
     }
 }
 
@@ -211,5 +212,23 @@ mod tests {
         assert_eq!(s.assign(30, 8), Some(1), "an unclaimed slot is free again");
         assert_eq!(s.assign(31, 8), Some(7));
         assert_eq!(s.assign(32, 8), None, "4 still belongs to peer 20");
+    }
+
+    #[test]
+    fn an_endpoint_written_tells_whoever_follows_the_peers() {
+        let dir =
+            std::env::temp_dir().join(format!("wirespeed-test-keysync-gen-{}", std::process::id()));
+        let region = Region::create_exclusive(&dir.join("wg0.region")).unwrap();
+        let gen = || region.header().endpoints_gen.load(Ordering::Acquire);
+        let before = gen();
+        assert_ne!(before, 0, "a region of ours says it bumps");
+        let mut slots = PeerSlots::with_reserved([]);
+        slots.assign(7, 8).unwrap();
+        let ep = "192.0.2.1:51820".parse().unwrap();
+        publish_endpoint(&region, &slots, 7, Some(ep), None);
+        assert!(gen() > before);
+        assert_eq!(region.peer(0).endpoint().map(|(e, _)| e), Some(ep));
+        drop(region);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

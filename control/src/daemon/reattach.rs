@@ -343,6 +343,7 @@ impl Daemon {
         }
         self.region.peer(slot as usize).deactivate();
         self.region.peer_info(slot as usize).deactivate();
+        self.region.endpoints_changed();
         self.slots.unreserve(slot);
     }
 

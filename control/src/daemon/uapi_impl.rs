@@ -260,6 +260,7 @@ impl Daemon {
             let p = self.region.peer(s as usize);
             p.deactivate();
             self.region.peer_info(s as usize).deactivate();
+            self.region.endpoints_changed();
             self.seen.forget(s);
         }
     }

@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 
 use crate::netlink::Netlink;
 use crate::shm::Region;
@@ -57,6 +58,34 @@ pub struct PeerEndpoints {
     pub endpoints: Vec<IpAddr>,
     /// Changes when any peer comes, goes or moves.
     pub digest: u64,
+}
+
+/// Whether a region's peer endpoints may have changed since the last look,
+/// from the header's `endpoints_gen` (control bumps it at every change):
+/// the peer table, up to 2^20 slots, is read again only then. A region of
+/// a control that does not bump it (0) may always have changed.
+#[derive(Default)]
+pub struct EndpointsWatch {
+    seen: Option<u64>,
+}
+
+impl EndpointsWatch {
+    /// True the first time, and whenever the region's endpoints may have
+    /// changed since the last call that returned true. Read before the
+    /// endpoints are: a change after it makes the next call true again.
+    pub fn changed(&mut self, region: &Region) -> bool {
+        let gen = region.header().endpoints_gen.load(Ordering::Acquire);
+        if gen != 0 && self.seen == Some(gen) {
+            return false;
+        }
+        self.seen = Some(gen);
+        true
+    }
+
+    /// Makes the next [`EndpointsWatch::changed`] true (the routes moved).
+    pub fn forget(&mut self) {
+        self.seen = None;
+    }
 }
 
 /// Reads the peer table (one pass over the slots: atomic loads only).

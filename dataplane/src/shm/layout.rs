@@ -125,6 +125,13 @@ pub struct Header {
     /// slots were made with it, and a re-attaching control adopts them only
     /// if it is configured with the same key.
     pub static_public_key: [AtomicU64; 4],
+    /// Bumped by control after every change to a peer's endpoint (and once
+    /// when it creates or adopts the region), so that whoever follows the
+    /// peers' uplinks rescans the peer table only when it may have changed,
+    /// not once a second at 2^20 peers. It took the place of padding, as
+    /// `control_detached` did: an older data plane ignores it, and a region
+    /// of an older control reads 0, which readers take as "always maybe".
+    pub endpoints_gen: AtomicU64,
 }
 
 /// Session keys for one receiver index, published with a seqlock.

@@ -138,6 +138,7 @@ impl Region {
         let h = self.header();
         h.version.store(VERSION, Ordering::Relaxed);
         h.max_workers.store(MAX_WORKERS as u32, Ordering::Relaxed);
+        h.endpoints_gen.store(1, Ordering::Relaxed);
         h.ring_entries.store(RING_ENTRIES as u32, Ordering::Relaxed);
         h.total_size.store(TOTAL_SIZE as u64, Ordering::Relaxed);
         self.grow(Capacity::MIN);
@@ -292,6 +293,8 @@ impl Region {
             ));
         }
         r.claim = Some(claim);
+        // Adopted by a control that bumps it: readers may rely on it now.
+        r.endpoints_changed();
         Ok(Some(r))
     }
 
@@ -306,6 +309,12 @@ impl Region {
     /// [`Region::adopt`]: is the data plane named in the header really ours?).
     pub fn held_open_by(&self, pid: u32) -> bool {
         pid != 0 && file::held_open_by(pid, &self.file)
+    }
+
+    /// Control: a peer's endpoint was written (or the peer went), after
+    /// the write; see [`Header::endpoints_gen`].
+    pub fn endpoints_changed(&self) {
+        self.header().endpoints_gen.fetch_add(1, Ordering::Release);
     }
 
     /// Control: records the static public key its sessions are made with.

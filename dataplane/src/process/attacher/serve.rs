@@ -31,6 +31,8 @@ pub(super) fn serve(region: &Region, setup: &Setup, sock: BorrowedFd<'_>) -> i32
     let mut addrs = local_addrs::digest(&locals);
     x.set_local_addresses(locals.clone());
     let mut finder = uplinks::UplinkFinder::default();
+    let mut watch = uplinks::EndpointsWatch::default();
+    watch.changed(region);
     let peers = uplinks::peer_endpoints(region);
     let mut peers_digest = Some(peers.digest);
     let wanted = finder.uplinks(&setup.iface, &peers, h.fwmark.load(Ordering::Relaxed));
@@ -79,6 +81,7 @@ pub(super) fn serve(region: &Region, setup: &Setup, sock: BorrowedFd<'_>) -> i32
                 x.set_local_addresses(locals.clone());
                 // Routes to the peers may have changed with the addresses.
                 finder.forget();
+                watch.forget();
                 peers_digest = None;
             }
         }
@@ -90,7 +93,7 @@ pub(super) fn serve(region: &Region, setup: &Setup, sock: BorrowedFd<'_>) -> i32
             }
             port = bound;
         }
-        if ticks.is_multiple_of(UPLINK_TICKS) && x.active() {
+        if ticks.is_multiple_of(UPLINK_TICKS) && x.active() && watch.changed(region) {
             let peers = uplinks::peer_endpoints(region);
             if peers_digest != Some(peers.digest) {
                 peers_digest = Some(peers.digest);

@@ -259,7 +259,7 @@ impl Host {
         let (Some(finder), Some(x)) = (&mut self.follow, &mut self.xdp) else {
             return;
         };
-        let wanted: Vec<Uplink> = (follow::wanted(finder, &self.tenants).into_iter())
+        let wanted: Vec<Uplink> = (follow::wanted(finder, &mut self.tenants).into_iter())
             .map(Uplink::Index)
             .collect();
         // Following the peers, auto weighs copy-mode AF_XDP against UDP
@@ -353,7 +353,8 @@ impl Host {
         if let Some(f) = &mut self.follow {
             f.forget();
         }
-        for t in &self.tenants {
+        for t in &mut self.tenants {
+            t.followed.forget();
             t.shared.addr_gen.fetch_add(1, Ordering::AcqRel);
         }
     }

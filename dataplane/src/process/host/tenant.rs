@@ -39,6 +39,8 @@ pub struct Tenant {
     region_dir: Option<RegionDir>,
     /// The port the uplinks' XDP programs steer for this tenant.
     pub steered: u16,
+    /// Its peers' interfaces, for AF_XDP following them.
+    pub followed: super::follow::Followed,
     /// Whether its UDP sockets send with GSO (auto weighs copy-mode AF_XDP
     /// against it).
     pub udp_gso: bool,
@@ -139,6 +141,7 @@ impl Tenant {
             region_dir,
             owner,
             steered: 0,
+            followed: Default::default(),
         })
     }
 
