@@ -1197,17 +1197,17 @@ fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
     // B's control killed, its interface deleted: the tenant goes, and its
     // region is removed in the directory opened at start (no open by path).
     let iface_b = legs[1].hub.iface.clone();
-    let region_b = format!("-{iface_b}.region");
-    let regions = || {
+    let regions = |iface: &str| {
+        let suffix = format!("-{iface}.region");
         std::fs::read_dir("/run/wirespeed")
             .unwrap()
             .filter(|e| {
                 let name = e.as_ref().unwrap().file_name();
-                name.to_string_lossy().ends_with(&region_b)
+                name.to_string_lossy().ends_with(&suffix)
             })
             .count()
     };
-    assert_eq!(regions(), 1);
+    assert_eq!(regions(&iface_b), 1);
     util::signal(legs[1].hub.pid(), util::SIGKILL);
     assert!(util::wait_until(
         Duration::from_secs(5),
@@ -1224,7 +1224,7 @@ fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
         "{}",
         host.log()
     );
-    assert_eq!(regions(), 0);
+    assert_eq!(regions(&iface_b), 0);
     assert_threads(&host, &want);
 
     let new_port = 52010;
@@ -1272,6 +1272,29 @@ fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
         legs[0].hub.log()
     );
     assert_threads(&host, &want);
+
+    // The control that re-attached killed too, its interface deleted: the
+    // region is removed all the same (the host follows the control that
+    // took the tenant over, seen alive at a slow tick).
+    assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    util::signal(legs[0].hub.pid(), util::SIGKILL);
+    assert!(util::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || legs[0].hub.exit_status().is_some()
+    ));
+    hub.ip(&["link", "del", &iface]);
+    assert!(
+        util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            host.log().contains(&format!(
+                "{iface}: control is gone: removed the shared region"
+            ))
+        }),
+        "{}",
+        host.log()
+    );
+    assert_eq!(regions(&iface), 0);
     assert!(
         !host.log().contains("Operation not permitted"),
         "{}",

@@ -16,6 +16,7 @@ mod iface_watch;
 mod keycache;
 mod local_addrs;
 mod outbox;
+mod owner;
 mod shared;
 mod stats;
 mod uplinks;
@@ -162,10 +163,9 @@ pub fn run(opts: Options) -> io::Result<()> {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     let region = Region::open(&opts.shm_path)?;
-    // The control process that started us: if it dies before we exit, the
-    // region is ours to remove (a new control for the interface would have
-    // put its own pid there).
-    let owner = region.header().control_pid.load(Ordering::Acquire);
+    // The control process that started us (or one that re-attached since):
+    // if it dies before we exit, the region is ours to remove.
+    let mut owner = owner::RegionOwner::new(&region);
     // Only one data plane runs at a time: a predecessor's locks are void.
     break_replay_locks(&region);
     // Worker and uplink figures describe this data plane, from zero.
@@ -441,6 +441,7 @@ pub fn run(opts: Options) -> io::Result<()> {
             h.applied_gen.store(g, Ordering::Release);
         }
         if ticks.is_multiple_of(100) {
+            owner.follow(&shared.region);
             match watch.check() {
                 iface_watch::Seen::Deleted => {
                     log::info!("interface deleted; exiting");
@@ -467,9 +468,7 @@ pub fn run(opts: Options) -> io::Result<()> {
     if let Some(a) = attacher {
         a.finish();
     }
-    if shared.region.header().control_pid.load(Ordering::Acquire) == owner
-        && !control_alive(&shared.region)
-    {
+    if owner.gone(&shared.region) {
         // Control was killed and we are the last user: nobody else would
         // ever free this memory (the region's directory is RAM). Only if
         // nobody holds it: a control that restarted meanwhile may own it.

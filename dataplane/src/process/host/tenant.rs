@@ -18,6 +18,7 @@ use crate::tun::TunQueue;
 use crate::udp::UdpSocketBatch;
 
 use super::super::iface_watch::{IfaceWatch, Seen};
+use super::super::owner::RegionOwner;
 use super::super::shared::Shared;
 use super::super::worker::Worker;
 use super::super::{any_live_key, bind_sockets, break_replay_locks, control_alive};
@@ -44,9 +45,10 @@ pub struct Tenant {
     /// Whether its UDP sockets send with GSO (auto weighs copy-mode AF_XDP
     /// against it).
     pub udp_gso: bool,
-    /// The control that attached the tenant: if it dies and nobody took its
-    /// place, the region's file is ours to remove when the tenant goes.
-    owner: u32,
+    /// The control that attached the tenant (or re-attached since): if it
+    /// dies and nobody took its place, the region's file is ours to remove
+    /// when the tenant goes.
+    owner: RegionOwner,
 }
 
 /// SO_REUSEPORT would let two tenants bind one port (both are root) and
@@ -113,7 +115,7 @@ impl Tenant {
             && queues
                 .first()
                 .is_some_and(|q| q.set_offload(true).unwrap_or(false));
-        let owner = h.control_pid.load(Ordering::Acquire);
+        let owner = RegionOwner::new(&region);
         let fwmark = h.fwmark.load(Ordering::Relaxed);
         let shared = Arc::new(Shared::new(region, Some(wake)));
         let mut slots = Vec::with_capacity(n);
@@ -212,6 +214,7 @@ impl Tenant {
         if !slow {
             return None;
         }
+        self.owner.follow(&self.shared.region);
         if let Some(pid) = crate::shm::capture::reap_orphan(&self.shared.region) {
             log::info!(
                 "{}: capture: process {pid} ended without turning capture off; turned it off",
@@ -239,9 +242,7 @@ impl Tenant {
     /// gone for good is removed, as a data plane of its own would.
     pub fn detach(self) {
         let region = &self.shared.region;
-        if region.header().control_pid.load(Ordering::Acquire) == self.owner
-            && !control_alive(region)
-        {
+        if self.owner.gone(region) {
             let removed = match &self.region_dir {
                 Some(d) => region.remove_if_unclaimed_in(d),
                 None => Ok(false),
