@@ -1449,6 +1449,54 @@ fn a_host_data_plane_started_on_demand_exits_with_its_last_tenant() {
     assert_eq!(next.len(), 1, "log:\n{}", c.log());
 }
 
+/// A control that finds its host data plane gone and its interface deleted
+/// (both while it was not looking, as on a loaded machine: `wg-quick down`
+/// while the host data plane exits with its last tenant) does not start
+/// another one for nothing, which would wait half a minute for a tenant.
+#[test]
+fn a_control_whose_interface_went_starts_no_host_data_plane() {
+    let Some(_serial) = netns_test("host_dataplane_no_start_for_nothing") else {
+        return;
+    };
+    let ns = Netns::new();
+    let env = [("WIRESPEED_DATAPLANE_SOCKET", "")];
+    let iface = unique_name("h");
+    let mut a = Impl::WirespeedUdp.start_with(&ns, &iface, &env);
+    let hosts = host_dataplanes_in(&ns);
+    assert_eq!(hosts.len(), 1, "{hosts:?}; log:\n{}", a.log());
+    // Started, and stopped for sure (SIGSTOP takes effect asynchronously).
+    let started = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        a.log().contains("attached to the host data plane")
+    });
+    assert!(started, "log:\n{}", a.log());
+    // Attached long enough ago (10 s) that losing the host data plane is
+    // answered at once, not after a back-off.
+    std::thread::sleep(Duration::from_millis(10_500));
+    util::signal(a.pid(), util::SIGSTOP);
+    let stopped = util::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+        std::fs::read_to_string(format!("/proc/{}/stat", a.pid()))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('T')))
+    });
+    assert!(stopped);
+    util::signal(hosts[0], util::SIGKILL);
+    ns.ip(&["link", "del", &iface]);
+    let killed = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        host_dataplanes_in(&ns).is_empty()
+    });
+    assert!(killed);
+    util::signal(a.pid(), util::SIGCONT);
+    let exited = util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        a.exit_status().is_some()
+    });
+    assert!(exited, "log:\n{}", a.log());
+    assert_eq!(
+        host_dataplanes_in(&ns),
+        Vec::<u32>::new(),
+        "log:\n{}",
+        a.log()
+    );
+}
+
 /// Whether `iface` in `ns` has an XDP program attached.
 fn has_xdp(ns: &Netns, iface: &str) -> bool {
     ns.exec(&["ip", "-o", "link", "show", "dev", iface])

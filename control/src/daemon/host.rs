@@ -212,10 +212,15 @@ impl HostLink {
         region: &Region,
         tun: &TunQueue,
     ) -> io::Result<u16> {
+        // The interface's first queue before a host data plane is started
+        // for it: a control that saw the host data plane go before it saw
+        // its interface deleted would start one for nothing, which then
+        // waits half a minute for a first tenant.
+        let first = tunns::open_sibling(tun)?;
         let (c, n) = self.open()?;
         let region_fd = reopen_region(region)?;
-        let queues = (0..n)
-            .map(|_| tunns::open_sibling(tun))
+        let queues = std::iter::once(Ok(first))
+            .chain((1..n).map(|_| tunns::open_sibling(tun)))
             .collect::<io::Result<Vec<_>>>()?;
         let mut fds = vec![region_fd.as_raw_fd(), wake.as_raw_fd()];
         fds.extend(queues.iter().map(|q| q.as_raw_fd()));

@@ -17,6 +17,8 @@ extern "C" {
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
+pub const SIGCONT: i32 = 18;
+pub const SIGSTOP: i32 = 19;
 pub const CLONE_NEWNET: i32 = 0x4000_0000;
 
 /// Sends `sig` to `pid`; false if the process does not exist.
