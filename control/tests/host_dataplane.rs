@@ -1208,22 +1208,7 @@ fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
             .count()
     };
     assert_eq!(regions(&iface_b), 1);
-    util::signal(legs[1].hub.pid(), util::SIGKILL);
-    assert!(util::wait_until(
-        Duration::from_secs(5),
-        Duration::from_millis(10),
-        || legs[1].hub.exit_status().is_some()
-    ));
-    hub.ip(&["link", "del", &iface_b]);
-    assert!(
-        util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-            host.log().contains(&format!(
-                "{iface_b}: control is gone: removed the shared region"
-            ))
-        }),
-        "{}",
-        host.log()
-    );
+    kill_and_delete(&hub, &host, &mut legs[1].hub, &iface_b);
     assert_eq!(regions(&iface_b), 0);
     assert_threads(&host, &want);
 
@@ -1278,25 +1263,32 @@ fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
     // took the tenant over, seen alive at a slow tick).
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
     std::thread::sleep(Duration::from_millis(1500));
-    util::signal(legs[0].hub.pid(), util::SIGKILL);
+    kill_and_delete(&hub, &host, &mut legs[0].hub, &iface);
+    assert_eq!(regions(&iface), 0);
+    assert!(
+        !host.log().contains("Operation not permitted"),
+        "{}",
+        host.log()
+    );
+}
+
+/// Kills the control `hub` of `iface` (-9) and deletes the interface: its
+/// tenant goes, and with its control gone for good, the host data plane
+/// removes its region.
+fn kill_and_delete(hub_ns: &Netns, host: &HostDp, hub: &mut Daemon, iface: &str) {
+    util::signal(hub.pid(), util::SIGKILL);
     assert!(util::wait_until(
         Duration::from_secs(5),
         Duration::from_millis(10),
-        || legs[0].hub.exit_status().is_some()
+        || hub.exit_status().is_some()
     ));
-    hub.ip(&["link", "del", &iface]);
+    hub_ns.ip(&["link", "del", iface]);
     assert!(
         util::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
             host.log().contains(&format!(
                 "{iface}: control is gone: removed the shared region"
             ))
         }),
-        "{}",
-        host.log()
-    );
-    assert_eq!(regions(&iface), 0);
-    assert!(
-        !host.log().contains("Operation not permitted"),
         "{}",
         host.log()
     );
