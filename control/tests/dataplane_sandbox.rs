@@ -13,6 +13,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::netns::veth;
+use common::privileges::{
+    assert_attacher_of, privileges, threads_of, with_caps, Privileges, KEPT, XDP_ATTACH,
+};
 use common::tunnel::UNDERLAY_IF;
 use common::util::{self, children_of, unique_name};
 use common::{
@@ -21,9 +24,6 @@ use common::{
 };
 
 const WIRESPEED: &str = env!("CARGO_BIN_EXE_wirespeed");
-
-/// CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13).
-const KEPT: u64 = (1 << 10) | (1 << 13);
 
 /// The data plane child of control `pid`, once it is there.
 fn data_plane_of(pid: u32) -> u32 {
@@ -38,75 +38,10 @@ fn data_plane_of(pid: u32) -> u32 {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-struct Privileges {
-    inheritable: u64,
-    permitted: u64,
-    effective: u64,
-    bounding: u64,
-    ambient: u64,
-    no_new_privs: u32,
-    seccomp: u32,
-}
-
-fn privileges(status: &str) -> Privileges {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .unwrap_or_else(|| panic!("no {name} in\n{status}"))
-            .trim()
-            .to_string()
-    };
-    let hex = |name: &str| u64::from_str_radix(&field(name), 16).unwrap();
-    Privileges {
-        inheritable: hex("CapInh"),
-        permitted: hex("CapPrm"),
-        effective: hex("CapEff"),
-        bounding: hex("CapBnd"),
-        ambient: hex("CapAmb"),
-        no_new_privs: field("NoNewPrivs").parse().unwrap(),
-        seccomp: field("Seccomp").parse().unwrap(),
-    }
-}
-
-/// Every thread's privileges, by thread name.
-fn threads_of(pid: u32) -> Vec<(String, Privileges)> {
-    let mut v = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
-        let name = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Name:"))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
-        v.push((name, privileges(&status)));
-    }
-    v
-}
-
 /// The full sandbox: two capabilities and a filter (or none, with
 /// WIRESPEED_SECCOMP=off).
 fn sandboxed(seccomp: u32) -> Privileges {
     with_caps(KEPT, seccomp)
-}
-
-/// What the XDP attacher (the data plane's child where its AF_XDP uplinks
-/// follow its peers) keeps: CAP_NET_ADMIN (12), CAP_IPC_LOCK (14),
-/// CAP_PERFMON (38) and CAP_BPF (39) besides the two, and no filter.
-const XDP_ATTACH: u64 = KEPT | (1 << 12) | (1 << 14) | (1 << 38) | (1 << 39);
-
-fn with_caps(caps: u64, seccomp: u32) -> Privileges {
-    Privileges {
-        inheritable: 0,
-        permitted: caps,
-        effective: caps,
-        bounding: caps,
-        ambient: 0,
-        no_new_privs: 1,
-        seccomp,
-    }
 }
 
 fn assert_privileges(dp: u32, want: &Privileges) {
@@ -124,15 +59,9 @@ fn assert_sandboxed(dp: u32, seccomp: u32) {
     assert_privileges(dp, &sandboxed(seccomp));
 }
 
-/// The data plane's one child, the XDP attacher: the capabilities to
-/// attach, with no_new_privs, and (parsing nothing from the network) no
-/// filter.
+/// The data plane's one child, the XDP attacher.
 fn assert_attacher(dp: u32) {
-    let kids = children_of(dp);
-    assert_eq!(kids.len(), 1, "one attacher child of data plane {dp}");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", kids[0])).unwrap();
-    assert!(status.contains("Name:\txdp-attacher"), "{status}");
-    assert_eq!(privileges(&status), with_caps(XDP_ATTACH, 0));
+    assert_attacher_of(dp);
 }
 
 /// Both backends: a tunnel between two wirespeed daemons whose data planes

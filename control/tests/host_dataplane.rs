@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::impls::Daemon;
 use common::netns::veth;
+use common::privileges::{assert_attacher_of, threads_of, with_caps, Privileges, KEPT};
 use common::tunnel::{check_counters, HANDSHAKE_SLACK, MAX_MESSAGE};
 use common::util::{self, unique_name, TempDir};
 use common::*;
@@ -468,12 +469,12 @@ fn three_tenants(xdp: bool) {
     // after.
     let attacher = xdp.then(|| {
         wait_sandboxed(&host);
-        assert_threads(&host, &privileges_with(KEPT, 2));
+        assert_threads(&host, &with_caps(KEPT, 2));
         assert_attacher(&host)
     });
     let peers = [Impl::WirespeedUdp, Impl::WireguardGo, Impl::Boringtun];
     let mut legs = legs_on(&hub, &host, &peers, xdp);
-    assert_threads(&host, &privileges_with(KEPT, 2));
+    assert_threads(&host, &with_caps(KEPT, 2));
     // Every interface is the host data plane's tenant: no control runs a
     // data plane of its own.
     for l in &mut legs {
@@ -1076,50 +1077,6 @@ fn a_planned_detach_leaves_the_tenant_to_the_next_control() {
     );
 }
 
-/// CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13): what the host data
-/// plane keeps, as a data plane of its own does.
-const KEPT: u64 = (1 << 10) | (1 << 13);
-/// And what attaching XDP takes: CAP_NET_ADMIN (12), CAP_IPC_LOCK (14),
-/// CAP_PERFMON (38), CAP_BPF (39).
-const XDP_ATTACH: u64 = KEPT | (1 << 12) | (1 << 14) | (1 << 38) | (1 << 39);
-
-/// (CapInh, CapPrm, CapEff, CapBnd, CapAmb, NoNewPrivs, Seccomp) of a
-/// thread's /proc status.
-type Privileges = [u64; 7];
-
-fn privileges_with(caps: u64, seccomp: u64) -> Privileges {
-    [0, caps, caps, caps, 0, 1, seccomp]
-}
-
-/// Every thread's privileges, by thread name.
-fn threads_of(pid: u32) -> Vec<(String, Privileges)> {
-    let mut v = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .unwrap_or_else(|| panic!("no {name} in\n{status}"))
-                .trim()
-                .to_string()
-        };
-        let hex = |name: &str| u64::from_str_radix(&field(name), 16).unwrap();
-        let dec = |name: &str| field(name).parse::<u64>().unwrap();
-        let p = [
-            hex("CapInh"),
-            hex("CapPrm"),
-            hex("CapEff"),
-            hex("CapBnd"),
-            hex("CapAmb"),
-            dec("NoNewPrivs"),
-            dec("Seccomp"),
-        ];
-        v.push((field("Name"), p));
-    }
-    v
-}
-
 /// Waits for the seccomp filter, which goes on once the workers have
 /// started (after the attach socket is there).
 fn wait_sandboxed(host: &HostDp) {
@@ -1130,17 +1087,6 @@ fn wait_sandboxed(host: &HostDp) {
         "{}",
         host.log()
     );
-}
-
-/// The XDP attacher of host data plane `pid`: its only child, which keeps
-/// what attaching takes and no more, without a filter. Its pid.
-fn assert_attacher_of(pid: u32) -> u32 {
-    let kids = util::children_of(pid);
-    assert_eq!(kids.len(), 1, "one attacher child of {pid}: {kids:?}");
-    let (name, p) = &threads_of(kids[0])[0];
-    assert_eq!(name, "xdp-attacher");
-    assert_eq!(*p, privileges_with(XDP_ATTACH, 0), "the XDP attacher");
-    kids[0]
 }
 
 fn assert_attacher(host: &HostDp) -> u32 {
@@ -1183,7 +1129,7 @@ fn the_host_data_plane_is_sandboxed_through_attach_rebind_and_reattach() {
     };
     let hub = Netns::new();
     let host = HostDp::start(&hub, 2);
-    let want = privileges_with(KEPT, 2);
+    let want = with_caps(KEPT, 2);
     assert!(util::wait_until(
         Duration::from_secs(5),
         Duration::from_millis(10),
@@ -1311,7 +1257,7 @@ fn the_host_data_plane_without_seccomp_keeps_the_rest_of_its_sandbox() {
     ));
     let legs = legs(&hub, &host, &[Impl::WirespeedUdp]);
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
-    assert_threads(&host, &privileges_with(KEPT, 0));
+    assert_threads(&host, &with_caps(KEPT, 0));
 }
 
 /// A control in another network namespace, where the UDP sockets the host
@@ -1583,7 +1529,7 @@ fn without_a_list_of_uplinks_af_xdp_follows_every_tenants_peers() {
     for (name, p) in threads_of(hosts[0]) {
         assert_eq!(
             p,
-            privileges_with(KEPT, 2),
+            with_caps(KEPT, 2),
             "host data plane thread {name}; log:\n{}",
             legs[0].0.log()
         );
@@ -1632,5 +1578,5 @@ fn auto_without_a_list_of_uplinks_weighs_af_xdp_as_a_data_plane_of_its_own_does(
     assert_gone(attacher);
     assert!(!has_xdp(&hub, &legs[0].uplink));
     assert_ping(&legs[0].peer_ns, &legs[0].hub_tun.to_string(), 2);
-    assert_threads(&host, &privileges_with(KEPT, 2));
+    assert_threads(&host, &with_caps(KEPT, 2));
 }

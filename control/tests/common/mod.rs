@@ -68,6 +68,7 @@
 pub mod checks;
 pub mod impls;
 pub mod netns;
+pub mod privileges;
 pub mod tunnel;
 pub mod util;
 pub mod wgquick;

@@ -132,11 +132,24 @@ fn drop_privileges(
              capabilities to attach them; this process gives them up"
         ));
     }
-    if want_filter && !sandbox::seccomp::supported() {
-        note("sandbox: no seccomp filter for this architecture");
-        want_filter = false;
-    }
+    want_filter = filter_supported(want_filter);
     let sb = Sandbox::prepare(sandbox::KEPT_CAPS, region_dir, want_filter)?;
+    drop_and_say(&sb)?;
+    Ok(sb)
+}
+
+/// `asked`, unless this architecture has no filter (said once).
+fn filter_supported(asked: bool) -> bool {
+    if asked && !sandbox::seccomp::supported() {
+        note("sandbox: no seccomp filter for this architecture");
+        return false;
+    }
+    asked
+}
+
+/// Drops the capabilities (and sets `no_new_privs`) as `sb` prepared, and
+/// says what is left. For the data plane of an interface and the host's.
+fn drop_and_say(sb: &Sandbox) -> io::Result<()> {
     let dropped = sb
         .drop_privileges()
         .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
@@ -149,7 +162,7 @@ fn drop_privileges(
         "sandbox: capabilities left: {}; no_new_privs set",
         sandbox::caps::names(kept)
     ));
-    Ok(sb)
+    Ok(())
 }
 
 pub fn run(opts: Options) -> io::Result<()> {

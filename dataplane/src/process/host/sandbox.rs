@@ -14,7 +14,7 @@ use std::io;
 
 use crate::sandbox::{self, Sandbox};
 
-use super::super::note;
+use super::super::{drop_and_say, filter_supported, note};
 
 pub struct HostSandbox {
     /// The filter, entered once the workers have started.
@@ -25,23 +25,9 @@ impl HostSandbox {
     /// Prepares the sandbox and drops the capabilities, in the main thread
     /// before any other is started. `dirs`: where files may be removed.
     pub fn start(dirs: &[i32]) -> io::Result<HostSandbox> {
-        let mut want_filter = sandbox::seccomp_wanted_by_env();
-        if want_filter && !sandbox::seccomp::supported() {
-            note("sandbox: no seccomp filter for this architecture");
-            want_filter = false;
-        }
+        let want_filter = filter_supported(sandbox::seccomp_wanted_by_env());
         let last = Sandbox::prepare_host(sandbox::KEPT_CAPS, dirs, want_filter)?;
-        let dropped = last
-            .drop_privileges()
-            .map_err(|e| io::Error::new(e.kind(), format!("dropping capabilities: {e}")))?;
-        if !dropped.bounding {
-            note("sandbox: no CAP_SETPCAP, the capability bounding set stays as it was");
-        }
-        let kept = sandbox::caps::effective()?;
-        note(&format!(
-            "sandbox: capabilities left: {}; no_new_privs set",
-            sandbox::caps::names(kept)
-        ));
+        drop_and_say(&last)?;
         Ok(HostSandbox { last: Some(last) })
     }
 
