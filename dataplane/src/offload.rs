@@ -107,26 +107,99 @@ pub fn packets_hint(hdr: &VnetHdr, len: usize) -> u64 {
     }
 }
 
+/// One plain packet that a packet from the TUN stands for: its headers
+/// and its payload, which lie apart. A segment's headers are rebuilt for it
+/// on the stack while its payload stays where the TUN read put it, so
+/// sealing copies each byte once, straight into the message, rather than
+/// once into a joined segment and again into the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    pub head: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl<'a> Piece<'a> {
+    /// A packet that is whole already.
+    pub fn whole(packet: &'a [u8]) -> Piece<'a> {
+        Piece {
+            head: packet,
+            body: &[],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Joins the two parts into the start of `out`, which must hold them.
+    pub fn copy_to(&self, out: &mut [u8]) {
+        let (head, body) = out[..self.len()].split_at_mut(self.head.len());
+        head.copy_from_slice(self.head);
+        body.copy_from_slice(self.body);
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.head, self.body].concat()
+    }
+}
+
+/// The most header bytes a segment can have: IPv4 with options (60) and TCP
+/// with options (60).
+const MAX_HEADERS: usize = 120;
+/// The longest packet a segment may be: IPv4's total length is 16 bits.
+const MAX_PACKET: usize = 65535;
+
 /// Calls `emit` with each plain packet `packet` stands for: itself (its
 /// checksum completed if the kernel left it partial), or the segments of a
-/// TCP super-packet, built one at a time in `scratch` (which must hold the
-/// headers plus `gso_size`). Returns how many packets were emitted.
+/// TCP or UDP super-packet, one at a time. Returns how many packets were
+/// emitted.
+pub fn for_each_piece(
+    hdr: &VnetHdr,
+    packet: &mut [u8],
+    emit: impl FnMut(Piece<'_>),
+) -> Result<usize, OffloadError> {
+    pieces(hdr, packet, MAX_PACKET, emit)
+}
+
+/// [`for_each_piece`] with each packet joined in `scratch`, for callers
+/// that need it in one slice; a segment longer than `scratch` is refused.
 pub fn for_each_packet(
     hdr: &VnetHdr,
     packet: &mut [u8],
     scratch: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, OffloadError> {
+    pieces(hdr, packet, scratch.len(), |p| {
+        if p.body.is_empty() {
+            return emit(p.head); // whole already
+        }
+        let out = &mut scratch[..p.len()];
+        p.copy_to(out);
+        emit(out)
+    })
+}
+
+/// The work of both: `max` bounds a segment's length.
+fn pieces(
+    hdr: &VnetHdr,
+    packet: &mut [u8],
+    max: usize,
+    mut emit: impl FnMut(Piece<'_>),
+) -> Result<usize, OffloadError> {
     match hdr.gso_type & !GSO_ECN {
         GSO_NONE => {
             if hdr.flags & F_NEEDS_CSUM != 0 {
                 complete_checksum(packet, hdr.csum_start.into(), hdr.csum_offset.into())?;
             }
-            emit(packet);
+            emit(Piece::whole(packet));
             Ok(1)
         }
-        GSO_TCPV4 | GSO_TCPV6 => segment_tcp(hdr, packet, scratch, emit),
-        GSO_UDP_L4 => segment_udp(hdr, packet, scratch, emit),
+        GSO_TCPV4 | GSO_TCPV6 => segment_tcp(hdr, packet, max, emit),
+        GSO_UDP_L4 => segment_udp(hdr, packet, max, emit),
         _ => Err(OffloadError::Unsupported),
     }
 }
@@ -156,8 +229,8 @@ fn be16(b: &[u8], at: usize) -> u16 {
 fn segment_tcp(
     hdr: &VnetHdr,
     packet: &[u8],
-    scratch: &mut [u8],
-    mut emit: impl FnMut(&[u8]),
+    max: usize,
+    mut emit: impl FnMut(Piece<'_>),
 ) -> Result<usize, OffloadError> {
     let (v6, ip_len) = ip_header(packet, 20)?;
     if v6 != (hdr.gso_type & !GSO_ECN == GSO_TCPV6) {
@@ -170,24 +243,24 @@ fn segment_tcp(
     let tcp_len = usize::from(packet[ip_len + 12] >> 4) * 4;
     let headers = ip_len + tcp_len;
     let mss = usize::from(hdr.gso_size);
-    if tcp_len < 20 || packet.len() < headers || mss == 0 || scratch.len() < headers + mss {
+    if tcp_len < 20 || packet.len() < headers || mss == 0 || headers + mss > max {
         return Err(OffloadError::Malformed);
     }
-    let payload = &packet[headers..];
+    let (template, payload) = packet.split_at(headers);
+    let mut head = [0u8; MAX_HEADERS];
+    let head = &mut head[..headers];
+    head.copy_from_slice(template);
     let segments = payload.len().div_ceil(mss).max(1);
     let seq = u32::from_be_bytes(packet[ip_len + 4..ip_len + 8].try_into().expect("4 bytes"));
     let flags = packet[ip_len + 13];
     let id = be16(packet, 4);
+    let tcp = ip_len;
     for i in 0..segments {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let len = headers + chunk.len();
-        let seg = &mut scratch[..len];
-        seg[..headers].copy_from_slice(&packet[..headers]);
-        seg[headers..].copy_from_slice(chunk);
-        fix_ip_header(seg, v6, ip_len, id, i);
-        let tcp = ip_len;
+        let body = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let len = headers + body.len();
+        fix_ip_header(head, len, v6, ip_len, id, i);
         let seg_seq = seq.wrapping_add((i * mss) as u32);
-        seg[tcp + 4..tcp + 8].copy_from_slice(&seg_seq.to_be_bytes());
+        head[tcp + 4..tcp + 8].copy_from_slice(&seg_seq.to_be_bytes());
         let mut f = flags;
         if i + 1 < segments {
             f &= !(TCP_FIN | TCP_PSH);
@@ -195,12 +268,14 @@ fn segment_tcp(
         if i > 0 {
             f &= !TCP_CWR;
         }
-        seg[tcp + 13] = f;
-        seg[tcp + 16..tcp + 18].fill(0);
-        let sum = pseudo_header(seg, IPPROTO_TCP, len - tcp);
-        let csum = !fold(add(sum, &seg[tcp..]));
-        seg[tcp + 16..tcp + 18].copy_from_slice(&csum.to_be_bytes());
-        emit(seg);
+        head[tcp + 13] = f;
+        head[tcp + 16..tcp + 18].fill(0);
+        // The headers are a whole number of 32-bit words, so the payload
+        // starts at an even offset and sums on its own.
+        let sum = add(pseudo_header(head, IPPROTO_TCP, len - tcp), &head[tcp..]);
+        let csum = !fold(add(sum, body));
+        head[tcp + 16..tcp + 18].copy_from_slice(&csum.to_be_bytes());
+        emit(Piece { head, body });
     }
     Ok(segments)
 }
@@ -225,17 +300,17 @@ fn ip_header(packet: &[u8], transport: usize) -> Result<(bool, usize), OffloadEr
 }
 
 /// Writes a segment's IP length (and, for IPv4, its ID and header
-/// checksum): segment `i` of a super-packet whose first ID was `id`.
-fn fix_ip_header(seg: &mut [u8], v6: bool, ip_len: usize, id: u16, i: usize) {
-    let len = seg.len();
+/// checksum) into its headers `head`: segment `i`, `len` bytes long, of a
+/// super-packet whose first ID was `id`.
+fn fix_ip_header(head: &mut [u8], len: usize, v6: bool, ip_len: usize, id: u16, i: usize) {
     if v6 {
-        seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        head[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
     } else {
-        seg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        seg[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        seg[10..12].fill(0);
-        let sum = !fold(add(0, &seg[..ip_len]));
-        seg[10..12].copy_from_slice(&sum.to_be_bytes());
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        head[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        head[10..12].fill(0);
+        let sum = !fold(add(0, &head[..ip_len]));
+        head[10..12].copy_from_slice(&sum.to_be_bytes());
     }
 }
 
@@ -244,8 +319,8 @@ fn fix_ip_header(seg: &mut [u8], v6: bool, ip_len: usize, id: u16, i: usize) {
 fn segment_udp(
     hdr: &VnetHdr,
     packet: &[u8],
-    scratch: &mut [u8],
-    mut emit: impl FnMut(&[u8]),
+    max: usize,
+    mut emit: impl FnMut(Piece<'_>),
 ) -> Result<usize, OffloadError> {
     let (v6, ip_len) = ip_header(packet, 8)?;
     let proto = if v6 { packet[6] } else { packet[9] };
@@ -254,31 +329,31 @@ fn segment_udp(
     }
     let headers = ip_len + 8;
     let size = usize::from(hdr.gso_size);
-    if size == 0 || scratch.len() < headers + size {
+    if size == 0 || headers + size > max {
         return Err(OffloadError::Malformed);
     }
-    let payload = &packet[headers..];
+    let (template, payload) = packet.split_at(headers);
     let segments = payload.len().div_ceil(size).max(1);
     if segments > UDP_MAX_SEGMENTS {
         return Err(OffloadError::Malformed);
     }
+    let mut head = [0u8; MAX_HEADERS];
+    let head = &mut head[..headers];
+    head.copy_from_slice(template);
     let id = be16(packet, 4);
+    let udp = ip_len;
     for i in 0..segments {
-        let chunk = &payload[(i * size).min(payload.len())..((i + 1) * size).min(payload.len())];
-        let len = headers + chunk.len();
-        let seg = &mut scratch[..len];
-        seg[..headers].copy_from_slice(&packet[..headers]);
-        seg[headers..].copy_from_slice(chunk);
-        fix_ip_header(seg, v6, ip_len, id, i);
-        let udp = ip_len;
-        seg[udp + 4..udp + 6].copy_from_slice(&((len - udp) as u16).to_be_bytes());
-        seg[udp + 6..udp + 8].fill(0);
-        let sum = pseudo_header(seg, IPPROTO_UDP, len - udp);
-        let csum = !fold(add(sum, &seg[udp..]));
+        let body = &payload[(i * size).min(payload.len())..((i + 1) * size).min(payload.len())];
+        let len = headers + body.len();
+        fix_ip_header(head, len, v6, ip_len, id, i);
+        head[udp + 4..udp + 6].copy_from_slice(&((len - udp) as u16).to_be_bytes());
+        head[udp + 6..udp + 8].fill(0);
+        let sum = add(pseudo_header(head, IPPROTO_UDP, len - udp), &head[udp..]);
+        let csum = !fold(add(sum, body));
         // Zero means "no checksum" in UDP; the kernel sends all ones instead.
         let csum = if csum == 0 { 0xffff } else { csum };
-        seg[udp + 6..udp + 8].copy_from_slice(&csum.to_be_bytes());
-        emit(seg);
+        head[udp + 6..udp + 8].copy_from_slice(&csum.to_be_bytes());
+        emit(Piece { head, body });
     }
     Ok(segments)
 }
@@ -474,6 +549,30 @@ mod tests {
                 }
                 assert_eq!(rebuilt, original[hl..]);
             }
+        }
+    }
+
+    /// The pieces are the joined segments, and their payloads are the
+    /// super-packet's own bytes, not copies.
+    #[test]
+    fn pieces_leave_payloads_where_they_lie() {
+        for v6 in [false, true] {
+            let mut p = super_packet(v6, 10_000, 0x18);
+            let mut joined: Vec<Vec<u8>> = Vec::new();
+            let mut scratch = vec![0u8; 65536];
+            for_each_packet(&gso(v6, 1368), &mut p.clone(), &mut scratch, |s| {
+                joined.push(s.to_vec())
+            })
+            .unwrap();
+            let range = p.as_ptr_range();
+            let mut pieces = Vec::new();
+            for_each_piece(&gso(v6, 1368), &mut p, |s| {
+                assert!(range.contains(&s.body.as_ptr()));
+                assert!(!range.contains(&s.head.as_ptr()));
+                pieces.push(s.to_vec());
+            })
+            .unwrap();
+            assert_eq!(pieces, joined);
         }
     }
 

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use crate::messages::{
     padded_len, write_transport_header, Transport, TAG_LEN, TRANSPORT_HEADER_LEN,
 };
+use crate::offload::Piece;
 
 /// A ChaCha20-Poly1305 session key for one direction of one session.
 ///
@@ -89,7 +90,7 @@ pub fn seal_into(
     mtu: usize,
     out: &mut [u8],
 ) -> Option<usize> {
-    let total = write_unsealed(receiver, counter, packet, mtu, out)?;
+    let total = write_unsealed(receiver, counter, Piece::whole(packet), mtu, out)?;
     let padded = total - TRANSPORT_HEADER_LEN - TAG_LEN;
     let (text, tag_out) = out[TRANSPORT_HEADER_LEN..total].split_at_mut(padded);
     let tag = key
@@ -105,10 +106,12 @@ pub fn seal_into(
 /// `None` if `out` is shorter than [`sealed_len`]. Sealing the bytes after
 /// the header in place (see [`crate::aead::AeadBatch::seal`]) completes it;
 /// a batch lays out all its messages first and seals them together.
+/// `packet` may lie in two parts (a segment's headers and its payload):
+/// this is the one copy of its bytes on the way out.
 pub fn write_unsealed(
     receiver: u32,
     counter: u64,
-    packet: &[u8],
+    packet: Piece<'_>,
     mtu: usize,
     out: &mut [u8],
 ) -> Option<usize> {
@@ -119,7 +122,7 @@ pub fn write_unsealed(
     let header: &mut [u8; TRANSPORT_HEADER_LEN] =
         header.try_into().expect("split at header length");
     write_transport_header(header, receiver, counter);
-    body[..packet.len()].copy_from_slice(packet);
+    packet.copy_to(body);
     body[packet.len()..].fill(0);
     Some(total)
 }

@@ -1,6 +1,7 @@
 //! Control's commands to this worker: send a handshake datagram, send what
 //! waited for a new session, drop what waited for one that failed.
 
+use crate::offload::Piece;
 use crate::shm::events::ToDataplane;
 use crate::shm::layout::RECORD_SIZE;
 
@@ -34,7 +35,7 @@ impl Worker {
         }
         self.burst_left = staged.len() as u64;
         while let Some(pkt) = staged.pop_front() {
-            if !self.seal_for(peer, &pkt) {
+            if !self.seal_for(peer, Piece::whole(&pkt)) {
                 staged.push_front(pkt);
                 for p in staged {
                     self.shared.stage(peer, p);

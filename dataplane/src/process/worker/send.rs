@@ -9,7 +9,7 @@ use crate::aead::AeadBatch;
 use crate::consts::REKEY_AFTER_MESSAGES;
 use crate::ip;
 use crate::messages::{TAG_LEN, TRANSPORT_HEADER_LEN};
-use crate::offload;
+use crate::offload::{self, Piece};
 use crate::shm::events::ToControl;
 use crate::transport;
 
@@ -47,17 +47,13 @@ impl Worker {
                 }
             };
             let mut packet = std::mem::take(&mut self.tunbuf);
-            let mut scratch = std::mem::take(&mut self.segbuf);
             self.burst_left = offload::packets_hint(&hdr, n);
-            let cut = offload::for_each_packet(&hdr, &mut packet[..n], &mut scratch, |p| {
-                self.send_packet(p)
-            });
+            let cut = offload::for_each_piece(&hdr, &mut packet[..n], |p| self.send_packet(p));
             self.end_burst();
             if cut.is_err() {
                 self.stats.drop_packet(DropReason::Malformed);
             }
             self.tunbuf = packet;
-            self.segbuf = scratch;
             self.flush_if_over(UDP_FLUSH_AT);
         }
         self.flush_out();
@@ -74,8 +70,8 @@ impl Worker {
 
     /// Routes one plain packet from the TUN to its peer and seals it, or
     /// stages it until a session exists.
-    pub(super) fn send_packet(&mut self, packet: &[u8]) {
-        let Some(dst) = ip::destination(packet) else {
+    pub(super) fn send_packet(&mut self, packet: Piece<'_>) {
+        let Some(dst) = ip::destination(packet.head) else {
             return self.stats.drop_packet(DropReason::Malformed);
         };
         // The segments of one super-packet share their destination.
@@ -100,7 +96,7 @@ impl Worker {
 
     /// Seals `packet` (empty: keepalive) for `peer` under its current key
     /// and queues it; false if there is no usable key (caller stages it).
-    pub(super) fn seal_for(&mut self, peer: u32, packet: &[u8]) -> bool {
+    pub(super) fn seal_for(&mut self, peer: u32, packet: Piece<'_>) -> bool {
         let reusable = self
             .tx_peer
             .as_ref()
@@ -162,7 +158,8 @@ impl Worker {
         o.dst = t.dst;
         o.src = t.src;
         o.peer = peer;
-        o.buf.clear();
+        // Every byte is written below (the tag by the seal): only a longer
+        // message than the buffer's last needs filling.
         o.buf.resize(transport::sealed_len(packet.len(), t.mtu), 0);
         let n = transport::write_unsealed(key.remote_index, counter, packet, t.mtu, &mut o.buf);
         debug_assert_eq!(n, Some(o.buf.len()));
@@ -308,7 +305,7 @@ fn xdp_send(
     pending: &mut Vec<PendingFrame>,
     key: &crate::process::keycache::CachedKey,
     counter: u64,
-    packet: &[u8],
+    packet: Piece<'_>,
     mtu: usize,
 ) -> Option<usize> {
     let header_len = header.header_len();
