@@ -91,8 +91,14 @@ impl PeerSlot {
 
     /// Data plane: an authenticated message of `bytes` arrived (`data`: not a keepalive).
     pub fn note_rx(&self, bytes: u64, now_ns: u64, data: bool) {
+        self.note_rx_many(bytes, 1, now_ns, data);
+    }
+
+    /// Data plane: `packets` authenticated transport messages of `bytes`
+    /// in all came in (`data`: not all keepalives).
+    pub fn note_rx_many(&self, bytes: u64, packets: u64, now_ns: u64, data: bool) {
         self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.rx_packets.fetch_add(packets, Ordering::Relaxed);
         self.last_rx_auth_ns.fetch_max(now_ns, Ordering::Relaxed);
         if data {
             self.last_rx_data_ns.fetch_max(now_ns, Ordering::Relaxed);

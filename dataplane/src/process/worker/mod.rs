@@ -28,9 +28,9 @@ mod commands;
 mod event_loop;
 mod flush;
 mod parked;
+mod peer_batch;
 mod receive;
 mod send;
-mod tx_peer;
 
 pub(in crate::process) use self::parked::Parked;
 pub(in crate::process) use self::Ready as LaneReady;
@@ -129,7 +129,9 @@ pub struct Worker {
     tx_xdp_pending: Vec<PendingFrame>,
     /// The peer the current burst (one TUN super-packet) goes to, with what
     /// sealing for it needs, and the destination address it was routed by.
-    tx_peer: Option<tx_peer::TxPeer>,
+    tx_peer: Option<peer_batch::TxPeer>,
+    /// The peer the receive batch's last message came from, with its totals.
+    rx_peer: Option<peer_batch::RxPeer>,
     tx_route: Option<(IpAddr, u32)>,
     /// Packets of the current burst not yet sealed (counters to reserve).
     burst_left: u64,
@@ -211,6 +213,7 @@ impl Worker {
             gso_refusals_seen: 0,
             gso_refusal_logged: false,
             tx_peer: None,
+            rx_peer: None,
             tx_route: None,
             burst_left: 0,
         }

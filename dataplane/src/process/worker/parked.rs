@@ -130,7 +130,7 @@ impl Worker {
         self.xdp = ports;
         self.parked = parked;
         self.rx_parked_admitted = admitted;
-        self.flush_gro();
+        self.end_rx_batch();
         false
     }
 }

@@ -15,6 +15,7 @@ use crate::frame::parse_udp_frame;
 use crate::process::stats::Stats;
 use crate::shm::stats::DropReason;
 
+use super::peer_batch::RxPeer;
 use super::{Incoming, Worker, BATCH, LASTMINUTE_NS, REJECT_NS, REPORT_AGAIN_NS};
 
 impl Worker {
@@ -45,7 +46,7 @@ impl Worker {
             self.rx_crypto.clear();
             self.rx = rx;
             self.rx_udp_admitted = admitted;
-            self.flush_gro();
+            self.end_rx_batch();
             self.flush_out();
             if n < BATCH {
                 return false;
@@ -111,7 +112,7 @@ impl Worker {
         }
         self.xdp = ports;
         self.rx_xdp_admitted = admitted;
-        self.flush_gro();
+        self.end_rx_batch();
         more
     }
 
@@ -216,7 +217,7 @@ impl Worker {
         }
         let p = region.peer(peer as usize);
         let is_data = !plain.is_empty();
-        p.note_rx(wire_len as u64, self.now, is_data);
+        self.note_rx(peer, wire_len, is_data);
         self.stats.rx(wire_len);
 
         // The kernel's rule: remember both the peer's address and the local
@@ -281,8 +282,42 @@ impl Worker {
         }
     }
 
-    /// Writes out what coalescing still holds: the end of a receive batch.
-    pub(super) fn flush_gro(&mut self) {
+    /// Adds one opened message to its peer's batch totals.
+    fn note_rx(&mut self, peer: u32, bytes: usize, data: bool) {
+        match &mut self.rx_peer {
+            Some(r) if r.peer == peer => {
+                r.bytes += bytes as u64;
+                r.packets += 1;
+                r.data |= data;
+            }
+            _ => {
+                self.end_rx_peer();
+                self.rx_peer = Some(RxPeer {
+                    peer,
+                    bytes: bytes as u64,
+                    packets: 1,
+                    data,
+                });
+            }
+        }
+    }
+
+    fn end_rx_peer(&mut self) {
+        if let Some(r) = self.rx_peer.take() {
+            let p = self.shared.region.peer(r.peer as usize);
+            p.note_rx_many(r.bytes, r.packets, self.now, r.data);
+        }
+    }
+
+    /// The end of a receive batch: the peers' totals go to the region, and
+    /// what coalescing still holds to the TUN.
+    pub(super) fn end_rx_batch(&mut self) {
+        self.end_rx_peer();
+        self.flush_gro();
+    }
+
+    /// Writes out what coalescing still holds.
+    fn flush_gro(&mut self) {
         let (tun, stats, scratch) = (&self.tun, &mut self.stats, &mut self.segbuf);
         if let Some(gro) = &mut self.gro {
             gro.flush(&mut |hdr: Option<&VnetHdr>, p: &[u8]| {

@@ -18,7 +18,7 @@ use crate::netlink::{NextHopCache, Resolve};
 use crate::process::backend::XdpPort;
 use crate::shm::stats::DropReason;
 
-use super::tx_peer::{TxPeer, TxRefused};
+use super::peer_batch::{TxPeer, TxRefused};
 use super::{
     Out, PendingFrame, Worker, BATCH, NEED_INTERVAL_NS, REJECT_NS, REKEY_NS, TUN_BURST,
     UDP_FLUSH_AT,

@@ -5,6 +5,7 @@
 //! reservation (a cache line every worker writes) and the next-hop lookup
 //! are paid once per train. A burst lasts one super-packet (or one flush of
 //! staged packets), so nothing here is older than a few microseconds.
+//! The receive side keeps its per-peer totals the same way, per batch.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -31,6 +32,17 @@ pub(super) struct TxPeer {
     pub data: bool,
     /// The key is due for a rekey: ask for a handshake when the burst ends.
     pub stale: bool,
+}
+
+/// The totals of a receive batch's messages from one peer, added to its
+/// counters in the region when the batch ends or another peer's message
+/// comes: four atomic writes to a cache line control also reads, paid once
+/// per batch instead of once per message.
+pub(super) struct RxPeer {
+    pub peer: u32,
+    pub bytes: u64,
+    pub packets: u64,
+    pub data: bool,
 }
 
 /// Why a burst for a peer could not start.
