@@ -11,6 +11,7 @@
 /// of 64-bit words into 64-bit lanes needs no end-around carry inside the
 /// loop, so the lanes have no chain between them and the compiler
 /// vectorizes it: this runs over every byte a tunnel carries.
+#[inline]
 pub fn add(sum: u64, data: &[u8]) -> u64 {
     let le = fold(sum_le(data));
     let (s, carry) = sum.overflowing_add(u64::from(le.swap_bytes()));
@@ -60,6 +61,7 @@ fn sum_le_words(data: &[u8]) -> u64 {
 }
 
 /// Folds a one's-complement accumulator to 16 bits (not yet inverted).
+#[inline]
 pub fn fold(mut sum: u64) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);

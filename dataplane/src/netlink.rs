@@ -1227,7 +1227,7 @@ mod tests {
 
             // No entry before any traffic; REACHABLE with wsb's MAC after a ping.
             assert_eq!(a.run(move || neighbour(wsa, v("10.77.0.2")).unwrap()), None);
-            assert!(a.exec("ping -c 1 -W 2 10.77.0.2"), "ping");
+            assert!(a.exec("ping -c 1 -w 5 10.77.0.2"), "ping");
             let n = state(a, wsa, v("10.77.0.2")).unwrap();
             assert_eq!(n.state, 0x02, "REACHABLE");
             assert_eq!(n.lladdr, Some(wsb_mac));
@@ -1315,7 +1315,7 @@ mod tests {
             assert_eq!(r.prefsrc, Some(v("fd77::1")));
 
             assert_eq!(a.run(move || neighbour(wsa, v("fd77::2")).unwrap()), None);
-            assert!(a.exec("ping -6 -c 1 -W 2 fd77::2"), "ping -6");
+            assert!(a.exec("ping -6 -c 1 -w 5 fd77::2"), "ping -6");
             let n = state(a, wsa, v("fd77::2")).unwrap();
             assert_eq!(n.state, 0x02, "REACHABLE");
             assert_eq!(
@@ -1502,8 +1502,8 @@ mod tests {
             }
             let p = pair();
             let (a, b) = (&p.a, &p.b);
-            assert!(a.exec("ping -c 1 -W 2 10.77.0.2"), "ping");
-            assert!(a.exec("ping -6 -c 1 -W 2 fd77::2"), "ping -6");
+            assert!(a.exec("ping -c 1 -w 5 10.77.0.2"), "ping");
+            assert!(a.exec("ping -6 -c 1 -w 5 fd77::2"), "ping -6");
 
             let (ready_tx, ready_rx) = mpsc::channel::<()>();
             let (go_tx, go_rx) = mpsc::channel::<()>();
