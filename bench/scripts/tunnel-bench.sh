@@ -30,8 +30,8 @@
 # machine one UDP run swings by a factor of two) over the runs that worked;
 # a cell where none did reads n/a and the bench goes on. Rows of wirespeed
 # also show the ratio to wireguard-go-upstream, which is measured first.
-# PIN=1 (the default with 2 CPUs or more) puts each end's daemon on a CPU
-# of its own; see tunnel-lib.sh.
+# PIN=1 (the default with 2 CPUs or more) puts each end's daemon and its
+# iperf3 on a CPU of their own; see tunnel-lib.sh.
 #
 # Besides the tables on stdout, OUT_DIR (default bench/results/) gets
 # tunnel-bench-STAMP.txt (the tables), .csv (every cell, with the runs it is

@@ -89,9 +89,13 @@ tl_shape() {
 
 # Both ends of a tunnel share this host, but each stands for a host of its
 # own: with PIN=1 (the default where there are two CPUs or more) the daemon
-# in A runs on CPU 0 and the one in B on CPU 1, whatever the implementation.
-# Without it, two daemons that pin their workers (wirespeed) pile onto the
-# same core. iperf3 itself is never pinned.
+# and the iperf3 in A run on CPU 0 and those in B on CPU 1, whatever the
+# implementation. Without it, two daemons that pin their workers
+# (wirespeed) pile onto the same core. Left to the scheduler, the iperf3s
+# landed sometimes each on its own end's CPU and sometimes each on the
+# other's (the sender on the receiver's CPU), which moves work between the
+# ends: in four runs that way one TCP stream through wirespeed measured
+# 1.2x to 2.1x upstream wireguard-go's, in two runs pinned 1.50x and 1.59x.
 CPUS=$(nproc)
 PIN=${PIN:-$([ "$CPUS" -ge 2 ] && echo 1 || echo 0)}
 tl_cpu_of() { [ "$1" = "$NS_A" ] && echo 0 || echo $((1 % CPUS)); }
@@ -171,11 +175,15 @@ tl_stop_tunnel() {
 tl_iperf() {
     local addr=$1 secs=$2; shift 2
     echo 0 >"$WORK/iperf.bytes"
-    ip netns exec "$NS_B" iperf3 -s -1 -D -B "$addr" -I "$WORK/iperf.pid" >/dev/null 2>&1
+    local pin_a=() pin_b=()
+    if [ "$PIN" = 1 ]; then
+        pin_a=(taskset -c "$(tl_cpu_of "$NS_A")"); pin_b=(taskset -c "$(tl_cpu_of "$NS_B")")
+    fi
+    ip netns exec "$NS_B" "${pin_b[@]}" iperf3 -s -1 -D -B "$addr" -I "$WORK/iperf.pid" >/dev/null 2>&1
     sleep 0.3
     # A stalled tunnel must not hang the run; nor may its server, left
     # waiting for a client that gave up, keep the port for the next run.
-    timeout $((secs + 30)) ip netns exec "$NS_A" iperf3 -c "$addr" -t "$secs" -J --connect-timeout 5000 "$@" \
+    timeout $((secs + 30)) ip netns exec "$NS_A" "${pin_a[@]}" iperf3 -c "$addr" -t "$secs" -J --connect-timeout 5000 "$@" \
         >"$WORK/iperf.json" 2>/dev/null || true
     # The server removes its pid file as it exits, maybe between two reads.
     local server
