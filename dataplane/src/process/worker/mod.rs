@@ -90,7 +90,9 @@ pub struct Worker {
     out: Vec<Out>,
     out_len: usize,
     tunbuf: Vec<u8>,
-    /// One segment of a TCP super-packet at a time (TUN offloads).
+    /// One segment at a time of a coalesced super-packet the TUN refused,
+    /// written again segment by segment (the send path cuts without a
+    /// copy, see `offload::for_each_piece`).
     segbuf: Vec<u8>,
     /// Coalescing of received TCP segments into TUN super-packets; None
     /// when TUN offloads are off.
